@@ -1,0 +1,1 @@
+//! Benchmarks: criterion micro-benchmarks and the side-by-side `rxbench` harness (issue 4).

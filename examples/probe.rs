@@ -1,0 +1,2 @@
+//! Probe (in progress).
+fn main() {}

@@ -1,0 +1,146 @@
+//! What both backends share: the owner-side core (table + shared state), the receive events they
+//! report, and the teardown report.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::area::Area;
+use crate::chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, OwnerStats, Redelivery, Snapshot};
+use crate::completion::CompletionError;
+use crate::error::{Error, Result};
+use crate::rxbuf::{RxBuf, Shared};
+
+/// What a receive completion means for the application.
+#[derive(Debug)]
+pub enum RecvEvent {
+    /// Bytes arrived.
+    Data(RxBuf),
+    /// The peer closed its side (or the byte limit was reached).
+    Eof,
+    /// No free buffer: return buffers ([`flush`](crate::bufring::BufRing::flush) publishes
+    /// them), then re-arm. Nothing was lost; the bytes wait in the socket.
+    NoBuffers,
+    /// The completion queue overflowed: re-arm. Nothing was lost.
+    CqOverflow,
+    /// A socket error.
+    Error(io::Error),
+}
+
+/// A decoded, checked completion.
+#[derive(Debug)]
+pub struct Completion {
+    /// What happened.
+    pub event: RecvEvent,
+    /// The multishot request is still armed. When false and the event is not `Eof` or `Error`,
+    /// re-arm to keep receiving.
+    pub more: bool,
+}
+
+impl Completion {
+    /// Whether the caller should submit a new receive for this socket (after flushing returns).
+    pub fn needs_rearm(&self) -> bool {
+        !self.more && !matches!(self.event, RecvEvent::Eof | RecvEvent::Error(_))
+    }
+}
+
+/// What was still held by the application when a queue was torn down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeardownReport {
+    /// Chunks still held by live [`RxBuf`]s (they stay mapped until dropped).
+    pub held_chunks: u32,
+    /// Bytes in those chunks that were delivered to the application.
+    pub held_bytes: u64,
+    /// Per owner.
+    pub owners: Vec<(OwnerId, OwnerStats)>,
+    /// Whether the kernel gave the area back cleanly. When false the area is leaked (never
+    /// unmapped) because the kernel might still write into it.
+    pub clean: bool,
+}
+
+impl TeardownReport {
+    /// True when nothing was held and the kernel released the area.
+    pub fn is_clean(&self) -> bool {
+        self.clean && self.held_chunks == 0
+    }
+}
+
+/// Owner-side state common to both backends.
+pub(crate) struct Core {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) table: ChunkTable,
+}
+
+impl Core {
+    pub(crate) fn new(area: Area, redelivery: Redelivery) -> Self {
+        let table = ChunkTable::new(area.chunks(), redelivery);
+        Self { shared: Arc::new(Shared::new(area)), table }
+    }
+
+    pub(crate) fn area(&self) -> &Area {
+        self.shared.area()
+    }
+
+    /// Checks a kernel-supplied location, records the delivery and makes the handle. While the
+    /// kernel keeps filling a chunk (incremental mode) the core holds one extra reference on it,
+    /// so the chunk cannot be returned under the kernel's feet.
+    pub(crate) fn deliver(
+        &mut self,
+        chunk: ChunkId,
+        offset: u32,
+        len: u32,
+        owner: OwnerId,
+        kernel_keeps: bool,
+    ) -> Result<RxBuf> {
+        let chunk_size = self.area().chunk_size() as u32;
+        if u64::from(offset) + u64::from(len) > u64::from(chunk_size) {
+            return Err(CompletionError::LengthOutOfRange { offset, len, chunk_size }.into());
+        }
+        let was_busy = matches!(self.table.state(chunk)?, ChunkState::User { kernel_busy: true, .. });
+        self.table.deliver(chunk, owner, len, kernel_keeps).map_err(|e| match e {
+            crate::chunk::AccountingError::BadTransition { chunk, .. } => {
+                Error::BadCompletion(CompletionError::NotKernelOwned { chunk })
+            }
+            e => e.into(),
+        })?;
+        let buf = self.shared.handle(chunk, offset, len).expect("range checked above");
+        match (was_busy, kernel_keeps) {
+            (false, true) => self.shared.returns.acquire(chunk),
+            (true, false) => self.shared.returns.release(chunk),
+            _ => {}
+        }
+        Ok(buf)
+    }
+
+    /// Moves every chunk whose handles are all gone to the refill state and calls `publish` with
+    /// it and its refill entry count. Returns how many chunks were released.
+    pub(crate) fn collect_returns(&mut self, mut publish: impl FnMut(&mut ChunkTable, ChunkId, u32)) -> usize {
+        let Self { shared, table } = self;
+        shared.returns.drain(|chunk| match table.release(chunk) {
+            Ok(entries) => publish(table, chunk, entries),
+            // Unreachable by construction (the core's bias reference keeps busy chunks out of the
+            // stack); if it happens the chunk is kept out of circulation rather than reused.
+            Err(e) => debug_assert!(false, "release refused: {e}"),
+        })
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.table.snapshot()
+    }
+
+    pub(crate) fn report(&self, clean: bool) -> TeardownReport {
+        let snap = self.table.snapshot();
+        TeardownReport {
+            held_chunks: snap.counts.user,
+            held_bytes: snap.held_bytes,
+            owners: snap.owners,
+            clean,
+        }
+    }
+}
+
+/// Duplicates the ring fd (close-on-exec) so the ring outlives the caller's handle to it.
+pub(crate) fn dup_ring_fd(ring: impl AsFd) -> Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(ring, 0)
+        .map_err(|e| Error::Os { what: "duplicating the io_uring fd", source: e.into() })
+}

@@ -1,0 +1,400 @@
+//! The provided-buffer-ring backend: the area's chunks are the buffers of a buffer ring
+//! registered on the caller's io_uring; multishot receives with buffer select pick them; the
+//! kernel copies received bytes into them. Works on every NIC since Linux 5.19 (incremental
+//! consumption since 6.12).
+//!
+//! ```no_run
+//! use ifq::bufring::{BufRing, BufRingConfig};
+//! use ifq::io_uring::{IoUring, types::Fd};
+//! use ifq::{Area, OwnerId, RecvEvent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut ring = IoUring::new(256)?;
+//! let area = Area::builder().chunk_size(32 * 1024).chunks(256).build()?;
+//! let mut rx = BufRing::register(&ring, area, BufRingConfig::default())?;
+//! # let sock = std::net::TcpStream::connect("127.0.0.1:1")?;
+//! # use std::os::fd::AsRawFd;
+//! let sqe = rx.recv_multishot(Fd(sock.as_raw_fd())).user_data(1);
+//! // SAFETY: the socket outlives the request.
+//! unsafe { ring.submission().push(&sqe)? };
+//! ring.submit_and_wait(1)?;
+//! for cqe in ring.completion() {
+//!     let c = rx.complete(OwnerId(1), cqe.result(), cqe.flags())?;
+//!     if let RecvEvent::Data(buf) = c.event {
+//!         println!("{} bytes", buf.len());
+//!     } // dropping `buf` queues its chunk for return
+//! }
+//! rx.flush(); // publish returned chunks with one tail store
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use rustix::io::Errno;
+
+use crate::area::Area;
+use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, TeardownReport};
+use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
+use crate::completion::{decode_bufring, CompletionError, Event};
+use crate::error::{Error, Result};
+use crate::refill::pbuf::PbufProducer;
+use crate::sys::mmap::Mmap;
+use crate::sys::ring::{write_buf_entry, BufReg, SharedU16};
+
+/// `IOU_PBUF_RING_INC`: incremental buffer consumption (6.12).
+const IOU_PBUF_RING_INC: u16 = 2;
+/// Size of one `io_uring_buf` entry.
+const ENTRY_SIZE: usize = 16;
+/// Most entries a buffer ring may have.
+pub const MAX_ENTRIES: usize = 32768;
+
+/// How to register a buffer ring.
+#[derive(Debug, Clone, Default)]
+pub struct BufRingConfig {
+    /// Buffer group id (several rings on one io_uring need distinct ids). Default 0.
+    pub bgid: u16,
+    /// Incremental consumption (`IOU_PBUF_RING_INC`, Linux 6.12+): the kernel fills a chunk
+    /// across several receives instead of using a whole chunk per receive, so small messages
+    /// do not waste chunks.
+    pub incremental: bool,
+    /// Most bytes one owner may hold before [`BufRing::over_limit`] says to stop reading it.
+    pub owner_limit: Option<u64>,
+}
+
+/// Counters of a buffer ring's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufRingStats {
+    /// Data completions turned into handles.
+    pub deliveries: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// `-ENOBUFS` completions (the ring ran dry).
+    pub no_buffers: u64,
+    /// Chunks published back to the kernel.
+    pub republished: u64,
+    /// Tail stores (one per non-empty flush).
+    pub publishes: u64,
+}
+
+/// A provided buffer ring over an [`Area`], registered on an io_uring. See the
+/// [module docs](self).
+pub struct BufRing {
+    core: Core,
+    /// The ring's entry array; `None` once leaked.
+    ring_mem: Option<Mmap>,
+    tail: SharedU16,
+    producer: PbufProducer,
+    /// Incremental mode: bytes of each chunk the kernel has filled since it was posted.
+    filled: Vec<u32>,
+    incremental: bool,
+    bgid: u16,
+    ring_fd: OwnedFd,
+    registered: bool,
+    stats: BufRingStats,
+}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing")
+            .field("bgid", &self.bgid)
+            .field("incremental", &self.incremental)
+            .field("counts", &self.core.table.counts())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl BufRing {
+    /// Registers `area` as buffer group `config.bgid` on `ring` and posts every chunk.
+    ///
+    /// Call it, and every other method, on the thread that submits to `ring` (rings set up with
+    /// `SINGLE_ISSUER` refuse registrations from other threads).
+    pub fn register<S: squeue::EntryMarker, C: cqueue::EntryMarker>(
+        ring: &IoUring<S, C>,
+        area: Area,
+        config: BufRingConfig,
+    ) -> Result<Self> {
+        let chunks = area.chunks() as usize;
+        if chunks > MAX_ENTRIES {
+            return Err(Error::TooManyChunks {
+                chunks,
+                max: MAX_ENTRIES,
+                why: "in a provided buffer ring (buffer ids are 16 bits, rings hold 32768)",
+            });
+        }
+        if area.chunk_size() > u32::MAX as usize {
+            return Err(Error::BadChunkSize { chunk_size: area.chunk_size() });
+        }
+        let entries = chunks.next_power_of_two();
+        let page = rustix::param::page_size();
+        let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
+        let ring_mem = Mmap::anonymous(map_len, false, true)
+            .map_err(|source| Error::Map { len: map_len, source })?;
+        let ring_fd = dup_ring_fd(ring.as_fd())?;
+        let flags = if config.incremental { IOU_PBUF_RING_INC } else { 0 };
+        // SAFETY: `ring_mem` is a live, page-aligned mapping of `entries` entries. It is only
+        // unmapped after a successful unregister (see `teardown`), and leaked otherwise.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                ring_mem.as_ptr() as u64,
+                entries as u16,
+                config.bgid,
+                flags,
+            )
+        }
+        .map_err(|source| {
+            let hint = match source.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::EXIST) => "the buffer group id is already in use on this ring; pick another bgid",
+                Some(Errno::INVAL) if config.incremental => {
+                    "incremental buffer rings need Linux 6.12+; turn `incremental` off"
+                }
+                Some(Errno::INVAL) => "provided buffer rings need Linux 5.19+",
+                Some(Errno::NOMEM) => "the kernel is out of memory",
+                _ => "see io_uring_register_buf_ring(3)",
+            };
+            Error::BufRingRegister { bgid: config.bgid, source, hint }
+        })?;
+        // SAFETY: the tail is the u16 at byte 14 of entry 0 (the `resv` field `io_uring_buf_ring`
+        // overlays); the mapping lives as long as `self` (or is leaked).
+        let tail = unsafe { SharedU16::new(ring_mem.as_ptr().add(14)) };
+        let mut core = Core::new(
+            area,
+            if config.incremental { Redelivery::WhileKernelBusy } else { Redelivery::Never },
+        );
+        core.table.set_owner_limit(config.owner_limit);
+        let mut this = Self {
+            filled: if config.incremental { vec![0; chunks] } else { Vec::new() },
+            core,
+            ring_mem: Some(ring_mem),
+            tail,
+            producer: PbufProducer::new(entries as u32),
+            incremental: config.incremental,
+            bgid: config.bgid,
+            ring_fd,
+            registered: true,
+            stats: BufRingStats::default(),
+        };
+        while let Some(chunk) = this.core.table.take_from_pool() {
+            this.post(chunk);
+        }
+        this.publish();
+        Ok(this)
+    }
+
+    fn post(&mut self, chunk: ChunkId) {
+        let slot = self.producer.push().expect("ring has a slot per chunk");
+        let area = self.core.area();
+        let addr = area.addr() + area.chunk_offset(chunk);
+        let len = area.chunk_size() as u32;
+        let mem = self.ring_mem.as_ref().expect("ring memory present while registered");
+        // SAFETY: `slot < entries`, so the entry lies in the mapping; the kernel reads it only
+        // after the next tail publish, and the producer never hands out an unconsumed slot.
+        unsafe { write_buf_entry(mem.as_ptr().add(slot as usize * ENTRY_SIZE), addr, len, chunk as u16) };
+        if self.incremental {
+            self.filled[chunk as usize] = 0;
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Some(tail) = self.producer.publish() {
+            self.tail.store_release(tail);
+            self.stats.publishes += 1;
+        }
+    }
+
+    /// The buffer group id receives must select.
+    pub fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    /// A multishot receive on `fd` that picks buffers from this ring. Set `user_data` and push it.
+    pub fn recv_multishot(&self, fd: impl Into<RecvFd>) -> squeue::Entry {
+        match fd.into() {
+            RecvFd::Fd(fd) => opcode::RecvMulti::new(fd, self.bgid).build(),
+            RecvFd::Fixed(fd) => opcode::RecvMulti::new(fd, self.bgid).build(),
+        }
+    }
+
+    /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)
+    /// and charges its bytes to `owner`. Every kernel value is checked before it becomes a slice;
+    /// a bad one is an error and nothing is read.
+    pub fn complete(&mut self, owner: OwnerId, res: i32, flags: u32) -> Result<Completion> {
+        if !self.registered {
+            return Err(Error::TornDown);
+        }
+        let d = decode_bufring(res, flags)?;
+        let event = match d.event {
+            Event::Data { len } => {
+                let loc = d.loc.expect("decoder guarantees a buffer for data");
+                RecvEvent::Data(self.take(owner, loc.bid, len, loc.buf_more)?)
+            }
+            other => {
+                if let Some(loc) = d.loc {
+                    // A buffer consumed with no data: account it and hand it straight back.
+                    drop(self.take(owner, loc.bid, 0, loc.buf_more)?);
+                }
+                match other {
+                    Event::Eof => RecvEvent::Eof,
+                    Event::NoBuffers => {
+                        self.stats.no_buffers += 1;
+                        RecvEvent::NoBuffers
+                    }
+                    Event::CqOverflow => RecvEvent::CqOverflow,
+                    Event::Error { errno } => RecvEvent::Error(std::io::Error::from_raw_os_error(errno)),
+                    Event::Data { .. } => unreachable!(),
+                }
+            }
+        };
+        Ok(Completion { event, more: d.more })
+    }
+
+    fn take(&mut self, owner: OwnerId, bid: u16, len: u32, buf_more: bool) -> Result<crate::RxBuf> {
+        let chunk = ChunkId::from(bid);
+        let chunks = self.core.area().chunks();
+        if chunk >= chunks {
+            return Err(CompletionError::BufferIdOutOfRange { bid, chunks }.into());
+        }
+        let (offset, kernel_keeps) = if self.incremental {
+            (self.filled[chunk as usize], buf_more)
+        } else {
+            (0, false)
+        };
+        let buf = self.core.deliver(chunk, offset, len, owner, kernel_keeps)?;
+        if self.incremental {
+            self.filled[chunk as usize] = offset + len;
+        }
+        if !kernel_keeps {
+            // The kernel moved its head past this buffer.
+            self.producer.consumed();
+        }
+        self.stats.deliveries += 1;
+        self.stats.bytes += u64::from(len);
+        Ok(buf)
+    }
+
+    /// Publishes every chunk whose handles have all dropped (on any thread) back to the kernel,
+    /// with one release store of the ring tail. Returns how many chunks went back. Call it once
+    /// per event-loop turn, and before re-arming after [`RecvEvent::NoBuffers`].
+    pub fn flush(&mut self) -> usize {
+        if !self.registered {
+            return 0;
+        }
+        let mut released = Vec::new();
+        self.core.collect_returns(|_, chunk, _| released.push(chunk));
+        for &chunk in &released {
+            self.core.table.publish(chunk).expect("released chunk is in refill");
+            self.post(chunk);
+        }
+        self.stats.republished += released.len() as u64;
+        self.publish();
+        released.len()
+    }
+
+    /// Whether `owner` holds at least the configured per-owner limit of bytes.
+    pub fn over_limit(&self, owner: OwnerId) -> bool {
+        self.core.table.over_limit(owner)
+    }
+
+    /// Who holds what.
+    pub fn snapshot(&self) -> Snapshot {
+        self.core.snapshot()
+    }
+
+    /// Lifetime counters.
+    pub fn stats(&self) -> BufRingStats {
+        self.stats
+    }
+
+    /// The area's chunk size.
+    pub fn chunk_size(&self) -> usize {
+        self.core.area().chunk_size()
+    }
+
+    /// Unregisters the ring and reports what the application still holds. Chunks held by live
+    /// handles stay mapped until those handles drop. Receives still armed on this buffer group
+    /// complete with `-ENOBUFS` afterwards.
+    pub fn teardown(mut self) -> TeardownReport {
+        self.teardown_in_place()
+    }
+
+    fn teardown_in_place(&mut self) -> TeardownReport {
+        if !self.registered {
+            return self.core.report(self.ring_mem.is_some());
+        }
+        self.registered = false;
+        // Publish nothing more, but account every chunk whose handles are gone.
+        let mut released = Vec::new();
+        self.core.collect_returns(|_, chunk, _| released.push(chunk));
+        let arg = BufReg { ring_addr: 0, ring_entries: 0, bgid: self.bgid, flags: 0, resv: [0; 3] };
+        // SAFETY: the argument is a valid `io_uring_buf_reg` for the duration of the call.
+        let unregistered = unsafe {
+            rustix::io_uring::io_uring_register(
+                &self.ring_fd,
+                rustix::io_uring::IoringRegisterOp::UnregisterPbufRing,
+                (&arg as *const BufReg).cast(),
+                1,
+            )
+        };
+        let clean = match unregistered {
+            Ok(_) => {
+                // The kernel no longer reads the ring or writes any chunk: take them all back.
+                for chunk in 0..self.core.table.total() {
+                    match self.core.table.state(chunk) {
+                        Ok(ChunkState::Kernel | ChunkState::Refill { .. }) => {
+                            let _ = self.core.table.reclaim(chunk);
+                        }
+                        Ok(ChunkState::User { kernel_busy: true, .. }) => {
+                            let _ = self.core.table.kernel_done(chunk);
+                            self.core.shared.returns.release(chunk);
+                        }
+                        _ => {}
+                    }
+                }
+                let mut more = Vec::new();
+                self.core.collect_returns(|t, chunk, _| {
+                    more.push(chunk);
+                    let _ = t.publish(chunk);
+                    let _ = t.reclaim(chunk);
+                });
+                true
+            }
+            Err(_) => {
+                // The kernel may still write into the area and read the ring: never unmap them.
+                self.core.shared.leak_area_on_drop();
+                if let Some(mem) = self.ring_mem.take() {
+                    mem.leak();
+                }
+                false
+            }
+        };
+        self.core.report(clean)
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        self.teardown_in_place();
+    }
+}
+
+/// The socket a receive reads: a plain fd or a registered (fixed) file index.
+#[derive(Debug, Clone, Copy)]
+pub enum RecvFd {
+    /// A raw fd.
+    Fd(types::Fd),
+    /// An index into the ring's registered files.
+    Fixed(types::Fixed),
+}
+
+impl From<types::Fd> for RecvFd {
+    fn from(fd: types::Fd) -> Self {
+        Self::Fd(fd)
+    }
+}
+
+impl From<types::Fixed> for RecvFd {
+    fn from(fd: types::Fixed) -> Self {
+        Self::Fixed(fd)
+    }
+}

@@ -1,0 +1,487 @@
+//! Chunk ownership as a pure state machine (no syscalls, no atomics).
+//!
+//! Every chunk of an area is in exactly one state:
+//!
+//! ```text
+//!            take_from_pool             deliver (a completion names it)
+//!   Pool ───────────────────► Kernel ─────────────────────────────► User{deliveries, kernel_busy}
+//!    ▲                          ▲  ▲                                   │   ▲ deliver again (zcrx,
+//!    │ reclaim (teardown)       │  └──────── publish ◄── Refill{n} ◄───┘   │ or incremental mode
+//!    └──────────────────────────┘             (the ring tail moved)  release (last handle gone, │ while kernel_busy)
+//!                                                                      kernel done)        ─────┘
+//! ```
+//!
+//! `pool + kernel + user + refill == total` at every step. Bytes delivered into a chunk are
+//! charged to the owner (a connection id) that received them until the chunk is released, so the
+//! runtime can stop reading a connection that holds more than its share of the area.
+//!
+//! The table never panics on a bad transition: a completion is kernel input, and a chunk id or
+//! state it names may be wrong; the caller gets an [`AccountingError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Index of a chunk in its area.
+pub type ChunkId = u32;
+
+/// Who received a chunk's bytes: typically a connection id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(pub u32);
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "owner {}", self.0)
+    }
+}
+
+/// Where one chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Free, not posted to the kernel.
+    Pool,
+    /// Posted: the kernel (NIC, TCP stack, buffer ring) may write into it.
+    Kernel,
+    /// Handed to the application by `deliveries` completions. With `kernel_busy` the kernel also
+    /// still writes into the rest of the chunk (incremental buffer consumption).
+    User {
+        /// Completions that pointed into this chunk since it left the kernel.
+        deliveries: u32,
+        /// The kernel keeps filling the chunk (`IORING_CQE_F_BUF_MORE`).
+        kernel_busy: bool,
+    },
+    /// Every handle is gone; waiting to be published back to the kernel with `entries` refill
+    /// entries (zcrx wants one per delivery; a buffer ring one per chunk).
+    Refill {
+        /// Refill entries to write.
+        entries: u32,
+    },
+}
+
+impl ChunkState {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Pool => "pool",
+            Self::Kernel => "kernel",
+            Self::User { .. } => "user",
+            Self::Refill { .. } => "refill",
+        }
+    }
+}
+
+/// When a completion may name a chunk that the application already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Never: one completion per posted chunk (plain buffer ring).
+    Never,
+    /// Only while the kernel said it keeps filling the chunk (incremental buffer ring).
+    WhileKernelBusy,
+    /// Always, also while the chunk waits in the refill queue (zcrx: several skb fragments, and
+    /// so several completions, may share one chunk; each holds a kernel user reference).
+    Always,
+}
+
+/// A rejected transition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountingError {
+    /// The chunk id is past the end of the area.
+    #[error("chunk {chunk} does not exist (the area has {total} chunks)")]
+    NoSuchChunk {
+        /// The id named.
+        chunk: ChunkId,
+        /// Chunks in the area.
+        total: u32,
+    },
+    /// The chunk is not in a state that allows the transition.
+    #[error("chunk {chunk} is in the {from} state and cannot {action}")]
+    BadTransition {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Its current state.
+        from: &'static str,
+        /// What was attempted.
+        action: &'static str,
+    },
+}
+
+/// Bytes and chunks held by one owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerStats {
+    /// Chunks this owner has bytes in.
+    pub chunks: u32,
+    /// Bytes delivered to this owner in chunks not yet released.
+    pub bytes: u64,
+}
+
+/// Chunks per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Free chunks.
+    pub pool: u32,
+    /// Chunks posted to the kernel.
+    pub kernel: u32,
+    /// Chunks the application holds.
+    pub user: u32,
+    /// Chunks waiting to be published back.
+    pub refill: u32,
+}
+
+impl Counts {
+    /// The sum, which always equals the area's chunk count.
+    pub fn total(&self) -> u32 {
+        self.pool + self.kernel + self.user + self.refill
+    }
+}
+
+/// Who holds what, at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Chunks per state.
+    pub counts: Counts,
+    /// Bytes delivered and not yet released, over all owners.
+    pub held_bytes: u64,
+    /// Per owner, sorted by id; owners holding nothing are left out.
+    pub owners: Vec<(OwnerId, OwnerStats)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holders {
+    None,
+    One(OwnerId, u64),
+    Many(Vec<(OwnerId, u64)>),
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type OwnerMap = HashMap<OwnerId, OwnerStats, BuildHasherDefault<IdHasher>>;
+
+/// The ownership table of one area. See the [module docs](self).
+pub struct ChunkTable {
+    states: Vec<ChunkState>,
+    holders: Vec<Holders>,
+    free: Vec<ChunkId>,
+    counts: Counts,
+    owners: OwnerMap,
+    held_bytes: u64,
+    limit: Option<u64>,
+    redelivery: Redelivery,
+}
+
+impl fmt::Debug for ChunkTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkTable")
+            .field("counts", &self.counts)
+            .field("held_bytes", &self.held_bytes)
+            .field("owners", &self.owners.len())
+            .finish()
+    }
+}
+
+impl ChunkTable {
+    /// A table of `total` chunks, all in the pool.
+    pub fn new(total: u32, redelivery: Redelivery) -> Self {
+        Self {
+            states: vec![ChunkState::Pool; total as usize],
+            holders: vec![Holders::None; total as usize],
+            // Reversed so chunk 0 is taken first.
+            free: (0..total).rev().collect(),
+            counts: Counts { pool: total, ..Counts::default() },
+            owners: OwnerMap::default(),
+            held_bytes: 0,
+            limit: None,
+            redelivery,
+        }
+    }
+
+    /// Chunks in the area.
+    pub fn total(&self) -> u32 {
+        self.states.len() as u32
+    }
+
+    /// Chunks per state.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The state of one chunk.
+    pub fn state(&self, chunk: ChunkId) -> Result<ChunkState, AccountingError> {
+        self.states
+            .get(chunk as usize)
+            .copied()
+            .ok_or(AccountingError::NoSuchChunk { chunk, total: self.total() })
+    }
+
+    /// Sets (or clears) the most bytes one owner may hold before [`over_limit`](Self::over_limit)
+    /// says so.
+    pub fn set_owner_limit(&mut self, bytes: Option<u64>) {
+        self.limit = bytes;
+    }
+
+    /// The per-owner limit, if any.
+    pub fn owner_limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// What one owner holds.
+    pub fn owner(&self, owner: OwnerId) -> OwnerStats {
+        self.owners.get(&owner).copied().unwrap_or_default()
+    }
+
+    /// Whether `owner` holds at least its limit. The runtime stops reading such a connection
+    /// until it returns buffers.
+    pub fn over_limit(&self, owner: OwnerId) -> bool {
+        self.limit.is_some_and(|l| self.owner(owner).bytes >= l)
+    }
+
+    /// Bytes held by the application over all owners.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Who holds what.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut owners: Vec<_> = self.owners.iter().map(|(&o, &s)| (o, s)).collect();
+        owners.sort_unstable_by_key(|(o, _)| *o);
+        Snapshot { counts: self.counts, held_bytes: self.held_bytes, owners }
+    }
+
+    fn slot(&self, chunk: ChunkId) -> Result<usize, AccountingError> {
+        if (chunk as usize) < self.states.len() {
+            Ok(chunk as usize)
+        } else {
+            Err(AccountingError::NoSuchChunk { chunk, total: self.total() })
+        }
+    }
+
+    fn bad(&self, chunk: ChunkId, action: &'static str) -> AccountingError {
+        AccountingError::BadTransition {
+            chunk,
+            from: self.states[chunk as usize].name(),
+            action,
+        }
+    }
+
+    /// Takes a free chunk and marks it posted to the kernel. `None` when the pool is empty.
+    pub fn take_from_pool(&mut self) -> Option<ChunkId> {
+        let chunk = self.free.pop()?;
+        debug_assert_eq!(self.states[chunk as usize], ChunkState::Pool);
+        self.states[chunk as usize] = ChunkState::Kernel;
+        self.counts.pool -= 1;
+        self.counts.kernel += 1;
+        Some(chunk)
+    }
+
+    /// A completion handed `len` bytes of `chunk` to `owner`. `kernel_keeps` is true when the
+    /// kernel goes on filling the same chunk (incremental mode).
+    pub fn deliver(
+        &mut self,
+        chunk: ChunkId,
+        owner: OwnerId,
+        len: u32,
+        kernel_keeps: bool,
+    ) -> Result<(), AccountingError> {
+        let i = self.slot(chunk)?;
+        let deliveries = match self.states[i] {
+            ChunkState::Kernel => {
+                self.counts.kernel -= 1;
+                self.counts.user += 1;
+                1
+            }
+            ChunkState::User { deliveries, kernel_busy } => {
+                let allowed = match self.redelivery {
+                    Redelivery::Never => false,
+                    Redelivery::WhileKernelBusy => kernel_busy,
+                    Redelivery::Always => true,
+                };
+                if !allowed {
+                    return Err(self.bad(chunk, "be delivered again"));
+                }
+                deliveries.checked_add(1).ok_or_else(|| self.bad(chunk, "count more deliveries"))?
+            }
+            ChunkState::Refill { entries } if self.redelivery == Redelivery::Always => {
+                self.counts.refill -= 1;
+                self.counts.user += 1;
+                entries.checked_add(1).ok_or_else(|| self.bad(chunk, "count more deliveries"))?
+            }
+            _ => return Err(self.bad(chunk, "be delivered")),
+        };
+        self.states[i] = ChunkState::User { deliveries, kernel_busy: kernel_keeps };
+        self.charge(i, owner, u64::from(len));
+        Ok(())
+    }
+
+    fn charge(&mut self, i: usize, owner: OwnerId, bytes: u64) {
+        let new_holder = match &mut self.holders[i] {
+            h @ Holders::None => {
+                *h = Holders::One(owner, bytes);
+                true
+            }
+            Holders::One(o, b) if *o == owner => {
+                *b += bytes;
+                false
+            }
+            h @ Holders::One(..) => {
+                let Holders::One(o, b) = *h else { unreachable!() };
+                *h = Holders::Many(vec![(o, b), (owner, bytes)]);
+                true
+            }
+            Holders::Many(v) => match v.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, b)) => {
+                    *b += bytes;
+                    false
+                }
+                None => {
+                    v.push((owner, bytes));
+                    true
+                }
+            },
+        };
+        let stats = self.owners.entry(owner).or_default();
+        stats.bytes += bytes;
+        stats.chunks += u32::from(new_holder);
+        self.held_bytes += bytes;
+    }
+
+    fn discharge(&mut self, i: usize) {
+        let holders = std::mem::replace(&mut self.holders[i], Holders::None);
+        let mut undo = |owners: &mut OwnerMap, owner: OwnerId, bytes: u64| {
+            if let Some(s) = owners.get_mut(&owner) {
+                s.bytes -= bytes;
+                s.chunks -= 1;
+                if s.chunks == 0 {
+                    debug_assert_eq!(s.bytes, 0);
+                    owners.remove(&owner);
+                }
+            }
+            self.held_bytes -= bytes;
+        };
+        match holders {
+            Holders::None => {}
+            Holders::One(o, b) => undo(&mut self.owners, o, b),
+            Holders::Many(v) => v.into_iter().for_each(|(o, b)| undo(&mut self.owners, o, b)),
+        }
+    }
+
+    /// The kernel stopped filling a chunk it was filling incrementally.
+    pub fn kernel_done(&mut self, chunk: ChunkId) -> Result<(), AccountingError> {
+        let i = self.slot(chunk)?;
+        match &mut self.states[i] {
+            ChunkState::User { kernel_busy: busy @ true, .. } => {
+                *busy = false;
+                Ok(())
+            }
+            _ => Err(self.bad(chunk, "be finished by the kernel")),
+        }
+    }
+
+    /// Every handle into `chunk` is gone and the kernel no longer fills it: it waits to be
+    /// published. Returns how many refill entries it needs (one per delivery).
+    pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
+        let i = self.slot(chunk)?;
+        match self.states[i] {
+            ChunkState::User { deliveries, kernel_busy: false } => {
+                self.states[i] = ChunkState::Refill { entries: deliveries };
+                self.counts.user -= 1;
+                self.counts.refill += 1;
+                self.discharge(i);
+                Ok(deliveries)
+            }
+            _ => Err(self.bad(chunk, "be released")),
+        }
+    }
+
+    /// The chunk's refill entries were written and the ring tail published: the kernel owns it.
+    /// Returns the number of entries it had.
+    pub fn publish(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
+        let i = self.slot(chunk)?;
+        match self.states[i] {
+            ChunkState::Refill { entries } => {
+                self.states[i] = ChunkState::Kernel;
+                self.counts.refill -= 1;
+                self.counts.kernel += 1;
+                Ok(entries)
+            }
+            _ => Err(self.bad(chunk, "be published")),
+        }
+    }
+
+    /// Takes a chunk back from the kernel or the refill queue into the pool (after the kernel
+    /// gave up its registration).
+    pub fn reclaim(&mut self, chunk: ChunkId) -> Result<(), AccountingError> {
+        let i = self.slot(chunk)?;
+        match self.states[i] {
+            ChunkState::Kernel => self.counts.kernel -= 1,
+            ChunkState::Refill { .. } => self.counts.refill -= 1,
+            _ => return Err(self.bad(chunk, "be reclaimed")),
+        }
+        self.states[i] = ChunkState::Pool;
+        self.counts.pool += 1;
+        self.free.push(chunk);
+        Ok(())
+    }
+
+    /// Checks every invariant (used by tests; O(total)).
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut c = Counts::default();
+        for s in &self.states {
+            match s {
+                ChunkState::Pool => c.pool += 1,
+                ChunkState::Kernel => c.kernel += 1,
+                ChunkState::User { .. } => c.user += 1,
+                ChunkState::Refill { .. } => c.refill += 1,
+            }
+        }
+        if c != self.counts {
+            return Err(format!("counts {:?} != recount {:?}", self.counts, c));
+        }
+        if c.total() != self.total() {
+            return Err(format!("counts sum {} != total {}", c.total(), self.total()));
+        }
+        if self.free.len() != c.pool as usize {
+            return Err(format!("free list {} != pool {}", self.free.len(), c.pool));
+        }
+        let mut bytes = 0;
+        let mut per: HashMap<OwnerId, OwnerStats> = HashMap::new();
+        for (i, h) in self.holders.iter().enumerate() {
+            let list: Vec<(OwnerId, u64)> = match h {
+                Holders::None => vec![],
+                Holders::One(o, b) => vec![(*o, *b)],
+                Holders::Many(v) => v.clone(),
+            };
+            if !list.is_empty() && !matches!(self.states[i], ChunkState::User { .. }) {
+                return Err(format!("chunk {i} has holders but is {:?}", self.states[i]));
+            }
+            for (o, b) in list {
+                bytes += b;
+                let s = per.entry(o).or_default();
+                s.bytes += b;
+                s.chunks += 1;
+            }
+        }
+        if bytes != self.held_bytes {
+            return Err(format!("held {} != recount {}", self.held_bytes, bytes));
+        }
+        let mine: HashMap<_, _> = self.owners.iter().map(|(o, s)| (*o, *s)).collect();
+        if mine != per {
+            return Err(format!("owner stats {mine:?} != recount {per:?}"));
+        }
+        Ok(())
+    }
+}

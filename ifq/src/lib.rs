@@ -1,0 +1,44 @@
+//! The interface queue (ifq): a receive memory area the kernel writes into, the accounting of who
+//! owns each piece of it, and safe handles ([`RxBuf`]) to received bytes.
+//!
+//! Two kernel mechanisms sit behind the same model:
+//! - [`zcrx`]: io_uring zero-copy receive. The area is registered as a page-pool memory provider on
+//!   a NIC receive queue; the NIC writes payloads straight into it.
+//! - [`bufring`]: a provided buffer ring. The kernel copies received bytes into chunks of the area
+//!   that the application posted. Works on every NIC (loopback, veth, virtio) since Linux 5.19.
+//!
+//! In both, a completion becomes an [`RxBuf`] (a slice of one chunk); dropping every handle into a
+//! chunk returns it, on any thread, through a lock-free return stack; the owning thread publishes
+//! returned chunks to the kernel in batches with one release store of the ring tail.
+//!
+//! Ownership of every chunk is tracked by a pure state machine ([`chunk::ChunkTable`]): each chunk
+//! is in exactly one of pool / kernel / user / refill, and the counters always balance.
+//!
+//! Teardown is sound: the area stays mapped, and the io_uring that the kernel's scrub belongs to
+//! stays open, for as long as any [`RxBuf`] lives; a leaked handle leaks memory, never safety.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod area;
+pub mod backend;
+pub mod bufring;
+pub mod chunk;
+pub mod completion;
+pub mod error;
+pub mod probe;
+pub mod refill;
+mod returns;
+mod rxbuf;
+mod sys;
+pub mod zcrx;
+
+pub use area::{Area, AreaBuilder};
+pub use backend::{RecvEvent, TeardownReport};
+pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Snapshot};
+pub use error::{Error, Result};
+pub use rxbuf::RxBuf;
+
+/// Re-export of the `io-uring` crate version this crate is built against, so callers build their
+/// ring with the same types.
+pub use io_uring;

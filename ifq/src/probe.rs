@@ -1,0 +1,1 @@
+//! Probe (in progress).

@@ -1,0 +1,1 @@
+//! zcrx refill queue producer (in progress).

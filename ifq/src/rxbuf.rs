@@ -1,0 +1,242 @@
+//! [`RxBuf`]: a safe handle to received bytes inside the area.
+
+use std::fmt;
+use std::ops::{Bound, Deref, RangeBounds};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::area::Area;
+use crate::chunk::ChunkId;
+use crate::returns::ReturnStack;
+
+/// What every handle and the owning queue share: the mapping, the return path, and whatever must
+/// outlive the last handle (the io_uring whose teardown would scrub the area).
+pub(crate) struct Shared {
+    area: Option<Area>,
+    pub(crate) returns: ReturnStack,
+    /// Dropped after the last handle: e.g. a duplicate of the ring fd, so the kernel cannot scrub
+    /// and reuse chunks while a handle still points at them.
+    keepalive: Mutex<Vec<Box<dyn Send>>>,
+    /// Set when the kernel may still write into the area after we are gone (a buffer ring that
+    /// could not be unregistered): the mapping is then leaked instead of unmapped.
+    leak_area: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(area: Area) -> Self {
+        let returns = ReturnStack::new(area.chunks());
+        Self {
+            area: Some(area),
+            returns,
+            keepalive: Mutex::new(Vec::new()),
+            leak_area: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn area(&self) -> &Area {
+        self.area.as_ref().expect("area present until drop")
+    }
+
+    pub(crate) fn keep_alive(&self, thing: Box<dyn Send>) {
+        self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).push(thing);
+    }
+
+    pub(crate) fn leak_area_on_drop(&self) {
+        self.leak_area.store(true, Ordering::Release);
+    }
+
+    /// Makes a handle to `len` bytes at `offset` inside `chunk`, taking one handle reference.
+    /// Returns `None` (and takes nothing) if the range leaves the chunk.
+    pub(crate) fn handle(self: &Arc<Self>, chunk: ChunkId, offset: u32, len: u32) -> Option<RxBuf> {
+        let area = self.area();
+        let chunk_size = area.chunk_size() as u64;
+        if chunk >= area.chunks() || u64::from(offset) + u64::from(len) > chunk_size {
+            return None;
+        }
+        let at = area.chunk_offset(chunk) + u64::from(offset);
+        // SAFETY: `at + len <= (chunk + 1) * chunk_size <= area.len()` (checked above), so the
+        // pointer stays inside the live mapping.
+        let ptr = unsafe { NonNull::new_unchecked(area.base().add(at as usize)) };
+        self.returns.acquire(chunk);
+        Some(RxBuf { shared: self.clone(), ptr, len, chunk })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // First whatever keeps the kernel's view alive (e.g. the ring fd), then the mapping.
+        drop(std::mem::take(self.keepalive.get_mut().unwrap_or_else(|e| e.into_inner())));
+        if let Some(area) = self.area.take() {
+            if *self.leak_area.get_mut() {
+                area.leak();
+            }
+        }
+    }
+}
+
+/// Received bytes: a read-only view of part of one chunk of the area.
+///
+/// Move-only and `Send`: it can be passed to another thread, sliced and split (the pieces share
+/// the chunk), or turned into [`bytes::Bytes`] without a copy. When the last handle into a chunk
+/// drops, on whatever thread, the chunk is queued for return to the kernel; the owning queue
+/// publishes returns in batches.
+///
+/// Holding a handle keeps its chunk out of the kernel's reach, so hold only what you still need:
+/// the runtime stops reading a connection that holds more than its limit.
+pub struct RxBuf {
+    shared: Arc<Shared>,
+    ptr: NonNull<u8>,
+    len: u32,
+    chunk: ChunkId,
+}
+
+// SAFETY: the bytes behind `ptr` are not written by anybody while any handle to the chunk lives
+// (the chunk is in the user state: the kernel has it neither posted nor, under zcrx, reusable,
+// because the ring stays open through `Shared`'s keepalive). Reading them from any thread is fine
+// and dropping goes through atomics.
+unsafe impl Send for RxBuf {}
+// SAFETY: `&RxBuf` only gives shared reads of immutable bytes.
+unsafe impl Sync for RxBuf {}
+
+impl RxBuf {
+    /// The chunk these bytes are in.
+    pub fn chunk(&self) -> ChunkId {
+        self.chunk
+    }
+
+    /// Byte offset of the first byte in the area.
+    pub fn area_offset(&self) -> u64 {
+        self.ptr.as_ptr() as u64 - self.shared.area().addr()
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn range(&self, range: impl RangeBounds<usize>) -> (u32, u32) {
+        let len = self.len as usize;
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.checked_add(1).expect("range start overflow"),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1).expect("range end overflow"),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => len,
+        };
+        assert!(start <= end && end <= len, "range {start}..{end} out of bounds for RxBuf of length {len}");
+        (start as u32, (end - start) as u32)
+    }
+
+    fn piece(&self, start: u32, len: u32) -> RxBuf {
+        self.shared.returns.acquire(self.chunk);
+        RxBuf {
+            shared: self.shared.clone(),
+            // SAFETY: `start <= self.len`, so the pointer stays within this handle's bytes.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(start as usize)) },
+            len,
+            chunk: self.chunk,
+        }
+    }
+
+    /// A new handle to a sub-range. The chunk returns when both handles have dropped.
+    ///
+    /// # Panics
+    /// If the range is out of bounds, like slice indexing.
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> RxBuf {
+        let (start, len) = self.range(range);
+        self.piece(start, len)
+    }
+
+    /// Splits off and returns `[0, at)`; `self` keeps `[at, len)`.
+    ///
+    /// # Panics
+    /// If `at > len`.
+    pub fn split_to(&mut self, at: usize) -> RxBuf {
+        let (_, head_len) = self.range(..at);
+        let head = self.piece(0, head_len);
+        self.advance(at);
+        head
+    }
+
+    /// Splits off and returns `[at, len)`; `self` keeps `[0, at)`.
+    ///
+    /// # Panics
+    /// If `at > len`.
+    pub fn split_off(&mut self, at: usize) -> RxBuf {
+        let (start, tail_len) = self.range(at..);
+        let tail = self.piece(start, tail_len);
+        self.len = start;
+        tail
+    }
+
+    /// Drops the first `n` bytes from this view.
+    ///
+    /// # Panics
+    /// If `n > len`.
+    pub fn advance(&mut self, n: usize) {
+        let (start, len) = self.range(n..);
+        // SAFETY: `start <= self.len`, so the pointer stays within this handle's bytes.
+        self.ptr = unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(start as usize)) };
+        self.len = len;
+    }
+
+    /// Shortens the view to `n` bytes (no effect if already shorter).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len as usize {
+            self.len = n as u32;
+        }
+    }
+}
+
+impl Deref for RxBuf {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr .. ptr + len` lies inside the mapping (checked in `Shared::handle`, kept by
+        // every split), the mapping lives as long as `shared`, and nobody writes the chunk while
+        // this handle holds a reference to it (see the `Send` impl).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize) }
+    }
+}
+
+impl AsRef<[u8]> for RxBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for RxBuf {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for RxBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxBuf").field("chunk", &self.chunk).field("len", &self.len).finish()
+    }
+}
+
+impl Drop for RxBuf {
+    #[inline]
+    fn drop(&mut self) {
+        self.shared.returns.release(self.chunk);
+    }
+}
+
+impl From<RxBuf> for bytes::Bytes {
+    /// Wraps the handle without copying; the chunk returns when the last `Bytes` clone drops.
+    fn from(buf: RxBuf) -> Self {
+        bytes::Bytes::from_owner(buf)
+    }
+}

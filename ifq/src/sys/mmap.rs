@@ -1,0 +1,90 @@
+//! Anonymous memory mappings.
+
+use std::io;
+use std::ptr::NonNull;
+
+use rustix::mm::{self, MapFlags, ProtFlags};
+
+/// 2 MiB, the only huge page size this crate asks for.
+pub(crate) const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// An owned, page-aligned, read-write anonymous mapping. Unmapped on drop unless leaked.
+#[derive(Debug)]
+pub(crate) struct Mmap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it between threads is fine.
+// Concurrent access is governed by the owners (the kernel writes only into chunks it owns, and
+// handles read only chunks the application owns).
+unsafe impl Send for Mmap {}
+// SAFETY: as above; `&Mmap` exposes only the pointer and length, never a reference to the bytes.
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    /// Maps `len` bytes (a multiple of the page size, or of 2 MiB with `huge`), zero-filled.
+    pub(crate) fn anonymous(len: usize, huge: bool, populate: bool) -> io::Result<Self> {
+        assert!(len > 0, "zero-length mapping");
+        let mut flags = MapFlags::PRIVATE;
+        if huge {
+            // MAP_HUGETLB | MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT(26)).
+            flags |= MapFlags::HUGETLB | MapFlags::from_bits_retain(21 << 26);
+        }
+        if populate {
+            flags |= MapFlags::POPULATE;
+        }
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing aliases nothing.
+        let ptr = unsafe {
+            mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
+            )
+        }?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Locks the pages in memory (counts against RLIMIT_MEMLOCK unless CAP_IPC_LOCK).
+    pub(crate) fn lock(&self) -> io::Result<()> {
+        // SAFETY: the range is exactly this live mapping.
+        unsafe { mm::mlock(self.ptr.as_ptr().cast(), self.len) }.map_err(Into::into)
+    }
+
+    /// Writes one byte per page so every page is faulted in now rather than on first receive.
+    pub(crate) fn prefault(&self) {
+        let page = rustix::param::page_size();
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: `off < len`, inside the mapping; volatile so the write is not elided. The
+            // mapping is fresh and unshared, so nothing else reads or writes it concurrently.
+            unsafe { self.ptr.as_ptr().add(off).write_volatile(0) };
+            off += page;
+        }
+    }
+
+    /// Gives up the mapping without unmapping it. Used when the kernel may still write into it
+    /// (a buffer ring that could not be unregistered): leaking memory is safe, unmapping is not.
+    pub(crate) fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: the range is exactly the mapping this value owns, and every user of the memory
+        // (handles, kernel registrations) has ended by the time the owner drops it; owners that
+        // cannot guarantee that call `leak` instead.
+        let _ = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}

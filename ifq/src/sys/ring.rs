@@ -1,0 +1,100 @@
+//! Shared ring memory: the head and tail words the kernel and this process both touch, and the
+//! entry arrays behind them. The kernel reads our tails with load-acquire and we read its heads
+//! with load-acquire; we publish entries with a store-release of the tail.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+/// A `u16` or `u32` word in shared ring memory, accessed atomically.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedU32(*const AtomicU32);
+
+impl SharedU32 {
+    /// # Safety
+    /// `ptr` must be 4-byte aligned, point into a mapping that outlives every use of this value,
+    /// and only ever be accessed atomically (by us and by the kernel).
+    pub(crate) unsafe fn new(ptr: *mut u8) -> Self {
+        debug_assert_eq!(ptr as usize % 4, 0);
+        Self(ptr.cast::<AtomicU32>())
+    }
+
+    pub(crate) fn load_acquire(self) -> u32 {
+        // SAFETY: per `new`'s contract the pointer is valid, aligned and atomically accessed.
+        unsafe { &*self.0 }.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn store_release(self, v: u32) {
+        // SAFETY: per `new`'s contract.
+        unsafe { &*self.0 }.store(v, Ordering::Release)
+    }
+}
+
+/// The 16-bit tail of a provided buffer ring (it overlays the `resv` field of entry 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedU16(*const AtomicU16);
+
+impl SharedU16 {
+    /// # Safety
+    /// As [`SharedU32::new`], with 2-byte alignment.
+    pub(crate) unsafe fn new(ptr: *mut u8) -> Self {
+        debug_assert_eq!(ptr as usize % 2, 0);
+        Self(ptr.cast::<AtomicU16>())
+    }
+
+    pub(crate) fn store_release(self, v: u16) {
+        // SAFETY: per `new`'s contract.
+        unsafe { &*self.0 }.store(v, Ordering::Release)
+    }
+
+    pub(crate) fn load_relaxed(self) -> u16 {
+        // SAFETY: per `new`'s contract.
+        unsafe { &*self.0 }.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: these are pointers to atomics in memory owned by the structure holding them.
+unsafe impl Send for SharedU32 {}
+// SAFETY: as above.
+unsafe impl Send for SharedU16 {}
+
+/// Writes one provided-buffer entry `{addr: u64, len: u32, bid: u16}` at `entry` without
+/// touching its last two bytes (for entry 0 those are the ring tail).
+///
+/// # Safety
+/// `entry` must point at a 16-byte entry inside a live buffer-ring mapping that the kernel does
+/// not read at this index until the tail is published past it.
+pub(crate) unsafe fn write_buf_entry(entry: *mut u8, addr: u64, len: u32, bid: u16) {
+    // SAFETY: per the contract the 14 bytes are in bounds, 8-byte aligned and not concurrently
+    // read; the kernel only reads this slot after a later store-release of the tail.
+    unsafe {
+        entry.cast::<u64>().write_volatile(addr);
+        entry.add(8).cast::<u32>().write_volatile(len);
+        entry.add(12).cast::<u16>().write_volatile(bid);
+    }
+}
+
+/// Writes one zcrx refill entry `{off: u64, len: u32, pad: u32}`.
+///
+/// # Safety
+/// `entry` must point at a 16-byte entry inside the live refill region that the kernel does not
+/// read until the tail is published past it.
+pub(crate) unsafe fn write_rqe(entry: *mut u8, off: u64, len: u32) {
+    // SAFETY: per the contract.
+    unsafe {
+        entry.cast::<u64>().write_volatile(off);
+        entry.add(8).cast::<u32>().write_volatile(len);
+        entry.add(12).cast::<u32>().write_volatile(0);
+    }
+}
+
+/// `struct io_uring_buf_reg` (40 bytes), the argument of (un)registering a buffer ring.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BufReg {
+    pub(crate) ring_addr: u64,
+    pub(crate) ring_entries: u32,
+    pub(crate) bgid: u16,
+    pub(crate) flags: u16,
+    pub(crate) resv: [u64; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<BufReg>() == 40);

@@ -1,0 +1,1 @@
+//! The zcrx backend (in progress).
