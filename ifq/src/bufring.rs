@@ -40,7 +40,7 @@ use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
 use crate::refill::pbuf::PbufProducer;
 use crate::sys::mmap::Mmap;
-use crate::sys::ring::{write_buf_entry, BufReg, SharedU16};
+use crate::sys::ring::{read_buf_entry, write_buf_entry, BufReg, SharedU16};
 
 /// `IOU_PBUF_RING_INC`: incremental buffer consumption (6.12).
 const IOU_PBUF_RING_INC: u16 = 2;
@@ -89,7 +89,8 @@ pub struct BufRing {
     filled: Vec<u32>,
     incremental: bool,
     bgid: u16,
-    ring_fd: OwnedFd,
+    /// A duplicate of the io_uring fd (`None` in simulated mode).
+    ring_fd: Option<OwnedFd>,
     registered: bool,
     stats: BufRingStats,
 }
@@ -124,15 +125,23 @@ impl BufRing {
             });
         }
         if area.chunk_size() > u32::MAX as usize {
-            return Err(Error::BadChunkSize { chunk_size: area.chunk_size() });
+            return Err(Error::BadChunkSize {
+                chunk_size: area.chunk_size(),
+            });
         }
         let entries = chunks.next_power_of_two();
         let page = rustix::param::page_size();
         let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
-        let ring_mem = Mmap::anonymous(map_len, false, true)
-            .map_err(|source| Error::Map { len: map_len, source })?;
+        let ring_mem = Mmap::anonymous(map_len, false, true).map_err(|source| Error::Map {
+            len: map_len,
+            source,
+        })?;
         let ring_fd = dup_ring_fd(ring.as_fd())?;
-        let flags = if config.incremental { IOU_PBUF_RING_INC } else { 0 };
+        let flags = if config.incremental {
+            IOU_PBUF_RING_INC
+        } else {
+            0
+        };
         // SAFETY: `ring_mem` is a live, page-aligned mapping of `entries` entries. It is only
         // unmapped after a successful unregister (see `teardown`), and leaked otherwise.
         unsafe {
@@ -145,7 +154,9 @@ impl BufRing {
         }
         .map_err(|source| {
             let hint = match source.raw_os_error().map(Errno::from_raw_os_error) {
-                Some(Errno::EXIST) => "the buffer group id is already in use on this ring; pick another bgid",
+                Some(Errno::EXIST) => {
+                    "the buffer group id is already in use on this ring; pick another bgid"
+                }
                 Some(Errno::INVAL) if config.incremental => {
                     "incremental buffer rings need Linux 6.12+; turn `incremental` off"
                 }
@@ -153,18 +164,69 @@ impl BufRing {
                 Some(Errno::NOMEM) => "the kernel is out of memory",
                 _ => "see io_uring_register_buf_ring(3)",
             };
-            Error::BufRingRegister { bgid: config.bgid, source, hint }
+            Error::BufRingRegister {
+                bgid: config.bgid,
+                source,
+                hint,
+            }
         })?;
+        Ok(Self::assemble(
+            area,
+            config,
+            ring_mem,
+            entries,
+            Some(ring_fd),
+        ))
+    }
+
+    /// A buffer ring that is not registered with any io_uring: completions come from the caller
+    /// (a model of the kernel in tests and benchmarks). Everything else is the real code.
+    #[doc(hidden)]
+    pub fn simulated(area: Area, config: BufRingConfig) -> Result<Self> {
+        let chunks = area.chunks() as usize;
+        if chunks > MAX_ENTRIES {
+            return Err(Error::TooManyChunks {
+                chunks,
+                max: MAX_ENTRIES,
+                why: "in a provided buffer ring",
+            });
+        }
+        let entries = chunks.next_power_of_two();
+        let page = rustix::param::page_size();
+        let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
+        let ring_mem = Mmap::anonymous(map_len, false, true).map_err(|source| Error::Map {
+            len: map_len,
+            source,
+        })?;
+        Ok(Self::assemble(area, config, ring_mem, entries, None))
+    }
+
+    fn assemble(
+        area: Area,
+        config: BufRingConfig,
+        ring_mem: Mmap,
+        entries: usize,
+        ring_fd: Option<OwnedFd>,
+    ) -> Self {
+        let chunks = area.chunks() as usize;
         // SAFETY: the tail is the u16 at byte 14 of entry 0 (the `resv` field `io_uring_buf_ring`
         // overlays); the mapping lives as long as `self` (or is leaked).
         let tail = unsafe { SharedU16::new(ring_mem.as_ptr().add(14)) };
         let mut core = Core::new(
             area,
-            if config.incremental { Redelivery::WhileKernelBusy } else { Redelivery::Never },
+            if config.incremental {
+                Redelivery::WhileKernelBusy
+            } else {
+                Redelivery::Never
+            },
         );
         core.table.set_owner_limit(config.owner_limit);
         let mut this = Self {
-            filled: if config.incremental { vec![0; chunks] } else { Vec::new() },
+            filled: if config.incremental {
+                vec![0; chunks]
+            } else {
+                Vec::new()
+            },
             core,
             ring_mem: Some(ring_mem),
             tail,
@@ -179,7 +241,37 @@ impl BufRing {
             this.post(chunk);
         }
         this.publish();
-        Ok(this)
+        this
+    }
+
+    /// Simulated mode: reads ring slot `slot` as the kernel would: `(addr, len, bid)`.
+    #[doc(hidden)]
+    pub fn sim_entry(&self, slot: u16) -> (u64, u32, u16) {
+        let slot = usize::from(slot) & (self.producer.entries() as usize - 1);
+        let mem = self.ring_mem.as_ref().expect("ring memory present");
+        // SAFETY: `slot < entries`, inside the mapping; only this thread writes the ring.
+        unsafe { read_buf_entry(mem.as_ptr().add(slot * ENTRY_SIZE)) }
+    }
+
+    /// Simulated mode: the published tail, as the kernel would read it.
+    #[doc(hidden)]
+    pub fn sim_tail(&self) -> u16 {
+        self.tail.load_acquire()
+    }
+
+    /// Simulated mode: the kernel's copy of received bytes into the area at `addr` (an address
+    /// taken from a ring entry). Panics if the range is outside the area.
+    #[doc(hidden)]
+    pub fn sim_kernel_write(&self, addr: u64, data: &[u8]) {
+        assert!(self.ring_fd.is_none(), "only in simulated mode");
+        let area = self.core.area();
+        let off = addr
+            .checked_sub(area.addr())
+            .expect("address below the area") as usize;
+        assert!(off + data.len() <= area.len(), "write past the area");
+        // SAFETY: the range is inside the live mapping (checked). Whether a handle is reading
+        // these bytes is exactly what the tests that call this check, by content.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), area.base().add(off), data.len()) };
     }
 
     fn post(&mut self, chunk: ChunkId) {
@@ -187,10 +279,20 @@ impl BufRing {
         let area = self.core.area();
         let addr = area.addr() + area.chunk_offset(chunk);
         let len = area.chunk_size() as u32;
-        let mem = self.ring_mem.as_ref().expect("ring memory present while registered");
+        let mem = self
+            .ring_mem
+            .as_ref()
+            .expect("ring memory present while registered");
         // SAFETY: `slot < entries`, so the entry lies in the mapping; the kernel reads it only
         // after the next tail publish, and the producer never hands out an unconsumed slot.
-        unsafe { write_buf_entry(mem.as_ptr().add(slot as usize * ENTRY_SIZE), addr, len, chunk as u16) };
+        unsafe {
+            write_buf_entry(
+                mem.as_ptr().add(slot as usize * ENTRY_SIZE),
+                addr,
+                len,
+                chunk as u16,
+            )
+        };
         if self.incremental {
             self.filled[chunk as usize] = 0;
         }
@@ -241,12 +343,17 @@ impl BufRing {
                         RecvEvent::NoBuffers
                     }
                     Event::CqOverflow => RecvEvent::CqOverflow,
-                    Event::Error { errno } => RecvEvent::Error(std::io::Error::from_raw_os_error(errno)),
+                    Event::Error { errno } => {
+                        RecvEvent::Error(std::io::Error::from_raw_os_error(errno))
+                    }
                     Event::Data { .. } => unreachable!(),
                 }
             }
         };
-        Ok(Completion { event, more: d.more })
+        Ok(Completion {
+            event,
+            more: d.more,
+        })
     }
 
     fn take(&mut self, owner: OwnerId, bid: u16, len: u32, buf_more: bool) -> Result<crate::RxBuf> {
@@ -281,9 +388,13 @@ impl BufRing {
             return 0;
         }
         let mut released = Vec::new();
-        self.core.collect_returns(|_, chunk, _| released.push(chunk));
+        self.core
+            .collect_returns(|_, chunk, _| released.push(chunk));
         for &chunk in &released {
-            self.core.table.publish(chunk).expect("released chunk is in refill");
+            self.core
+                .table
+                .publish(chunk)
+                .expect("released chunk is in refill");
             self.post(chunk);
         }
         self.stats.republished += released.len() as u64;
@@ -325,16 +436,26 @@ impl BufRing {
         self.registered = false;
         // Publish nothing more, but account every chunk whose handles are gone.
         let mut released = Vec::new();
-        self.core.collect_returns(|_, chunk, _| released.push(chunk));
-        let arg = BufReg { ring_addr: 0, ring_entries: 0, bgid: self.bgid, flags: 0, resv: [0; 3] };
-        // SAFETY: the argument is a valid `io_uring_buf_reg` for the duration of the call.
-        let unregistered = unsafe {
-            rustix::io_uring::io_uring_register(
-                &self.ring_fd,
-                rustix::io_uring::IoringRegisterOp::UnregisterPbufRing,
-                (&arg as *const BufReg).cast(),
-                1,
-            )
+        self.core
+            .collect_returns(|_, chunk, _| released.push(chunk));
+        let arg = BufReg {
+            ring_addr: 0,
+            ring_entries: 0,
+            bgid: self.bgid,
+            flags: 0,
+            resv: [0; 3],
+        };
+        let unregistered = match &self.ring_fd {
+            None => Ok(0),
+            // SAFETY: the argument is a valid `io_uring_buf_reg` for the duration of the call.
+            Some(fd) => unsafe {
+                rustix::io_uring::io_uring_register(
+                    fd,
+                    rustix::io_uring::IoringRegisterOp::UnregisterPbufRing,
+                    (&arg as *const BufReg).cast(),
+                    1,
+                )
+            },
         };
         let clean = match unregistered {
             Ok(_) => {
@@ -344,7 +465,9 @@ impl BufRing {
                         Ok(ChunkState::Kernel | ChunkState::Refill { .. }) => {
                             let _ = self.core.table.reclaim(chunk);
                         }
-                        Ok(ChunkState::User { kernel_busy: true, .. }) => {
+                        Ok(ChunkState::User {
+                            kernel_busy: true, ..
+                        }) => {
                             let _ = self.core.table.kernel_done(chunk);
                             self.core.shared.returns.release(chunk);
                         }

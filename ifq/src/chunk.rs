@@ -201,7 +201,10 @@ impl ChunkTable {
             holders: vec![Holders::None; total as usize],
             // Reversed so chunk 0 is taken first.
             free: (0..total).rev().collect(),
-            counts: Counts { pool: total, ..Counts::default() },
+            counts: Counts {
+                pool: total,
+                ..Counts::default()
+            },
             owners: OwnerMap::default(),
             held_bytes: 0,
             limit: None,
@@ -224,7 +227,10 @@ impl ChunkTable {
         self.states
             .get(chunk as usize)
             .copied()
-            .ok_or(AccountingError::NoSuchChunk { chunk, total: self.total() })
+            .ok_or(AccountingError::NoSuchChunk {
+                chunk,
+                total: self.total(),
+            })
     }
 
     /// Sets (or clears) the most bytes one owner may hold before [`over_limit`](Self::over_limit)
@@ -258,14 +264,21 @@ impl ChunkTable {
     pub fn snapshot(&self) -> Snapshot {
         let mut owners: Vec<_> = self.owners.iter().map(|(&o, &s)| (o, s)).collect();
         owners.sort_unstable_by_key(|(o, _)| *o);
-        Snapshot { counts: self.counts, held_bytes: self.held_bytes, owners }
+        Snapshot {
+            counts: self.counts,
+            held_bytes: self.held_bytes,
+            owners,
+        }
     }
 
     fn slot(&self, chunk: ChunkId) -> Result<usize, AccountingError> {
         if (chunk as usize) < self.states.len() {
             Ok(chunk as usize)
         } else {
-            Err(AccountingError::NoSuchChunk { chunk, total: self.total() })
+            Err(AccountingError::NoSuchChunk {
+                chunk,
+                total: self.total(),
+            })
         }
     }
 
@@ -303,7 +316,10 @@ impl ChunkTable {
                 self.counts.user += 1;
                 1
             }
-            ChunkState::User { deliveries, kernel_busy } => {
+            ChunkState::User {
+                deliveries,
+                kernel_busy,
+            } => {
                 let allowed = match self.redelivery {
                     Redelivery::Never => false,
                     Redelivery::WhileKernelBusy => kernel_busy,
@@ -312,16 +328,23 @@ impl ChunkTable {
                 if !allowed {
                     return Err(self.bad(chunk, "be delivered again"));
                 }
-                deliveries.checked_add(1).ok_or_else(|| self.bad(chunk, "count more deliveries"))?
+                deliveries
+                    .checked_add(1)
+                    .ok_or_else(|| self.bad(chunk, "count more deliveries"))?
             }
             ChunkState::Refill { entries } if self.redelivery == Redelivery::Always => {
                 self.counts.refill -= 1;
                 self.counts.user += 1;
-                entries.checked_add(1).ok_or_else(|| self.bad(chunk, "count more deliveries"))?
+                entries
+                    .checked_add(1)
+                    .ok_or_else(|| self.bad(chunk, "count more deliveries"))?
             }
             _ => return Err(self.bad(chunk, "be delivered")),
         };
-        self.states[i] = ChunkState::User { deliveries, kernel_busy: kernel_keeps };
+        self.states[i] = ChunkState::User {
+            deliveries,
+            kernel_busy: kernel_keeps,
+        };
         self.charge(i, owner, u64::from(len));
         Ok(())
     }
@@ -337,7 +360,9 @@ impl ChunkTable {
                 false
             }
             h @ Holders::One(..) => {
-                let Holders::One(o, b) = *h else { unreachable!() };
+                let Holders::One(o, b) = *h else {
+                    unreachable!()
+                };
                 *h = Holders::Many(vec![(o, b), (owner, bytes)]);
                 true
             }
@@ -374,7 +399,9 @@ impl ChunkTable {
         match holders {
             Holders::None => {}
             Holders::One(o, b) => undo(&mut self.owners, o, b),
-            Holders::Many(v) => v.into_iter().for_each(|(o, b)| undo(&mut self.owners, o, b)),
+            Holders::Many(v) => v
+                .into_iter()
+                .for_each(|(o, b)| undo(&mut self.owners, o, b)),
         }
     }
 
@@ -382,7 +409,10 @@ impl ChunkTable {
     pub fn kernel_done(&mut self, chunk: ChunkId) -> Result<(), AccountingError> {
         let i = self.slot(chunk)?;
         match &mut self.states[i] {
-            ChunkState::User { kernel_busy: busy @ true, .. } => {
+            ChunkState::User {
+                kernel_busy: busy @ true,
+                ..
+            } => {
                 *busy = false;
                 Ok(())
             }
@@ -395,8 +425,13 @@ impl ChunkTable {
     pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
         match self.states[i] {
-            ChunkState::User { deliveries, kernel_busy: false } => {
-                self.states[i] = ChunkState::Refill { entries: deliveries };
+            ChunkState::User {
+                deliveries,
+                kernel_busy: false,
+            } => {
+                self.states[i] = ChunkState::Refill {
+                    entries: deliveries,
+                };
                 self.counts.user -= 1;
                 self.counts.refill += 1;
                 self.discharge(i);
@@ -452,7 +487,11 @@ impl ChunkTable {
             return Err(format!("counts {:?} != recount {:?}", self.counts, c));
         }
         if c.total() != self.total() {
-            return Err(format!("counts sum {} != total {}", c.total(), self.total()));
+            return Err(format!(
+                "counts sum {} != total {}",
+                c.total(),
+                self.total()
+            ));
         }
         if self.free.len() != c.pool as usize {
             return Err(format!("free list {} != pool {}", self.free.len(), c.pool));
@@ -483,5 +522,194 @@ impl ChunkTable {
             return Err(format!("owner stats {mine:?} != recount {per:?}"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Take,
+        Deliver {
+            chunk: u32,
+            owner: u32,
+            len: u32,
+            keeps: bool,
+        },
+        KernelDone(u32),
+        Release(u32),
+        Publish(u32),
+        Reclaim(u32),
+    }
+
+    fn op(n: u32) -> impl Strategy<Value = Op> {
+        let c = 0..n + 2; // includes out-of-range ids
+        prop_oneof![
+            Just(Op::Take),
+            (c.clone(), 0u32..4, 0u32..10_000, any::<bool>()).prop_map(
+                |(chunk, owner, len, keeps)| Op::Deliver {
+                    chunk,
+                    owner,
+                    len,
+                    keeps
+                }
+            ),
+            c.clone().prop_map(Op::KernelDone),
+            c.clone().prop_map(Op::Release),
+            c.clone().prop_map(Op::Publish),
+            c.prop_map(Op::Reclaim),
+        ]
+    }
+
+    fn redelivery() -> impl Strategy<Value = Redelivery> {
+        prop_oneof![
+            Just(Redelivery::Never),
+            Just(Redelivery::WhileKernelBusy),
+            Just(Redelivery::Always)
+        ]
+    }
+
+    proptest! {
+        /// Every operation either does exactly what the model says or is refused and changes
+        /// nothing; counters and per-owner bytes always balance.
+        #[test]
+        fn table_matches_model(n in 1u32..8, policy in redelivery(), ops in proptest::collection::vec(op(8), 1..400)) {
+            let mut t = ChunkTable::new(n, policy);
+            let mut model: Vec<ChunkState> = vec![ChunkState::Pool; n as usize];
+            let mut bytes: Vec<Vec<(u32, u64)>> = vec![vec![]; n as usize];
+            for op in ops {
+                let before = t.snapshot();
+                let ok = match op {
+                    Op::Take => {
+                        let got = t.take_from_pool();
+                        match got {
+                            Some(c) => {
+                                prop_assert_eq!(model[c as usize], ChunkState::Pool);
+                                model[c as usize] = ChunkState::Kernel;
+                            }
+                            None => prop_assert!(model.iter().all(|s| *s != ChunkState::Pool)),
+                        }
+                        true
+                    }
+                    Op::Deliver { chunk, owner, len, keeps } => {
+                        let expect = model.get(chunk as usize).and_then(|s| match *s {
+                            ChunkState::Kernel => Some(1),
+                            ChunkState::User { deliveries, kernel_busy } => match policy {
+                                Redelivery::Always => Some(deliveries + 1),
+                                Redelivery::WhileKernelBusy if kernel_busy => Some(deliveries + 1),
+                                _ => None,
+                            },
+                            ChunkState::Refill { entries } if policy == Redelivery::Always => Some(entries + 1),
+                            _ => None,
+                        });
+                        let r = t.deliver(chunk, OwnerId(owner), len, keeps);
+                        prop_assert_eq!(r.is_ok(), expect.is_some());
+                        if let Some(d) = expect {
+                            model[chunk as usize] = ChunkState::User { deliveries: d, kernel_busy: keeps };
+                            bytes[chunk as usize].push((owner, u64::from(len)));
+                        }
+                        r.is_ok()
+                    }
+                    Op::KernelDone(c) => {
+                        let r = t.kernel_done(c);
+                        let expect = matches!(model.get(c as usize), Some(ChunkState::User { kernel_busy: true, .. }));
+                        prop_assert_eq!(r.is_ok(), expect);
+                        if let Some(ChunkState::User { kernel_busy, .. }) = model.get_mut(c as usize).filter(|_| expect) {
+                            *kernel_busy = false;
+                        }
+                        expect
+                    }
+                    Op::Release(c) => {
+                        let r = t.release(c);
+                        match model.get(c as usize) {
+                            Some(&ChunkState::User { deliveries, kernel_busy: false }) => {
+                                prop_assert_eq!(r, Ok(deliveries));
+                                model[c as usize] = ChunkState::Refill { entries: deliveries };
+                                bytes[c as usize].clear();
+                                true
+                            }
+                            _ => { prop_assert!(r.is_err()); false }
+                        }
+                    }
+                    Op::Publish(c) => {
+                        let r = t.publish(c);
+                        match model.get(c as usize) {
+                            Some(&ChunkState::Refill { entries }) => {
+                                prop_assert_eq!(r, Ok(entries));
+                                model[c as usize] = ChunkState::Kernel;
+                                true
+                            }
+                            _ => { prop_assert!(r.is_err()); false }
+                        }
+                    }
+                    Op::Reclaim(c) => {
+                        let r = t.reclaim(c);
+                        match model.get(c as usize) {
+                            Some(ChunkState::Kernel | ChunkState::Refill { .. }) => {
+                                prop_assert!(r.is_ok());
+                                model[c as usize] = ChunkState::Pool;
+                                true
+                            }
+                            _ => { prop_assert!(r.is_err()); false }
+                        }
+                    }
+                };
+                if !ok {
+                    prop_assert_eq!(&t.snapshot(), &before, "a refused operation changed nothing");
+                }
+                t.check_invariants().map_err(TestCaseError::fail)?;
+                for (i, s) in model.iter().enumerate() {
+                    prop_assert_eq!(t.state(i as u32).unwrap(), *s);
+                }
+                let held: u64 = bytes.iter().flatten().map(|(_, b)| b).sum();
+                prop_assert_eq!(t.held_bytes(), held);
+                prop_assert_eq!(t.counts().total(), n);
+            }
+        }
+    }
+
+    #[test]
+    fn owner_limit() {
+        let mut t = ChunkTable::new(4, Redelivery::Never);
+        t.set_owner_limit(Some(100));
+        let a = t.take_from_pool().unwrap();
+        let b = t.take_from_pool().unwrap();
+        t.deliver(a, OwnerId(1), 60, false).unwrap();
+        assert!(!t.over_limit(OwnerId(1)));
+        t.deliver(b, OwnerId(1), 40, false).unwrap();
+        assert!(t.over_limit(OwnerId(1)));
+        assert!(!t.over_limit(OwnerId(2)));
+        t.release(a).unwrap();
+        assert!(!t.over_limit(OwnerId(1)));
+        assert_eq!(
+            t.owner(OwnerId(1)),
+            OwnerStats {
+                chunks: 1,
+                bytes: 40
+            }
+        );
+        let snap = t.snapshot();
+        assert_eq!(
+            snap.owners,
+            vec![(
+                OwnerId(1),
+                OwnerStats {
+                    chunks: 1,
+                    bytes: 40
+                }
+            )]
+        );
+        assert_eq!(
+            snap.counts,
+            Counts {
+                pool: 2,
+                kernel: 0,
+                user: 1,
+                refill: 1
+            }
+        );
     }
 }

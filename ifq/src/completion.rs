@@ -133,9 +133,11 @@ fn event(res: i32, no_buffers: i32, overflow: Option<i32>) -> Event {
         r if r > 0 => Event::Data { len: r as u32 },
         0 => Event::Eof,
         r if r == -no_buffers => Event::NoBuffers,
-        r if Some(-r) == overflow => Event::CqOverflow,
+        r if overflow.is_some() && r.checked_neg() == overflow => Event::CqOverflow,
         // `i32::MIN` cannot be negated; it is not an errno either way.
-        r => Event::Error { errno: r.checked_neg().unwrap_or(i32::MAX) },
+        r => Event::Error {
+            errno: r.checked_neg().unwrap_or(i32::MAX),
+        },
     }
 }
 
@@ -149,18 +151,30 @@ pub fn decode_bufring(res: i32, flags: u32) -> Result<Decoded<BufLoc>, Completio
     if let (Event::Data { len }, None) = (event, loc) {
         return Err(CompletionError::MissingBuffer { len });
     }
-    Ok(Decoded { event, more: flags & CQE_F_MORE != 0, loc })
+    Ok(Decoded {
+        event,
+        more: flags & CQE_F_MORE != 0,
+        loc,
+    })
 }
 
 /// Decodes a `RECV_ZC` completion: `big` is the second half of the 32-byte CQE, whose first word
 /// is `area_id << 48 | offset`.
 pub fn decode_zcrx(res: i32, flags: u32, big: [u64; 2]) -> Decoded<ZcrxLoc> {
-    let event = event(res, Errno::NOMEM.raw_os_error(), Some(Errno::NOSPC.raw_os_error()));
+    let event = event(
+        res,
+        Errno::NOMEM.raw_os_error(),
+        Some(Errno::NOSPC.raw_os_error()),
+    );
     let loc = matches!(event, Event::Data { .. }).then(|| ZcrxLoc {
         area_id: (big[0] >> ZCRX_AREA_SHIFT) as u16,
         offset: big[0] & ZCRX_OFFSET_MASK,
     });
-    Decoded { event, more: flags & CQE_F_MORE != 0, loc }
+    Decoded {
+        event,
+        more: flags & CQE_F_MORE != 0,
+        loc,
+    }
 }
 
 #[cfg(test)]
@@ -172,7 +186,13 @@ mod tests {
         let d = decode_bufring(100, CQE_F_BUFFER | CQE_F_MORE | (7 << 16)).unwrap();
         assert_eq!(d.event, Event::Data { len: 100 });
         assert!(d.more);
-        assert_eq!(d.loc, Some(BufLoc { bid: 7, buf_more: false }));
+        assert_eq!(
+            d.loc,
+            Some(BufLoc {
+                bid: 7,
+                buf_more: false
+            })
+        );
     }
 
     #[test]
@@ -180,14 +200,26 @@ mod tests {
         let d = decode_bufring(-105, 0).unwrap();
         assert_eq!(d.event, Event::NoBuffers);
         assert!(!d.more);
-        assert_eq!(decode_bufring(5, CQE_F_MORE), Err(CompletionError::MissingBuffer { len: 5 }));
-        assert_eq!(decode_bufring(i32::MIN, 0).unwrap().event, Event::Error { errno: i32::MAX });
+        assert_eq!(
+            decode_bufring(5, CQE_F_MORE),
+            Err(CompletionError::MissingBuffer { len: 5 })
+        );
+        assert_eq!(
+            decode_bufring(i32::MIN, 0).unwrap().event,
+            Event::Error { errno: i32::MAX }
+        );
     }
 
     #[test]
     fn zcrx_offsets() {
         let d = decode_zcrx(4096, CQE_F_MORE, [(3u64 << 48) | 8192, 0]);
-        assert_eq!(d.loc, Some(ZcrxLoc { area_id: 3, offset: 8192 }));
+        assert_eq!(
+            d.loc,
+            Some(ZcrxLoc {
+                area_id: 3,
+                offset: 8192
+            })
+        );
         assert_eq!(decode_zcrx(-28, 0, [0; 2]).event, Event::CqOverflow);
         assert_eq!(decode_zcrx(-12, 0, [0; 2]).event, Event::NoBuffers);
         assert_eq!(decode_zcrx(0, 0, [0; 2]).event, Event::Eof);

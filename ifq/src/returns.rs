@@ -46,7 +46,12 @@ impl ReturnStack {
     pub(crate) fn new(n: u32) -> Self {
         assert!(n < IN_STACK, "too many chunks for the return stack");
         Self {
-            cells: (0..n).map(|_| Cell { word: AtomicU32::new(0), next: AtomicU32::new(EMPTY) }).collect(),
+            cells: (0..n)
+                .map(|_| Cell {
+                    word: AtomicU32::new(0),
+                    next: AtomicU32::new(EMPTY),
+                })
+                .collect(),
             head: AtomicU32::new(EMPTY),
         }
     }
@@ -55,7 +60,9 @@ impl ReturnStack {
     /// or by anyone holding a handle to the chunk (count at least one).
     #[inline]
     pub(crate) fn acquire(&self, chunk: ChunkId) {
-        let prev = self.cells[chunk as usize].word.fetch_add(1, Ordering::Relaxed);
+        let prev = self.cells[chunk as usize]
+            .word
+            .fetch_add(1, Ordering::Relaxed);
         if prev & !IN_STACK >= MAX_REFS {
             std::process::abort();
         }
@@ -68,7 +75,10 @@ impl ReturnStack {
         let prev = cell.word.fetch_sub(1, Ordering::AcqRel);
         debug_assert_ne!(prev & !IN_STACK, 0, "handle count underflow");
         if prev == 1
-            && cell.word.compare_exchange(0, IN_STACK, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            && cell
+                .word
+                .compare_exchange(0, IN_STACK, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         {
             self.push(chunk);
         }
@@ -79,7 +89,10 @@ impl ReturnStack {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             cell.next.store(head, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(head, chunk, Ordering::Release, Ordering::Relaxed) {
+            match self
+                .head
+                .compare_exchange_weak(head, chunk, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(h) => head = h,
             }

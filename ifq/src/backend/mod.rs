@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::area::Area;
-use crate::chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, OwnerStats, Redelivery, Snapshot};
+use crate::chunk::{ChunkId, ChunkState, ChunkTable, Counts, OwnerId, OwnerStats, Redelivery, Snapshot};
 use crate::completion::CompletionError;
 use crate::error::{Error, Result};
 use crate::rxbuf::{RxBuf, Shared};
@@ -53,6 +53,9 @@ pub struct TeardownReport {
     pub held_bytes: u64,
     /// Per owner.
     pub owners: Vec<(OwnerId, OwnerStats)>,
+    /// Chunks per state after teardown: with a clean teardown every chunk not held is in the
+    /// pool.
+    pub counts: Counts,
     /// Whether the kernel gave the area back cleanly. When false the area is leaked (never
     /// unmapped) because the kernel might still write into it.
     pub clean: bool,
@@ -74,7 +77,10 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(area: Area, redelivery: Redelivery) -> Self {
         let table = ChunkTable::new(area.chunks(), redelivery);
-        Self { shared: Arc::new(Shared::new(area)), table }
+        Self {
+            shared: Arc::new(Shared::new(area)),
+            table,
+        }
     }
 
     pub(crate) fn area(&self) -> &Area {
@@ -94,16 +100,32 @@ impl Core {
     ) -> Result<RxBuf> {
         let chunk_size = self.area().chunk_size() as u32;
         if u64::from(offset) + u64::from(len) > u64::from(chunk_size) {
-            return Err(CompletionError::LengthOutOfRange { offset, len, chunk_size }.into());
-        }
-        let was_busy = matches!(self.table.state(chunk)?, ChunkState::User { kernel_busy: true, .. });
-        self.table.deliver(chunk, owner, len, kernel_keeps).map_err(|e| match e {
-            crate::chunk::AccountingError::BadTransition { chunk, .. } => {
-                Error::BadCompletion(CompletionError::NotKernelOwned { chunk })
+            return Err(CompletionError::LengthOutOfRange {
+                offset,
+                len,
+                chunk_size,
             }
-            e => e.into(),
-        })?;
-        let buf = self.shared.handle(chunk, offset, len).expect("range checked above");
+            .into());
+        }
+        let was_busy = matches!(
+            self.table.state(chunk)?,
+            ChunkState::User {
+                kernel_busy: true,
+                ..
+            }
+        );
+        self.table
+            .deliver(chunk, owner, len, kernel_keeps)
+            .map_err(|e| match e {
+                crate::chunk::AccountingError::BadTransition { chunk, .. } => {
+                    Error::BadCompletion(CompletionError::NotKernelOwned { chunk })
+                }
+                e => e.into(),
+            })?;
+        let buf = self
+            .shared
+            .handle(chunk, offset, len)
+            .expect("range checked above");
         match (was_busy, kernel_keeps) {
             (false, true) => self.shared.returns.acquire(chunk),
             (true, false) => self.shared.returns.release(chunk),
@@ -114,7 +136,10 @@ impl Core {
 
     /// Moves every chunk whose handles are all gone to the refill state and calls `publish` with
     /// it and its refill entry count. Returns how many chunks were released.
-    pub(crate) fn collect_returns(&mut self, mut publish: impl FnMut(&mut ChunkTable, ChunkId, u32)) -> usize {
+    pub(crate) fn collect_returns(
+        &mut self,
+        mut publish: impl FnMut(&mut ChunkTable, ChunkId, u32),
+    ) -> usize {
         let Self { shared, table } = self;
         shared.returns.drain(|chunk| match table.release(chunk) {
             Ok(entries) => publish(table, chunk, entries),
@@ -134,6 +159,7 @@ impl Core {
             held_chunks: snap.counts.user,
             held_bytes: snap.held_bytes,
             owners: snap.owners,
+            counts: snap.counts,
             clean,
         }
     }
@@ -141,6 +167,8 @@ impl Core {
 
 /// Duplicates the ring fd (close-on-exec) so the ring outlives the caller's handle to it.
 pub(crate) fn dup_ring_fd(ring: impl AsFd) -> Result<OwnedFd> {
-    rustix::io::fcntl_dupfd_cloexec(ring, 0)
-        .map_err(|e| Error::Os { what: "duplicating the io_uring fd", source: e.into() })
+    rustix::io::fcntl_dupfd_cloexec(ring, 0).map_err(|e| Error::Os {
+        what: "duplicating the io_uring fd",
+        source: e.into(),
+    })
 }

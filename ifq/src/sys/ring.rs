@@ -45,9 +45,9 @@ impl SharedU16 {
         unsafe { &*self.0 }.store(v, Ordering::Release)
     }
 
-    pub(crate) fn load_relaxed(self) -> u16 {
+    pub(crate) fn load_acquire(self) -> u16 {
         // SAFETY: per `new`'s contract.
-        unsafe { &*self.0 }.load(Ordering::Relaxed)
+        unsafe { &*self.0 }.load(Ordering::Acquire)
     }
 }
 
@@ -69,6 +69,22 @@ pub(crate) unsafe fn write_buf_entry(entry: *mut u8, addr: u64, len: u32, bid: u
         entry.cast::<u64>().write_volatile(addr);
         entry.add(8).cast::<u32>().write_volatile(len);
         entry.add(12).cast::<u16>().write_volatile(bid);
+    }
+}
+
+/// Reads one provided-buffer entry back (simulated kernel).
+///
+/// # Safety
+/// `entry` must point at a 16-byte entry inside a live buffer-ring mapping, not written
+/// concurrently.
+pub(crate) unsafe fn read_buf_entry(entry: *const u8) -> (u64, u32, u16) {
+    // SAFETY: per the contract.
+    unsafe {
+        (
+            entry.cast::<u64>().read_volatile(),
+            entry.add(8).cast::<u32>().read_volatile(),
+            entry.add(12).cast::<u16>().read_volatile(),
+        )
     }
 }
 
