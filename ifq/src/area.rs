@@ -30,7 +30,13 @@ pub struct AreaBuilder {
 
 impl Default for AreaBuilder {
     fn default() -> Self {
-        Self { chunk_size: 32 * 1024, chunks: 256, huge_pages: false, prefault: false, lock: false }
+        Self {
+            chunk_size: 32 * 1024,
+            chunks: 256,
+            huge_pages: false,
+            prefault: false,
+            lock: false,
+        }
     }
 }
 
@@ -70,7 +76,13 @@ impl AreaBuilder {
 
     /// Validates the configuration and maps the area.
     pub fn build(self) -> Result<Area> {
-        let Self { chunk_size, chunks, huge_pages, prefault, lock } = self;
+        let Self {
+            chunk_size,
+            chunks,
+            huge_pages,
+            prefault,
+            lock,
+        } = self;
         if chunks == 0 {
             return Err(Error::ZeroChunks);
         }
@@ -79,15 +91,20 @@ impl AreaBuilder {
             return Err(Error::BadChunkSize { chunk_size });
         }
         if chunks > MAX_CHUNKS {
-            return Err(Error::TooManyChunks { chunks, max: MAX_CHUNKS, why: "per area" });
+            return Err(Error::TooManyChunks {
+                chunks,
+                max: MAX_CHUNKS,
+                why: "per area",
+            });
         }
-        let len = chunk_size.checked_mul(chunks).filter(|&l| l < (1usize << 47)).ok_or(
-            Error::TooManyChunks {
+        let len = chunk_size
+            .checked_mul(chunks)
+            .filter(|&l| l < (1usize << 47))
+            .ok_or(Error::TooManyChunks {
                 chunks,
                 max: (1usize << 47) / chunk_size,
                 why: "for an area below 128 TiB",
-            },
-        )?;
+            })?;
         if huge_pages && len % HUGE_PAGE_SIZE != 0 {
             return Err(Error::HugePageMisfit { len });
         }
@@ -97,7 +114,11 @@ impl AreaBuilder {
         }
         let map = Mmap::anonymous(len, huge_pages, prefault && !huge_pages).map_err(|source| {
             if huge_pages {
-                Error::HugePagesUnavailable { len, pages: len / HUGE_PAGE_SIZE, source }
+                Error::HugePagesUnavailable {
+                    len,
+                    pages: len / HUGE_PAGE_SIZE,
+                    source,
+                }
             } else {
                 Error::Map { len, source }
             }
@@ -176,7 +197,10 @@ impl Area {
         if offset >= self.len() as u64 {
             return None;
         }
-        Some(((offset >> self.chunk_shift) as u32, (offset & u64::from(self.chunk_size - 1)) as u32))
+        Some((
+            (offset >> self.chunk_shift) as u32,
+            (offset & u64::from(self.chunk_size - 1)) as u32,
+        ))
     }
 
     pub(crate) fn base(&self) -> *mut u8 {

@@ -39,7 +39,10 @@ impl Shared {
     }
 
     pub(crate) fn keep_alive(&self, thing: Box<dyn Send>) {
-        self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).push(thing);
+        self.keepalive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thing);
     }
 
     pub(crate) fn leak_area_on_drop(&self) {
@@ -59,14 +62,21 @@ impl Shared {
         // pointer stays inside the live mapping.
         let ptr = unsafe { NonNull::new_unchecked(area.base().add(at as usize)) };
         self.returns.acquire(chunk);
-        Some(RxBuf { shared: self.clone(), ptr, len, chunk })
+        Some(RxBuf {
+            shared: self.clone(),
+            ptr,
+            len,
+            chunk,
+        })
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         // First whatever keeps the kernel's view alive (e.g. the ring fd), then the mapping.
-        drop(std::mem::take(self.keepalive.get_mut().unwrap_or_else(|e| e.into_inner())));
+        drop(std::mem::take(
+            self.keepalive.get_mut().unwrap_or_else(|e| e.into_inner()),
+        ));
         if let Some(area) = self.area.take() {
             if *self.leak_area.get_mut() {
                 area.leak();
@@ -132,7 +142,10 @@ impl RxBuf {
             Bound::Excluded(&e) => e,
             Bound::Unbounded => len,
         };
-        assert!(start <= end && end <= len, "range {start}..{end} out of bounds for RxBuf of length {len}");
+        assert!(
+            start <= end && end <= len,
+            "range {start}..{end} out of bounds for RxBuf of length {len}"
+        );
         (start as u32, (end - start) as u32)
     }
 
@@ -223,7 +236,10 @@ impl std::borrow::Borrow<[u8]> for RxBuf {
 
 impl fmt::Debug for RxBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RxBuf").field("chunk", &self.chunk).field("len", &self.len).finish()
+        f.debug_struct("RxBuf")
+            .field("chunk", &self.chunk)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
