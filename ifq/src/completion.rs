@@ -144,7 +144,7 @@ fn event(res: i32, no_buffers: i32, overflow: Option<i32>) -> Event {
 /// Decodes a completion of a multishot receive with buffer select.
 pub fn decode_bufring(res: i32, flags: u32) -> Result<Decoded<BufLoc>, CompletionError> {
     let event = event(res, Errno::NOBUFS.raw_os_error(), None);
-    let loc = (flags & CQE_F_BUFFER != 0).then(|| BufLoc {
+    let loc = (flags & CQE_F_BUFFER != 0).then_some(BufLoc {
         bid: (flags >> CQE_BUFFER_SHIFT) as u16,
         buf_more: flags & CQE_F_BUF_MORE != 0,
     });

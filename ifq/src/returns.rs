@@ -118,11 +118,13 @@ impl ReturnStack {
         n
     }
 
+    #[cfg(test)]
     /// Handles currently alive on `chunk` (racy unless the caller knows no other thread has one).
     pub(crate) fn handles(&self, chunk: ChunkId) -> u32 {
         self.cells[chunk as usize].word.load(Ordering::Acquire) & !IN_STACK
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.head.load(Ordering::Acquire) == EMPTY
     }

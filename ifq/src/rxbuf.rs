@@ -256,3 +256,100 @@ impl From<RxBuf> for bytes::Bytes {
         bytes::Bytes::from_owner(buf)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        let area = Area::builder().chunk_size(4096).chunks(4).build().unwrap();
+        let base = area.base();
+        for i in 0..4096 {
+            // SAFETY: inside chunk 1 of the fresh mapping; no handle exists yet.
+            unsafe { base.add(4096 + i).write(i as u8) };
+        }
+        Arc::new(Shared::new(area))
+    }
+
+    fn returned(s: &Shared) -> Vec<ChunkId> {
+        let mut v = vec![];
+        s.returns.drain(|c| v.push(c));
+        v
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let s = shared();
+        assert!(s.handle(4, 0, 1).is_none(), "no chunk 4");
+        assert!(s.handle(1, 4000, 97).is_none(), "runs past the chunk");
+        assert!(s.handle(1, u32::MAX, 2).is_none());
+        assert_eq!(
+            s.returns.handles(1),
+            0,
+            "a refused handle takes no reference"
+        );
+        let b = s.handle(1, 4000, 96).unwrap();
+        assert_eq!(b.len(), 96);
+        assert_eq!(b[0], 4000u32 as u8);
+        assert_eq!(b.area_offset(), 4096 + 4000);
+    }
+
+    #[test]
+    fn split_and_slice_share_the_chunk() {
+        let s = shared();
+        let mut b = s.handle(1, 0, 100).unwrap();
+        let head = b.split_to(10);
+        let tail = b.split_off(50);
+        let mid = b.slice(5..=9);
+        assert_eq!(&head[..], &(0..10).collect::<Vec<u8>>()[..]);
+        assert_eq!(&b[..], &(10..60).collect::<Vec<u8>>()[..]);
+        assert_eq!(&tail[..], &(60..100).collect::<Vec<u8>>()[..]);
+        assert_eq!(&mid[..], &[15, 16, 17, 18, 19]);
+        assert_eq!(s.returns.handles(1), 4);
+        drop((head, tail, b));
+        assert!(returned(&s).is_empty(), "a piece is still alive");
+        let bytes = bytes::Bytes::from(mid);
+        let clone = bytes.clone();
+        drop(bytes);
+        assert!(returned(&s).is_empty(), "a Bytes clone is still alive");
+        std::thread::spawn(move || assert_eq!(&clone[..], &[15, 16, 17, 18, 19]))
+            .join()
+            .unwrap();
+        assert_eq!(returned(&s), vec![1]);
+    }
+
+    #[test]
+    fn advance_truncate_empty() {
+        let s = shared();
+        let mut b = s.handle(1, 0, 10).unwrap();
+        b.advance(3);
+        b.truncate(4);
+        assert_eq!(&b[..], &[3, 4, 5, 6]);
+        b.truncate(100);
+        assert_eq!(b.len(), 4);
+        let e = b.split_off(4);
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn slice_out_of_range_panics_like_a_slice() {
+        let s = shared();
+        let b = s.handle(1, 0, 10).unwrap();
+        let _ = b.slice(5..11);
+    }
+
+    #[test]
+    fn mapping_outlives_the_owner() {
+        let s = shared();
+        let b = s.handle(1, 0, 8).unwrap();
+        drop(s);
+        assert_eq!(&b[..], &[0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<RxBuf>();
+    }
+}

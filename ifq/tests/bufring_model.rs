@@ -161,7 +161,10 @@ fn run(chunks: usize, incremental: bool, ops: Vec<Op>) -> Result<(), TestCaseErr
                 held.push(Held { buf: head, expect: expect_head });
             }
             Op::Flush => {
-                ring.flush();
+                let publishes = ring.stats().publishes;
+                let n = ring.flush();
+                // One tail store per flush that returned anything, none otherwise.
+                prop_assert_eq!(ring.stats().publishes, publishes + u64::from(n > 0));
                 k.sync(&ring, &held_chunks(&held))?;
             }
             _ => {}
