@@ -275,24 +275,12 @@ impl BufRing {
     }
 
     fn post(&mut self, chunk: ChunkId) {
-        let slot = self.producer.push().expect("ring has a slot per chunk");
-        let area = self.core.area();
-        let addr = area.addr() + area.chunk_offset(chunk);
-        let len = area.chunk_size() as u32;
+        let geometry = Geometry::of(self.core.area());
         let mem = self
             .ring_mem
             .as_ref()
             .expect("ring memory present while registered");
-        // SAFETY: `slot < entries`, so the entry lies in the mapping; the kernel reads it only
-        // after the next tail publish, and the producer never hands out an unconsumed slot.
-        unsafe {
-            write_buf_entry(
-                mem.as_ptr().add(slot as usize * ENTRY_SIZE),
-                addr,
-                len,
-                chunk as u16,
-            )
-        };
+        post_entry(mem, &mut self.producer, geometry, chunk);
         if self.incremental {
             self.filled[chunk as usize] = 0;
         }
@@ -387,19 +375,31 @@ impl BufRing {
         if !self.registered {
             return 0;
         }
-        let mut released = Vec::new();
-        self.core
-            .collect_returns(|_, chunk, _| released.push(chunk));
-        for &chunk in &released {
-            self.core
-                .table
-                .publish(chunk)
-                .expect("released chunk is in refill");
-            self.post(chunk);
-        }
-        self.stats.republished += released.len() as u64;
+        let geometry = Geometry::of(self.core.area());
+        let Self {
+            core,
+            ring_mem,
+            producer,
+            filled,
+            incremental,
+            ..
+        } = self;
+        let mem = ring_mem
+            .as_ref()
+            .expect("ring memory present while registered");
+        // Post each chunk as it is collected: no allocation on this path.
+        let n = core.collect_returns(|table, chunk, _entries| {
+            // One buffer-ring entry per chunk, however many completions pointed into it.
+            let published = table.publish(chunk);
+            debug_assert!(published.is_ok());
+            post_entry(mem, producer, geometry, chunk);
+            if *incremental {
+                filled[chunk as usize] = 0;
+            }
+        });
+        self.stats.republished += n as u64;
         self.publish();
-        released.len()
+        n
     }
 
     /// Whether `owner` holds at least the configured per-owner limit of bytes.
@@ -435,9 +435,7 @@ impl BufRing {
         }
         self.registered = false;
         // Publish nothing more, but account every chunk whose handles are gone.
-        let mut released = Vec::new();
-        self.core
-            .collect_returns(|_, chunk, _| released.push(chunk));
+        self.core.collect_returns(|_, _, _| {});
         let arg = BufReg {
             ring_addr: 0,
             ring_entries: 0,
@@ -474,9 +472,7 @@ impl BufRing {
                         _ => {}
                     }
                 }
-                let mut more = Vec::new();
                 self.core.collect_returns(|t, chunk, _| {
-                    more.push(chunk);
                     let _ = t.publish(chunk);
                     let _ = t.reclaim(chunk);
                 });
@@ -499,6 +495,42 @@ impl Drop for BufRing {
     fn drop(&mut self) {
         self.teardown_in_place();
     }
+}
+
+/// Where chunk entries point.
+#[derive(Clone, Copy)]
+struct Geometry {
+    base: u64,
+    shift: u32,
+    chunk_size: u32,
+}
+
+impl Geometry {
+    fn of(area: &Area) -> Self {
+        Self {
+            base: area.addr(),
+            shift: area.chunk_size().trailing_zeros(),
+            chunk_size: area.chunk_size() as u32,
+        }
+    }
+}
+
+/// Writes the ring entry for `chunk` at the producer's next slot (published later).
+fn post_entry(mem: &Mmap, producer: &mut PbufProducer, g: Geometry, chunk: ChunkId) {
+    let slot = producer
+        .push()
+        .expect("the ring has a slot for every chunk");
+    let addr = g.base + (u64::from(chunk) << g.shift);
+    // SAFETY: `slot < entries`, so the entry lies in the mapping; the kernel reads it only after
+    // the next tail store, and the producer never hands out a slot the kernel may still read.
+    unsafe {
+        write_buf_entry(
+            mem.as_ptr().add(slot as usize * ENTRY_SIZE),
+            addr,
+            g.chunk_size,
+            chunk as u16,
+        )
+    };
 }
 
 /// The socket a receive reads: a plain fd or a registered (fixed) file index.
