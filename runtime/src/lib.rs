@@ -1,7 +1,50 @@
-//! Thread-per-core io_uring runtime with zero-copy TCP receive.
+//! A thread-per-core io_uring runtime with zero-copy TCP receive.
 //!
-//! Not yet implemented: the executor, driver and TCP types arrive with issue 3. The receive
-//! machinery it will drive lives in the [`ifq`] crate.
+//! Each runtime thread owns one io_uring (`SINGLE_ISSUER | DEFER_TASKRUN`) and one receive pool
+//! (an [`ifq`] interface queue). Connections receive with multishot receives into the shared
+//! pool; you get [`RxBuf`] handles to the bytes, and dropping them returns the chunks. A
+//! connection that holds more than its share stops being read until it gives buffers back.
+//!
+//! ```no_run
+//! use runtime::net::TcpListener;
+//!
+//! let rt = runtime::Runtime::builder().build()?;
+//! rt.block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:7000")?;
+//!     loop {
+//!         let (stream, _) = listener.accept().await?;
+//!         runtime::spawn(async move {
+//!             // Echo without copying: each received chunk is sent straight from the pool.
+//!             while let Ok(Some(buf)) = stream.recv().await {
+//!                 if stream.send_buf(buf).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
+//!         });
+//!     }
+//!     #[allow(unreachable_code)]
+//!     Ok::<(), std::io::Error>(())
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
+mod builder;
+mod context;
+mod driver;
+mod executor;
+pub mod net;
+mod op;
+#[allow(clippy::module_inception)]
+mod runtime;
+mod shutdown;
+pub mod time;
+
+pub use builder::{Builder, RxBackend};
+pub use driver::DriverStats;
+pub use executor::{JoinError, JoinHandle};
 pub use ifq;
+pub use ifq::{OwnerId, RxBuf};
+pub use runtime::{rx_snapshot, shutdown_requested, spawn, yield_now, Runtime};
+pub use shutdown::{ShutdownReport, ShutdownSignal};

@@ -1,0 +1,75 @@
+//! An echo server that sends every received chunk straight back from the receive pool
+//! (`send_buf`: no copy in user space), one pinned runtime per thread sharing the port with
+//! `SO_REUSEPORT`.
+//!
+//! ```sh
+//! cargo run --release --example echo -- --addr 127.0.0.1 --port 7000 --threads 2
+//! ```
+
+use std::net::IpAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use runtime::net::TcpListener;
+use runtime::Runtime;
+
+#[derive(Parser, Debug)]
+#[command(about = "Zero-copy echo server on the io_uring runtime")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    addr: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 7000)]
+    port: u16,
+    /// Runtime threads (one listener each, SO_REUSEPORT).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    /// Receive chunks per thread.
+    #[arg(long, default_value_t = 256)]
+    chunks: usize,
+    /// Receive chunk size in bytes (a power of two, 4096..=1048576).
+    #[arg(long, default_value_t = 32 * 1024)]
+    chunk_size: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let addr = (args.addr, args.port);
+    // Fail early, with a clear message, if the address cannot be bound.
+    std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
+    eprintln!(
+        "echo: listening on {}:{} with {} thread(s)",
+        args.addr, args.port, args.threads
+    );
+    let results = Runtime::builder()
+        .threads(args.threads.into())
+        .chunks(args.chunks)
+        .chunk_size(args.chunk_size)
+        .run(move |_| async move {
+            let listener = TcpListener::bind_reuseport(addr)?;
+            loop {
+                let (stream, _) = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => return Ok(()),
+                    Err(e) => {
+                        eprintln!("echo: accept failed: {e}");
+                        continue;
+                    }
+                };
+                runtime::spawn(async move {
+                    while let Ok(Some(buf)) = stream.recv().await {
+                        if stream.send_buf(buf).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        })
+        .context("starting the runtime")?;
+    for r in results {
+        r.map_err(|e: std::io::Error| anyhow::anyhow!(e))?;
+    }
+    Ok(())
+}

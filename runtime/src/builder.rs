@@ -1,0 +1,216 @@
+//! Runtime configuration.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use crate::runtime::Runtime;
+use crate::shutdown::ShutdownSignal;
+
+/// Which receive backend the runtime uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RxBackend {
+    /// zcrx where the probe says it works, else the provided buffer ring. Today always the
+    /// buffer ring (zcrx in the runtime is not wired up yet).
+    #[default]
+    Auto,
+    /// The provided buffer ring (works on every NIC).
+    BufRing,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) threads: usize,
+    pub(crate) pin: bool,
+    pub(crate) sq_entries: u32,
+    pub(crate) cq_entries: u32,
+    pub(crate) backend: RxBackend,
+    pub(crate) chunk_size: usize,
+    pub(crate) chunks: usize,
+    pub(crate) incremental: bool,
+    pub(crate) conn_limit: Option<u64>,
+    pub(crate) grace: Duration,
+    pub(crate) signal: ShutdownSignal,
+}
+
+/// Builds a [`Runtime`] for this thread, or runs one pinned runtime per thread.
+///
+/// ```no_run
+/// let rt = runtime::Runtime::builder().chunks(512).chunk_size(16 * 1024).build()?;
+/// rt.block_on(async { /* ... */ });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            config: Config {
+                threads: 1,
+                pin: true,
+                sq_entries: 256,
+                cq_entries: 8192,
+                backend: RxBackend::Auto,
+                chunk_size: 32 * 1024,
+                chunks: 256,
+                incremental: false,
+                conn_limit: None,
+                grace: Duration::from_secs(5),
+                signal: ShutdownSignal::new(),
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// Defaults: 1 thread, pinned; SQ 256, CQ 8192; buffer ring of 256 chunks of 32 KiB; a
+    /// per-connection limit of a quarter of the pool; 5 s shutdown grace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of threads for [`run`](Self::run), each with its own ring and receive pool.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.threads = n;
+        self
+    }
+
+    /// Pin thread `i` to CPU `i` (modulo the CPUs this process may use). Default on.
+    pub fn pin_threads(mut self, on: bool) -> Self {
+        self.config.pin = on;
+        self
+    }
+
+    /// Submission-queue entries per ring.
+    pub fn sq_entries(mut self, n: u32) -> Self {
+        self.config.sq_entries = n;
+        self
+    }
+
+    /// Completion-queue entries per ring. Multishot receives post bursts: a small CQ makes them
+    /// end early (they are re-armed, but it costs a round trip).
+    pub fn cq_entries(mut self, n: u32) -> Self {
+        self.config.cq_entries = n;
+        self
+    }
+
+    /// The receive backend.
+    pub fn rx_backend(mut self, b: RxBackend) -> Self {
+        self.config.backend = b;
+        self
+    }
+
+    /// Receive chunk size (power of two, 4 KiB..=1 MiB).
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.config.chunk_size = bytes;
+        self
+    }
+
+    /// Receive chunks per thread.
+    pub fn chunks(mut self, n: usize) -> Self {
+        self.config.chunks = n;
+        self
+    }
+
+    /// Incremental buffer consumption (Linux 6.12+): small receives share a chunk.
+    pub fn incremental(mut self, on: bool) -> Self {
+        self.config.incremental = on;
+        self
+    }
+
+    /// Most bytes one connection may hold (received and not yet dropped) before the runtime
+    /// stops reading it; the others keep receiving. Default: a quarter of the pool.
+    pub fn conn_limit(mut self, bytes: u64) -> Self {
+        self.config.conn_limit = Some(bytes);
+        self
+    }
+
+    /// How long shutdown waits for tasks to finish before cancelling them.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.config.grace = d;
+        self
+    }
+
+    /// A signal that shuts the runtime(s) down gracefully when triggered.
+    pub fn shutdown_signal(mut self, signal: ShutdownSignal) -> Self {
+        self.config.signal = signal;
+        self
+    }
+
+    fn checked(mut self) -> io::Result<Config> {
+        let c = &mut self.config;
+        if c.threads == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "threads must be at least 1",
+            ));
+        }
+        if c.conn_limit.is_none() {
+            c.conn_limit = Some(((c.chunks * c.chunk_size) as u64 / 4).max(c.chunk_size as u64));
+        }
+        Ok(self.config)
+    }
+
+    /// A runtime on the current thread.
+    pub fn build(self) -> io::Result<Runtime> {
+        Runtime::new(self.checked()?, None)
+    }
+
+    /// Runs `f(i)` as the root future of runtime `i` on each of `threads` threads (pinned unless
+    /// turned off) and returns their outputs in thread order. Each runtime shuts down gracefully
+    /// once its root future finishes.
+    pub fn run<F, Fut>(self, f: F) -> io::Result<Vec<Fut::Output>>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let config = self.checked()?;
+        let f = std::sync::Arc::new(f);
+        let cpus = usable_cpus();
+        let mut threads = Vec::with_capacity(config.threads);
+        for i in 0..config.threads {
+            let f = f.clone();
+            let config = config.clone();
+            let cpu = (config.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let t = std::thread::Builder::new()
+                .name(format!("rt-{i}"))
+                .spawn(move || {
+                    let rt = Runtime::new(config, cpu)?;
+                    let out = rt.block_on(f(i));
+                    let _ = rt.shutdown();
+                    Ok::<_, io::Error>(out)
+                })?;
+            threads.push(t);
+        }
+        let mut outs = Vec::with_capacity(threads.len());
+        for (i, t) in threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(r) => outs.push(r?),
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    return Err(io::Error::other(format!(
+                        "runtime thread {i} panicked: {msg}"
+                    )));
+                }
+            }
+        }
+        Ok(outs)
+    }
+}
+
+fn usable_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

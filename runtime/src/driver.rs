@@ -1,0 +1,729 @@
+//! The io_uring driver of one thread: the ring, in-flight operations, per-connection receive
+//! state over the thread's interface queue, and timers.
+//!
+//! Every request's `user_data` is `tag << 56 | key`. Resources a request uses (buffers, socket
+//! addresses, the fd itself through an `Rc<OwnedFd>`) are owned by its slot until the kernel's
+//! final completion for it: a future that is dropped early only marks its slot orphaned and asks
+//! the kernel to cancel, so nothing the kernel may still touch is freed and no fd it may still
+//! use is closed or reused.
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ifq::bufring::{BufRing, BufRingConfig};
+use ifq::completion::CQE_F_MORE;
+use ifq::io_uring::{opcode, squeue, types, IoUring};
+use ifq::{Area, OwnerId, RecvEvent, RxBuf, TeardownReport};
+use slab::Slab;
+
+use crate::builder::Config;
+
+const TAG_SHIFT: u32 = 56;
+const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
+const TAG_OP: u64 = 1;
+const TAG_RECV: u64 = 2;
+const TAG_ACCEPT: u64 = 3;
+const TAG_IGNORE: u64 = 4;
+const TAG_WAKE: u64 = 5;
+
+fn ud(tag: u64, key: usize) -> u64 {
+    tag << TAG_SHIFT | key as u64
+}
+
+/// Driver counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Completions reaped.
+    pub completions: u64,
+    /// Multishot receives armed (first arm and re-arms).
+    pub recv_arms: u64,
+    /// Receives that ended for lack of buffers (`-ENOBUFS`).
+    pub no_buffers: u64,
+    /// Receives ended by a completion-queue overflow.
+    pub cq_overflows: u64,
+    /// Receives paused because their connection held too many bytes.
+    pub backpressure_pauses: u64,
+    /// Cancellation requests sent for dropped operations.
+    pub cancels: u64,
+}
+
+enum OpState {
+    Waiting(Option<Waker>),
+    Done { res: i32, flags: u32 },
+    Orphaned,
+}
+
+struct OpSlot {
+    state: OpState,
+    keep: Option<Box<dyn Any>>,
+    /// Result of the first completion of a two-completion request (zero-copy send).
+    first: Option<i32>,
+}
+
+/// Receive state of one connection.
+pub(crate) struct Conn {
+    fd: Rc<OwnedFd>,
+    owner: OwnerId,
+    queue: VecDeque<RxBuf>,
+    eof: bool,
+    error: Option<io::Error>,
+    armed: bool,
+    cancelling: bool,
+    /// The `TcpStream` is gone: finish the receive, drop what arrives, then free the slot.
+    dropped: bool,
+    waker: Option<Waker>,
+}
+
+/// Accept state of one listener.
+pub(crate) struct Listener {
+    fd: Rc<OwnedFd>,
+    queue: VecDeque<io::Result<OwnedFd>>,
+    armed: bool,
+    dropped: bool,
+    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    wakers: HashMap<u64, Waker>,
+    next: u64,
+}
+
+impl Timers {
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.heap.peek() {
+            if self.wakers.contains_key(id) {
+                return Some(*at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    fn fire(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if let Some(w) = self.wakers.remove(&id) {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// One thread's driver.
+pub(crate) struct Driver {
+    ring: IoUring,
+    ops: Slab<OpSlot>,
+    conns: Slab<Conn>,
+    listeners: Slab<Listener>,
+    rx: Option<BufRing>,
+    timers: Timers,
+    rearm: Vec<usize>,
+    paused: Vec<usize>,
+    wake_fd: Rc<OwnedFd>,
+    wake_buf: Box<[u8; 8]>,
+    wake_armed: bool,
+    next_owner: u32,
+    cqes: Vec<(u64, i32, u32)>,
+    stopping: bool,
+    pub(crate) stats: DriverStats,
+}
+
+impl Driver {
+    pub(crate) fn new(config: &Config, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_cqsize(config.cq_entries)
+            .setup_submit_all()
+            .build(config.sq_entries)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("io_uring setup failed: {e} (needs Linux 6.1+ for DEFER_TASKRUN)"),
+                )
+            })?;
+        let area = Area::builder()
+            .chunk_size(config.chunk_size)
+            .chunks(config.chunks)
+            .prefault(true)
+            .build()
+            .map_err(io::Error::other)?;
+        let rx = BufRing::register(
+            &ring,
+            area,
+            BufRingConfig {
+                bgid: 0,
+                incremental: config.incremental,
+                owner_limit: config.conn_limit,
+            },
+        )
+        .map_err(io::Error::other)?;
+        Ok(Self {
+            ring,
+            ops: Slab::with_capacity(256),
+            conns: Slab::new(),
+            listeners: Slab::new(),
+            rx: Some(rx),
+            timers: Timers::default(),
+            rearm: Vec::new(),
+            paused: Vec::new(),
+            wake_fd,
+            wake_buf: Box::new([0; 8]),
+            wake_armed: false,
+            next_owner: 1,
+            cqes: Vec::with_capacity(config.cq_entries as usize),
+            stopping: false,
+            stats: DriverStats::default(),
+        })
+    }
+
+    fn rx(&mut self) -> &mut BufRing {
+        self.rx
+            .as_mut()
+            .expect("interface queue present until teardown")
+    }
+
+    /// Pushes a request. The caller guarantees what the entry points at lives until its final
+    /// completion (it is owned by a slot of this driver).
+    fn push(&mut self, sqe: &squeue::Entry) {
+        loop {
+            // SAFETY: every pointer in `sqe` refers to memory owned by an op slot, a connection,
+            // a listener or this driver, none of which is freed before the request's final
+            // completion has been reaped (see the module docs).
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return;
+            }
+            // The submission queue is full: hand it to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                    panic!("io_uring submit failed: {e}");
+                }
+                self.reap_into_buffer();
+            }
+        }
+    }
+
+    // ---- single-shot operations -------------------------------------------------------------
+
+    /// Submits `sqe` (its `user_data` is set here) with `keep` owning whatever it points at.
+    pub(crate) fn submit_op(&mut self, sqe: squeue::Entry, keep: Box<dyn Any>) -> usize {
+        let key = self.ops.insert(OpSlot {
+            state: OpState::Waiting(None),
+            keep: Some(keep),
+            first: None,
+        });
+        self.push(&sqe.user_data(ud(TAG_OP, key)));
+        key
+    }
+
+    /// Polls an operation: on completion returns `(res, flags, keep)` and frees the slot.
+    pub(crate) fn poll_op(
+        &mut self,
+        key: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<(i32, u32, Box<dyn Any>)> {
+        let slot = &mut self.ops[key];
+        match &mut slot.state {
+            OpState::Done { res, flags } => {
+                let (res, flags) = (*res, *flags);
+                let slot = self.ops.remove(key);
+                Poll::Ready((res, flags, slot.keep.expect("resources present")))
+            }
+            OpState::Waiting(w) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            OpState::Orphaned => unreachable!("polled an orphaned op"),
+        }
+    }
+
+    /// The future owning `key` is gone. If the kernel is done, free everything now; otherwise
+    /// ask it to cancel and free the resources at the final completion.
+    pub(crate) fn drop_op(&mut self, key: usize) {
+        let Some(slot) = self.ops.get_mut(key) else {
+            return;
+        };
+        match slot.state {
+            OpState::Done { .. } => {
+                self.ops.remove(key);
+            }
+            OpState::Waiting(_) => {
+                slot.state = OpState::Orphaned;
+                self.stats.cancels += 1;
+                self.push(
+                    &opcode::AsyncCancel::new(ud(TAG_OP, key))
+                        .build()
+                        .user_data(ud(TAG_IGNORE, 0)),
+                );
+            }
+            OpState::Orphaned => {}
+        }
+    }
+
+    // ---- connections --------------------------------------------------------------------------
+
+    /// Registers a connected socket and arms its multishot receive.
+    pub(crate) fn add_conn(&mut self, fd: Rc<OwnedFd>) -> usize {
+        let owner = OwnerId(self.next_owner);
+        self.next_owner = self.next_owner.wrapping_add(1).max(1);
+        let key = self.conns.insert(Conn {
+            fd,
+            owner,
+            queue: VecDeque::new(),
+            eof: false,
+            error: None,
+            armed: false,
+            cancelling: false,
+            dropped: false,
+            waker: None,
+        });
+        self.arm_recv(key);
+        key
+    }
+
+    fn arm_recv(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.armed || conn.dropped || conn.eof || conn.error.is_some() {
+            return;
+        }
+        conn.armed = true;
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let sqe = self.rx().recv_multishot(fd).user_data(ud(TAG_RECV, key));
+        self.stats.recv_arms += 1;
+        self.push(&sqe);
+    }
+
+    /// Next received buffer: `Ready(Ok(Some))` data, `Ready(Ok(None))` end of stream.
+    pub(crate) fn poll_recv(
+        &mut self,
+        key: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<RxBuf>>> {
+        let conn = &mut self.conns[key];
+        if let Some(buf) = conn.queue.pop_front() {
+            return Poll::Ready(Ok(Some(buf)));
+        }
+        if let Some(e) = conn.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if conn.eof {
+            return Poll::Ready(Ok(None));
+        }
+        if !conn.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            conn.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Bytes queued for the application on this connection but not yet taken.
+    pub(crate) fn conn_owner(&self, key: usize) -> OwnerId {
+        self.conns[key].owner
+    }
+
+    /// The `TcpStream` is gone: drop queued buffers, cancel the receive; the slot (and with it
+    /// the last reference to the fd, unless sends are in flight) goes at its final completion.
+    pub(crate) fn drop_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.dropped = true;
+        conn.queue.clear();
+        conn.waker = None;
+        if conn.armed {
+            if !conn.cancelling {
+                conn.cancelling = true;
+                self.stats.cancels += 1;
+                self.push(
+                    &opcode::AsyncCancel::new(ud(TAG_RECV, key))
+                        .build()
+                        .user_data(ud(TAG_IGNORE, 0)),
+                );
+            }
+        } else {
+            self.conns.remove(key);
+        }
+    }
+
+    /// Who holds what in this thread's receive pool.
+    pub(crate) fn rx_snapshot(&self) -> Option<ifq::Snapshot> {
+        self.rx.as_ref().map(|rx| rx.snapshot())
+    }
+
+    // ---- listeners ----------------------------------------------------------------------------
+
+    pub(crate) fn add_listener(&mut self, fd: Rc<OwnedFd>) -> usize {
+        self.listeners.insert(Listener {
+            fd,
+            queue: VecDeque::new(),
+            armed: false,
+            dropped: false,
+            waker: None,
+        })
+    }
+
+    pub(crate) fn poll_accept(
+        &mut self,
+        key: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<OwnedFd>> {
+        if self.stopping {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the runtime is shutting down and accepts no more connections",
+            )));
+        }
+        let l = &mut self.listeners[key];
+        if let Some(r) = l.queue.pop_front() {
+            return Poll::Ready(r);
+        }
+        if !l.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            l.waker = Some(cx.waker().clone());
+        }
+        if !l.armed {
+            l.armed = true;
+            let sqe = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(ud(TAG_ACCEPT, key));
+            self.push(&sqe);
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn drop_listener(&mut self, key: usize) {
+        let Some(l) = self.listeners.get_mut(key) else {
+            return;
+        };
+        l.dropped = true;
+        l.queue.clear();
+        if l.armed {
+            self.push(
+                &opcode::AsyncCancel::new(ud(TAG_ACCEPT, key))
+                    .build()
+                    .user_data(ud(TAG_IGNORE, 0)),
+            );
+        } else {
+            self.listeners.remove(key);
+        }
+    }
+
+    // ---- timers -------------------------------------------------------------------------------
+
+    pub(crate) fn add_timer(&mut self, at: Instant, waker: Waker) -> u64 {
+        let id = self.timers.next;
+        self.timers.next += 1;
+        self.timers.heap.push(Reverse((at, id)));
+        self.timers.wakers.insert(id, waker);
+        id
+    }
+
+    pub(crate) fn update_timer(&mut self, id: u64, waker: &Waker) {
+        if let Some(w) = self.timers.wakers.get_mut(&id) {
+            if !w.will_wake(waker) {
+                *w = waker.clone();
+            }
+        }
+    }
+
+    pub(crate) fn cancel_timer(&mut self, id: u64) {
+        self.timers.wakers.remove(&id);
+    }
+
+    // ---- the loop -----------------------------------------------------------------------------
+
+    /// One turn: publish returned chunks, re-arm what needs it, submit everything and reap
+    /// completions with a single `io_uring_enter`, waiting (up to the next timer) only if
+    /// `block`, and never past `limit`.
+    pub(crate) fn turn(&mut self, block: bool, limit: Option<Instant>) {
+        self.prepare();
+        let timeout = if block {
+            let at = match (self.timers.next_deadline(), limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            at.map(|at| at.saturating_duration_since(Instant::now()))
+        } else {
+            None
+        };
+        self.stats.enters += 1;
+        let r = match (block, timeout) {
+            (false, _) => self.ring.submit(),
+            (true, None) => self.ring.submit_and_wait(1),
+            (true, Some(d)) => {
+                let ts = types::Timespec::from(d.max(Duration::from_micros(1)));
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        if let Err(e) = r {
+            match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+                Some(
+                    rustix::io::Errno::TIME | rustix::io::Errno::INTR | rustix::io::Errno::BUSY,
+                ) => {}
+                _ => panic!("io_uring_enter failed: {e}"),
+            }
+        }
+        self.reap_into_buffer();
+        self.dispatch();
+        self.timers.fire(Instant::now());
+    }
+
+    fn prepare(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.flush();
+        }
+        if !self.wake_armed {
+            self.wake_armed = true;
+            let sqe = opcode::Read::new(
+                types::Fd(self.wake_fd.as_raw_fd()),
+                self.wake_buf.as_mut_ptr(),
+                8,
+            )
+            .build()
+            .user_data(ud(TAG_WAKE, 0));
+            self.push(&sqe);
+        }
+        // Re-arm receives that ended (no buffers, overflow) and resume paused connections whose
+        // application returned enough buffers.
+        let mut rearm = std::mem::take(&mut self.rearm);
+        rearm.append(&mut self.paused);
+        for key in rearm.drain(..) {
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            if conn.dropped || conn.armed {
+                continue;
+            }
+            if self.rx.as_ref().is_some_and(|rx| rx.over_limit(conn.owner)) {
+                self.paused.push(key);
+            } else {
+                self.arm_recv(key);
+            }
+        }
+        self.rearm = rearm;
+    }
+
+    fn reap_into_buffer(&mut self) {
+        let cqes = &mut self.cqes;
+        for cqe in self.ring.completion() {
+            cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        self.stats.completions += cqes.len() as u64;
+        for (user_data, res, flags) in cqes.drain(..) {
+            let key = (user_data & KEY_MASK) as usize;
+            match user_data >> TAG_SHIFT {
+                TAG_OP => self.complete_op(key, res, flags),
+                TAG_RECV => self.complete_recv(key, res, flags),
+                TAG_ACCEPT => self.complete_accept(key, res, flags),
+                TAG_WAKE => self.wake_armed = false,
+                _ => {}
+            }
+        }
+        self.cqes = cqes;
+    }
+
+    fn complete_op(&mut self, key: usize, res: i32, flags: u32) {
+        let Some(slot) = self.ops.get_mut(key) else {
+            return;
+        };
+        if flags & CQE_F_MORE != 0 {
+            // First half of a zero-copy send: the notification follows.
+            slot.first = Some(res);
+            return;
+        }
+        let res = slot.first.take().unwrap_or(res);
+        match std::mem::replace(&mut slot.state, OpState::Done { res, flags }) {
+            OpState::Waiting(w) => {
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+            OpState::Orphaned => {
+                // Nobody waits: free the resources (buffers, a connected socket) now.
+                self.ops.remove(key);
+            }
+            OpState::Done { .. } => {}
+        }
+    }
+
+    fn complete_recv(&mut self, key: usize, res: i32, flags: u32) {
+        let rx = self.rx.as_mut().expect("interface queue present");
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut rearm = false;
+        match rx.complete(conn.owner, res, flags) {
+            Ok(c) => {
+                rearm = c.needs_rearm();
+                match c.event {
+                    RecvEvent::Data(buf) => {
+                        if !conn.dropped {
+                            conn.queue.push_back(buf);
+                        }
+                    }
+                    RecvEvent::Eof => conn.eof = true,
+                    RecvEvent::NoBuffers => self.stats.no_buffers += 1,
+                    RecvEvent::CqOverflow => self.stats.cq_overflows += 1,
+                    RecvEvent::Error(e) => {
+                        if conn.cancelling && e.raw_os_error() == Some(libc::ECANCELED) {
+                            rearm = true; // paused for back-pressure, or dropped
+                        } else if !conn.dropped {
+                            conn.error = Some(e);
+                        }
+                    }
+                }
+                if !c.more {
+                    conn.armed = false;
+                    conn.cancelling = false;
+                } else if !conn.dropped && !conn.cancelling && rx.over_limit(conn.owner) {
+                    // Back-pressure: stop reading this connection until it returns buffers.
+                    conn.cancelling = true;
+                    self.stats.backpressure_pauses += 1;
+                    self.push(
+                        &opcode::AsyncCancel::new(ud(TAG_RECV, key))
+                            .build()
+                            .user_data(ud(TAG_IGNORE, 0)),
+                    );
+                }
+            }
+            Err(e) => {
+                // A value the kernel should never produce: report it on the connection.
+                conn.error = Some(io::Error::other(e));
+                if flags & CQE_F_MORE == 0 {
+                    conn.armed = false;
+                }
+            }
+        }
+        let conn = &mut self.conns[key];
+        if conn.dropped {
+            if !conn.armed {
+                self.conns.remove(key);
+            }
+            return;
+        }
+        if rearm && !conn.armed && !conn.eof && conn.error.is_none() {
+            self.rearm.push(key);
+        }
+        if let Some(w) = conn.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn complete_accept(&mut self, key: usize, res: i32, flags: u32) {
+        let Some(l) = self.listeners.get_mut(key) else {
+            if res >= 0 {
+                // SAFETY: a successful accept completion hands us a new fd that nothing else owns.
+                drop(unsafe { OwnedFd::from_raw_fd(res) });
+            }
+            return;
+        };
+        if res >= 0 {
+            // SAFETY: as above: the kernel just created this fd for us.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            if !l.dropped {
+                l.queue.push_back(Ok(fd));
+            }
+        } else if res != -libc::ECANCELED && !l.dropped {
+            l.queue.push_back(Err(io::Error::from_raw_os_error(-res)));
+        }
+        if flags & CQE_F_MORE == 0 {
+            l.armed = false;
+            if l.dropped {
+                self.listeners.remove(key);
+                return;
+            }
+        }
+        if let Some(w) = l.waker.take() {
+            w.wake();
+        }
+    }
+
+    // ---- shutdown -----------------------------------------------------------------------------
+
+    /// Stops accepting: pending and future accepts fail, armed accepts are cancelled.
+    pub(crate) fn stop_accepting(&mut self) {
+        self.stopping = true;
+        let keys: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.armed)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.push(
+                &opcode::AsyncCancel::new(ud(TAG_ACCEPT, key))
+                    .build()
+                    .user_data(ud(TAG_IGNORE, 0)),
+            );
+            if let Some(w) = self.listeners[key].waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether the kernel still owes us completions.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.len()
+            + self.conns.iter().filter(|(_, c)| c.armed).count()
+            + self.listeners.iter().filter(|(_, l)| l.armed).count()
+    }
+
+    /// Cancels everything in flight, waits (bounded) for the final completions, then tears the
+    /// interface queue down. Resources of requests the kernel never finished are leaked, never
+    /// freed under it.
+    pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, usize) {
+        self.stopping = true;
+        for key in self.conns.iter().map(|(k, _)| k).collect::<Vec<_>>() {
+            let c = &mut self.conns[key];
+            c.queue.clear();
+            if !c.dropped {
+                self.drop_conn(key);
+            }
+        }
+        for key in self.listeners.iter().map(|(k, _)| k).collect::<Vec<_>>() {
+            if !self.listeners[key].dropped {
+                self.drop_listener(key);
+            }
+        }
+        for key in self.ops.iter().map(|(k, _)| k).collect::<Vec<_>>() {
+            self.drop_op(key);
+        }
+        let deadline = Instant::now() + grace;
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            self.turn(true, Some(deadline));
+        }
+        let leaked = self.in_flight();
+        if leaked > 0 {
+            // The kernel still holds pointers into these: never free them.
+            for (_, slot) in self.ops.iter_mut() {
+                std::mem::forget(slot.keep.take());
+            }
+        }
+        let report = self
+            .rx
+            .take()
+            .map(|rx| rx.teardown())
+            .expect("interface queue present");
+        (report, leaked)
+    }
+}

@@ -1,0 +1,197 @@
+//! The single-thread runtime: the loop that runs tasks and drives the ring.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustix::event::{eventfd, EventfdFlags};
+
+use crate::builder::{Builder, Config};
+use crate::context::{self, Handle};
+use crate::driver::{Driver, DriverStats};
+use crate::executor::{Executor, Remote};
+use crate::shutdown::{ShutdownReport, ShutdownSignal};
+
+/// A runtime bound to the thread that built it: one io_uring, one receive pool, one executor.
+pub struct Runtime {
+    handle: Rc<Handle>,
+    grace: Duration,
+    done: bool,
+    stopped_accepting: std::cell::Cell<bool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("tasks", &self.handle.exec.len())
+            .finish()
+    }
+}
+
+fn poker(fd: &OwnedFd) -> io::Result<Box<dyn Fn() + Send + Sync>> {
+    let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
+    Ok(Box::new(move || {
+        let _ = rustix::io::write(&fd, &1u64.to_ne_bytes());
+    }))
+}
+
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime on this thread with the default configuration.
+    pub fn new_default() -> io::Result<Self> {
+        Builder::new().build()
+    }
+
+    pub(crate) fn new(config: Config, cpu: Option<usize>) -> io::Result<Self> {
+        if let Some(cpu) = cpu {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set)?;
+        }
+        let wake_fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let remote = Arc::new(Remote::new(poker(&wake_fd)?));
+        config.signal.on_trigger(poker(&wake_fd)?);
+        let driver = Driver::new(&config, Rc::new(wake_fd))?;
+        Ok(Self {
+            handle: Rc::new(Handle {
+                exec: Executor::new(remote),
+                driver: std::cell::RefCell::new(driver),
+                signal: config.signal.clone(),
+            }),
+            grace: config.grace,
+            done: false,
+            stopped_accepting: std::cell::Cell::new(false),
+        })
+    }
+
+    /// The signal that shuts this runtime down gracefully.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.handle.signal.clone()
+    }
+
+    /// Driver counters (enters, completions, re-arms, ENOBUFS, back-pressure pauses).
+    pub fn stats(&self) -> DriverStats {
+        self.handle.driver.borrow().stats
+    }
+
+    /// Runs `fut` to completion, running spawned tasks and I/O meanwhile.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let _ctx = context::enter(self.handle.clone());
+        let _exec = self.handle.exec.enter();
+        let mut fut = pin!(fut);
+        let waker = self.handle.exec.root_waker();
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if self.handle.exec.take_root_ready() {
+                if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                    return v;
+                }
+            }
+            self.handle.exec.run_ready();
+            self.turn(None);
+        }
+    }
+
+    fn turn(&self, limit: Option<Instant>) {
+        if self.handle.signal.is_triggered() && !self.stopped_accepting.replace(true) {
+            self.handle.driver.borrow_mut().stop_accepting();
+        }
+        let block = !self.handle.exec.has_ready();
+        self.handle.driver.borrow_mut().turn(block, limit);
+    }
+
+    /// Shuts down gracefully: stops accepting, lets tasks finish within the grace period,
+    /// cancels the rest, waits for the kernel to finish every request, and tears down the
+    /// receive pool. Reports what the application still held.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.shutdown_in_place()
+    }
+
+    fn shutdown_in_place(&mut self) -> ShutdownReport {
+        self.done = true;
+        let _ctx = context::enter(self.handle.clone());
+        let _exec = self.handle.exec.enter();
+        self.handle.signal.trigger();
+        self.stopped_accepting.set(true);
+        self.handle.driver.borrow_mut().stop_accepting();
+        let deadline = Instant::now() + self.grace;
+        while self.handle.exec.len() > 0 && Instant::now() < deadline {
+            self.handle.exec.run_ready();
+            let block = !self.handle.exec.has_ready();
+            self.handle.driver.borrow_mut().turn(block, Some(deadline));
+        }
+        let tasks_cancelled = self.handle.exec.cancel_all();
+        let (held, leaked_requests) = self
+            .handle
+            .driver
+            .borrow_mut()
+            .shutdown(Duration::from_secs(2));
+        ShutdownReport {
+            tasks_cancelled,
+            task_panics: self.handle.exec.panics(),
+            held,
+            leaked_requests,
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.done {
+            let grace = std::mem::replace(&mut self.grace, Duration::ZERO);
+            let report = self.shutdown_in_place();
+            self.grace = grace;
+            if !report.held.is_clean() {
+                eprintln!("runtime dropped: {report}");
+            }
+        }
+    }
+}
+
+/// Spawns a task on the current thread's runtime. The future need not be `Send`: it runs on
+/// this thread only.
+///
+/// # Panics
+/// Outside a runtime.
+pub fn spawn<F: Future + 'static>(fut: F) -> crate::JoinHandle<F::Output> {
+    context::current().exec.spawn(fut)
+}
+
+/// Yields once to the other tasks and to I/O.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Resolves when the current runtime's shutdown signal is triggered.
+pub async fn shutdown_requested() {
+    let signal = context::current().signal.clone();
+    signal.wait().await
+}
+
+/// Who holds what in the current thread's receive pool (chunks per state, bytes per
+/// connection). `None` after shutdown.
+///
+/// # Panics
+/// Outside a runtime.
+pub fn rx_snapshot() -> Option<ifq::Snapshot> {
+    crate::context::with_driver(|d| d.rx_snapshot())
+}

@@ -1,0 +1,144 @@
+//! Graceful shutdown: a signal any thread can trigger, and what was left over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use ifq::TeardownReport;
+
+#[derive(Default)]
+struct Inner {
+    triggered: AtomicBool,
+    notifiers: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    waiters: Mutex<Vec<Waker>>,
+}
+
+/// Asks runtimes to shut down gracefully: they stop accepting connections, and
+/// [`wait`](Self::wait) resolves in every task that awaits it. Clone it freely; trigger it from
+/// any thread (a signal handler thread, another runtime, a test).
+#[derive(Clone, Default)]
+pub struct ShutdownSignal(Arc<Inner>);
+
+impl std::fmt::Debug for ShutdownSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownSignal")
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+impl ShutdownSignal {
+    /// A signal that has not been triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Triggers the shutdown (idempotent).
+    pub fn trigger(&self) {
+        if self.0.triggered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for w in std::mem::take(&mut *self.0.waiters.lock().unwrap_or_else(|e| e.into_inner())) {
+            w.wake();
+        }
+        for n in self
+            .0
+            .notifiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            n();
+        }
+    }
+
+    /// Whether it was triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.0.triggered.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the signal is triggered.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        Wait { signal: self }
+    }
+
+    pub(crate) fn on_trigger(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.0
+            .notifiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
+}
+
+struct Wait<'a> {
+    signal: &'a ShutdownSignal,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.is_triggered() {
+            return Poll::Ready(());
+        }
+        self.signal
+            .0
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cx.waker().clone());
+        if self.signal.is_triggered() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// What a runtime left behind when it shut down.
+#[derive(Debug, Clone)]
+pub struct ShutdownReport {
+    /// Tasks still running at the deadline, which were cancelled (their futures dropped).
+    pub tasks_cancelled: usize,
+    /// Tasks that panicked during the runtime's life (each reported to its `JoinHandle`).
+    pub task_panics: u64,
+    /// Receive buffers the application still held when the interface queue was torn down
+    /// (they stay valid until dropped).
+    pub held: TeardownReport,
+    /// Kernel requests that did not finish within the grace period; their memory is leaked
+    /// rather than freed under the kernel.
+    pub leaked_requests: usize,
+}
+
+impl ShutdownReport {
+    /// Nothing held, nothing cancelled, nothing leaked.
+    pub fn is_clean(&self) -> bool {
+        self.tasks_cancelled == 0 && self.held.is_clean() && self.leaked_requests == 0
+    }
+}
+
+impl std::fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} task(s) cancelled, {} panicked; the application still holds {} chunk(s) ({} bytes)",
+            self.tasks_cancelled, self.task_panics, self.held.held_chunks, self.held.held_bytes
+        )?;
+        for (owner, s) in &self.held.owners {
+            write!(
+                f,
+                "; connection {}: {} chunk(s), {} bytes",
+                owner.0, s.chunks, s.bytes
+            )?;
+        }
+        if self.leaked_requests > 0 {
+            write!(
+                f,
+                "; {} kernel request(s) never finished (memory leaked, not freed)",
+                self.leaked_requests
+            )?;
+        }
+        Ok(())
+    }
+}

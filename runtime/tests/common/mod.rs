@@ -1,0 +1,73 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use runtime::net::TcpListener;
+use runtime::{Builder, ShutdownSignal};
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Starts the zero-copy echo server on `threads` runtime threads; returns its address, the
+/// signal that stops it, and the thread running it.
+pub fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<()>) {
+    let signal = ShutdownSignal::new();
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let builder = builder.shutdown_signal(signal.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        builder
+            .run(move |_| {
+                let ready_tx = ready_tx.clone();
+                async move {
+                    let listener = TcpListener::bind_reuseport(addr).unwrap();
+                    ready_tx.send(()).unwrap();
+                    while let Ok((stream, _)) = listener.accept().await {
+                        runtime::spawn(async move {
+                            while let Ok(Some(buf)) = stream.recv().await {
+                                if stream.send_buf(buf).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                }
+            })
+            .unwrap();
+    });
+    ready_rx.recv().unwrap();
+    (addr, signal, t)
+}
+
+/// Sends `data` through an echo server with a std client (writer and reader threads) and
+/// returns what came back.
+pub fn echo_roundtrip(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    let mut r = s.try_clone().unwrap();
+    let len = data.len();
+    let w = std::thread::spawn(move || {
+        let mut s = s;
+        s.write_all(&data).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::with_capacity(len);
+    r.read_to_end(&mut back).unwrap();
+    w.join().unwrap();
+    back
+}
