@@ -40,7 +40,7 @@ use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
 use crate::refill::pbuf::PbufProducer;
 use crate::sys::mmap::Mmap;
-use crate::sys::ring::{read_buf_entry, write_buf_entry, BufReg, SharedU16};
+use crate::sys::ring::{patch_sqe_u32, read_buf_entry, write_buf_entry, BufReg, SharedU16};
 
 /// `IOU_PBUF_RING_INC`: incremental buffer consumption (6.12).
 const IOU_PBUF_RING_INC: u16 = 2;
@@ -306,6 +306,15 @@ impl BufRing {
         }
     }
 
+    /// A multishot receive that ends by itself (a completion without `F_MORE`) once it has
+    /// received `max_bytes` (`IORING_RECV_MSHOT_LIM`, Linux 6.17+; older kernels fail it with
+    /// `-EINVAL`). It bounds what one connection can take from the shared pool before the
+    /// application gets a say: the overshoot is at most one chunk. `max_bytes == 0` means no cap.
+    pub fn recv_multishot_capped(&self, fd: impl Into<RecvFd>, max_bytes: u32) -> squeue::Entry {
+        // `optlen` (byte 44, shared with `file_index`) carries the total cap.
+        patch_sqe_u32(self.recv_multishot(fd), 44, max_bytes)
+    }
+
     /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)
     /// and charges its bytes to `owner`. Every kernel value is checked before it becomes a slice;
     /// a bad one is an error and nothing is read.
@@ -405,6 +414,21 @@ impl BufRing {
     /// Whether `owner` holds at least the configured per-owner limit of bytes.
     pub fn over_limit(&self, owner: OwnerId) -> bool {
         self.core.table.over_limit(owner)
+    }
+
+    /// Chunks posted to the kernel, available for receives.
+    pub fn available(&self) -> u32 {
+        self.core.table.counts().kernel
+    }
+
+    /// What one owner holds.
+    pub fn owner(&self, owner: OwnerId) -> crate::chunk::OwnerStats {
+        self.core.table.owner(owner)
+    }
+
+    /// The per-owner limit, if any.
+    pub fn owner_limit(&self) -> Option<u64> {
+        self.core.table.owner_limit()
     }
 
     /// Who holds what.

@@ -28,7 +28,9 @@ fn sender(total: usize) -> (TcpStream, std::thread::JoinHandle<u64>) {
             let n = left.min(buf.len());
             p.fill(&mut buf[..n]);
             sum.update(&buf[..n]);
-            s.write_all(&buf[..n]).unwrap();
+            if s.write_all(&buf[..n]).is_err() {
+                break; // the receiver closed early (some tests do)
+            }
             left -= n;
         }
         sum.0
@@ -51,7 +53,12 @@ fn receive_all(ring: &mut IoUring, rx: &mut BufRing, sock: &TcpStream, hold: usi
     let mut pattern = Pattern::new(SEED);
     let mut sum = Fnv::default();
     let mut held: VecDeque<RxBuf> = VecDeque::new();
-    let mut out = Outcome { bytes: 0, checksum: 0, no_buffers: 0, rearms: 0 };
+    let mut out = Outcome {
+        bytes: 0,
+        checksum: 0,
+        no_buffers: 0,
+        rearms: 0,
+    };
     let arm = |ring: &mut IoUring, rx: &BufRing| {
         let sqe = rx.recv_multishot(Fd(sock.as_raw_fd())).user_data(1);
         // SAFETY: the socket outlives the request (it is closed after the final completion).
@@ -62,11 +69,18 @@ fn receive_all(ring: &mut IoUring, rx: &mut BufRing, sock: &TcpStream, hold: usi
         ring.submit_and_wait(1).unwrap();
         let cqes: Vec<_> = ring.completion().map(|c| (c.result(), c.flags())).collect();
         for (res, flags) in cqes {
-            let c = rx.complete(owner, res, flags).expect("kernel completion is valid");
+            let c = rx
+                .complete(owner, res, flags)
+                .expect("kernel completion is valid");
             let rearm = c.needs_rearm();
             match c.event {
                 RecvEvent::Data(buf) => {
-                    assert_eq!(pattern.check(&buf), None, "byte mismatch at offset {}", out.bytes);
+                    assert_eq!(
+                        pattern.check(&buf),
+                        None,
+                        "byte mismatch at offset {}",
+                        out.bytes
+                    );
                     sum.update(&buf);
                     out.bytes += buf.len();
                     held.push_back(buf);
@@ -100,14 +114,29 @@ fn receive_all(ring: &mut IoUring, rx: &mut BufRing, sock: &TcpStream, hold: usi
 fn stream_test(total: usize, chunk_size: usize, chunks: usize, incremental: bool, hold: usize) {
     let (sock, tx) = sender(total);
     let mut ring = IoUring::new(256).unwrap();
-    let area = Area::builder().chunk_size(chunk_size).chunks(chunks).build().unwrap();
-    let mut rx = BufRing::register(&ring, area, BufRingConfig { incremental, ..Default::default() })
-        .expect("buffer rings work on Linux 5.19+ (incremental: 6.12+)");
+    let area = Area::builder()
+        .chunk_size(chunk_size)
+        .chunks(chunks)
+        .build()
+        .unwrap();
+    let mut rx = BufRing::register(
+        &ring,
+        area,
+        BufRingConfig {
+            incremental,
+            ..Default::default()
+        },
+    )
+    .expect("buffer rings work on Linux 5.19+ (incremental: 6.12+)");
     let out = receive_all(&mut ring, &mut rx, &sock, hold);
     let sent_sum = tx.join().unwrap();
     assert_eq!(out.bytes, total, "every byte arrived");
     assert_eq!(out.checksum, sent_sum, "checksums match");
-    assert!(out.no_buffers > 0, "the pool was small enough to run dry ({} ENOBUFS)", out.no_buffers);
+    assert!(
+        out.no_buffers > 0,
+        "the pool was small enough to run dry ({} ENOBUFS)",
+        out.no_buffers
+    );
     assert_eq!(rx.stats().no_buffers, out.no_buffers);
     let snap = rx.snapshot();
     assert_eq!(snap.counts.user, 0, "nothing held");
@@ -115,7 +144,10 @@ fn stream_test(total: usize, chunk_size: usize, chunks: usize, incremental: bool
     assert_eq!(snap.held_bytes, 0);
     let report = rx.teardown();
     assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.counts.pool as usize, chunks, "every chunk back in the pool");
+    assert_eq!(
+        report.counts.pool as usize, chunks,
+        "every chunk back in the pool"
+    );
     eprintln!(
         "{} MiB: {} ENOBUFS, {} re-arms, checksum {:#x}",
         total >> 20,
@@ -152,7 +184,11 @@ fn forgotten_handle_keeps_area_mapped() {
     let buf = loop {
         ring.submit_and_wait(1).unwrap();
         let cqe = ring.completion().next().unwrap();
-        if let RecvEvent::Data(b) = rx.complete(OwnerId(1), cqe.result(), cqe.flags()).unwrap().event {
+        if let RecvEvent::Data(b) = rx
+            .complete(OwnerId(1), cqe.result(), cqe.flags())
+            .unwrap()
+            .event
+        {
             break b;
         }
     };
@@ -161,5 +197,52 @@ fn forgotten_handle_keeps_area_mapped() {
     let report = rx.teardown();
     assert_eq!(report.held_chunks, 1);
     assert!(is_mapped(base));
+    let _ = tx.join();
+}
+
+/// `recv_multishot_capped` ends the request once the cap is reached (overshoot < one chunk),
+/// on kernels that support the cap; older kernels refuse it with EINVAL, which the runtime
+/// detects.
+#[test]
+fn capped_multishot_stops_at_the_cap() {
+    let (sock, tx) = sender(1 << 20);
+    let mut ring = IoUring::new(64).unwrap();
+    let area = Area::builder().chunk_size(4096).chunks(64).build().unwrap();
+    let mut rx = BufRing::register(&ring, area, BufRingConfig::default()).unwrap();
+    let sqe = rx
+        .recv_multishot_capped(Fd(sock.as_raw_fd()), 10_000)
+        .user_data(1);
+    // SAFETY: the socket outlives the request.
+    unsafe { ring.submission().push(&sqe).unwrap() };
+    let mut got = 0usize;
+    let mut held = vec![];
+    loop {
+        ring.submit_and_wait(1).unwrap();
+        let cqes: Vec<_> = ring.completion().map(|c| (c.result(), c.flags())).collect();
+        let mut ended = false;
+        for (res, flags) in cqes {
+            let c = rx.complete(OwnerId(1), res, flags).unwrap();
+            match c.event {
+                RecvEvent::Data(b) => {
+                    got += b.len();
+                    held.push(b);
+                }
+                RecvEvent::Error(e) if e.raw_os_error() == Some(22) => {
+                    eprintln!("skipped: this kernel has no IORING_RECV_MSHOT_LIM (EINVAL)");
+                    return;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            ended |= !c.more;
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(
+        got >= 10_000 && got < 10_000 + 4096,
+        "received {got} bytes for a cap of 10000"
+    );
+    drop(sock);
     let _ = tx.join();
 }

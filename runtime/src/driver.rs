@@ -77,6 +77,8 @@ pub(crate) struct Conn {
     error: Option<io::Error>,
     armed: bool,
     cancelling: bool,
+    /// Waiting for the application to return buffers (over its limit).
+    paused: bool,
     /// The `TcpStream` is gone: finish the receive, drop what arrives, then free the slot.
     dropped: bool,
     waker: Option<Waker>,
@@ -132,12 +134,17 @@ pub(crate) struct Driver {
     timers: Timers,
     rearm: Vec<usize>,
     paused: Vec<usize>,
+    /// Receives that ended with `-ENOBUFS`: re-armed once the ring has buffers again.
+    starved: Vec<usize>,
     wake_fd: Rc<OwnedFd>,
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
     next_owner: u32,
     cqes: Vec<(u64, i32, u32)>,
     stopping: bool,
+    /// The kernel caps multishot receives (`IORING_RECV_MSHOT_LIM`, 6.17+); cleared on the
+    /// first `EINVAL`, after which back-pressure relies on cancelling.
+    capped_recv: bool,
     pub(crate) stats: DriverStats,
 }
 
@@ -181,20 +188,16 @@ impl Driver {
             timers: Timers::default(),
             rearm: Vec::new(),
             paused: Vec::new(),
+            starved: Vec::new(),
             wake_fd,
             wake_buf: Box::new([0; 8]),
             wake_armed: false,
             next_owner: 1,
             cqes: Vec::with_capacity(config.cq_entries as usize),
             stopping: false,
+            capped_recv: true,
             stats: DriverStats::default(),
         })
-    }
-
-    fn rx(&mut self) -> &mut BufRing {
-        self.rx
-            .as_mut()
-            .expect("interface queue present until teardown")
     }
 
     /// Pushes a request. The caller guarantees what the entry points at lives until its final
@@ -290,6 +293,7 @@ impl Driver {
             error: None,
             armed: false,
             cancelling: false,
+            paused: false,
             dropped: false,
             waker: None,
         });
@@ -302,9 +306,36 @@ impl Driver {
         if conn.armed || conn.dropped || conn.eof || conn.error.is_some() {
             return;
         }
-        conn.armed = true;
         let fd = types::Fd(conn.fd.as_raw_fd());
-        let sqe = self.rx().recv_multishot(fd).user_data(ud(TAG_RECV, key));
+        let owner = conn.owner;
+        let rx = self.rx.as_ref().expect("interface queue present");
+        // Arm with what the connection may still take, so that one burst cannot take more than
+        // its share of the pool; at or over its limit it waits until buffers come back.
+        let budget = match rx.owner_limit() {
+            Some(limit) => {
+                let held = rx.owner(owner).bytes;
+                if held >= limit {
+                    let conn = &mut self.conns[key];
+                    if !conn.paused {
+                        conn.paused = true;
+                        self.stats.backpressure_pauses += 1;
+                    }
+                    self.paused.push(key);
+                    return;
+                }
+                (limit - held).min(u64::from(u32::MAX)) as u32
+            }
+            None => 0,
+        };
+        let sqe = if self.capped_recv && budget > 0 {
+            rx.recv_multishot_capped(fd, budget)
+        } else {
+            rx.recv_multishot(fd)
+        }
+        .user_data(ud(TAG_RECV, key));
+        let conn = &mut self.conns[key];
+        conn.armed = true;
+        conn.paused = false;
         self.stats.recv_arms += 1;
         self.push(&sqe);
     }
@@ -452,6 +483,14 @@ impl Driver {
     /// `block`, and never past `limit`.
     pub(crate) fn turn(&mut self, block: bool, limit: Option<Instant>) {
         self.prepare();
+        // Buffers dropped on other threads do not wake the loop: while a connection waits for
+        // them, look again every millisecond.
+        let limit = if self.paused.is_empty() && self.starved.is_empty() {
+            limit
+        } else {
+            let soon = Instant::now() + Duration::from_millis(1);
+            Some(limit.map_or(soon, |l| l.min(soon)))
+        };
         let timeout = if block {
             let at = match (self.timers.next_deadline(), limit) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -503,6 +542,9 @@ impl Driver {
         // application returned enough buffers.
         let mut rearm = std::mem::take(&mut self.rearm);
         rearm.append(&mut self.paused);
+        if self.rx.as_ref().is_some_and(|rx| rx.available() > 0) {
+            rearm.append(&mut self.starved);
+        }
         for key in rearm.drain(..) {
             let Some(conn) = self.conns.get(key) else {
                 continue;
@@ -510,11 +552,7 @@ impl Driver {
             if conn.dropped || conn.armed {
                 continue;
             }
-            if self.rx.as_ref().is_some_and(|rx| rx.over_limit(conn.owner)) {
-                self.paused.push(key);
-            } else {
-                self.arm_recv(key);
-            }
+            self.arm_recv(key);
         }
         self.rearm = rearm;
     }
@@ -582,8 +620,21 @@ impl Driver {
                         }
                     }
                     RecvEvent::Eof => conn.eof = true,
-                    RecvEvent::NoBuffers => self.stats.no_buffers += 1,
+                    RecvEvent::NoBuffers => {
+                        self.stats.no_buffers += 1;
+                        if !conn.dropped {
+                            self.starved.push(key);
+                        }
+                        rearm = false;
+                    }
                     RecvEvent::CqOverflow => self.stats.cq_overflows += 1,
+                    RecvEvent::Error(e)
+                        if e.raw_os_error() == Some(libc::EINVAL) && self.capped_recv =>
+                    {
+                        // This kernel has no multishot cap: fall back to plain multishot.
+                        self.capped_recv = false;
+                        rearm = true;
+                    }
                     RecvEvent::Error(e) => {
                         if conn.cancelling && e.raw_os_error() == Some(libc::ECANCELED) {
                             rearm = true; // paused for back-pressure, or dropped

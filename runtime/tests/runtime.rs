@@ -1,0 +1,402 @@
+//! Runtime behaviour against the real kernel over loopback.
+
+mod common;
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use common::{echo_roundtrip, pattern};
+use runtime::net::TcpListener;
+use runtime::time::{interval, sleep, timeout};
+use runtime::{spawn, yield_now, Runtime, RxBuf};
+
+/// Polls the inner future at most `n` times; then gives up and drops it.
+struct PollN<F> {
+    fut: Pin<Box<F>>,
+    left: u32,
+}
+
+impl<F: Future> Future for PollN<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(v) = self.fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        self.left -= 1;
+        if self.left == 0 {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn std_sender(
+    data: Vec<u8>,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<()>,
+    std::net::TcpListener,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // Paced, so that receives are often pending and dropping them means something.
+        for (i, piece) in data.chunks(7919).enumerate() {
+            s.write_all(piece).unwrap();
+            if i % 4 == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    });
+    (addr, t, l)
+}
+
+/// Dropping a receive future at random points and receiving again delivers every byte exactly
+/// once and in order.
+#[test]
+fn dropped_recv_futures_lose_nothing() {
+    let rt = Runtime::builder()
+        .chunks(32)
+        .chunk_size(4096)
+        .build()
+        .unwrap();
+    let data = pattern(42, 8 << 20);
+    let (_, tx, l) = std_sender(data.clone());
+    let (drops, got) = rt.block_on(async move {
+        let stream = runtime::net::TcpStream::from_std(l.accept().unwrap().0);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut got = Vec::with_capacity(data.len());
+        let mut drops = 0u64;
+        loop {
+            let attempt = PollN {
+                fut: Box::pin(stream.recv()),
+                left: 1 + (rng.next() % 3) as u32,
+            };
+            match attempt.await {
+                None => {
+                    drops += 1;
+                    if rng.next() % 4 == 0 {
+                        sleep(Duration::from_micros(rng.next() % 300)).await;
+                    } else {
+                        yield_now().await;
+                    }
+                }
+                Some(Ok(Some(buf))) => got.extend_from_slice(&buf),
+                Some(Ok(None)) => break,
+                Some(Err(e)) => panic!("{e}"),
+            }
+        }
+        (drops, got)
+    });
+    tx.join().unwrap();
+    assert!(drops > 100, "the test dropped only {drops} receive futures");
+    assert_eq!(got.len(), 8 << 20);
+    assert!(
+        got == pattern(42, 8 << 20),
+        "bytes out of order or duplicated"
+    );
+}
+
+/// A task that panics while holding RxBufs: the panic reaches its JoinHandle, the chunks come
+/// back, and the runtime keeps serving.
+#[test]
+fn panicking_task_returns_its_chunks() {
+    let rt = Runtime::builder()
+        .chunks(16)
+        .chunk_size(4096)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&pattern(1, 64 * 1024)).unwrap();
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let job = spawn(async move {
+            let mut held: Vec<RxBuf> = vec![];
+            while held.len() < 3 {
+                held.push(stream.recv().await.unwrap().unwrap());
+            }
+            let owner = stream.owner();
+            let snap = runtime::rx_snapshot().unwrap();
+            assert!(snap
+                .owners
+                .iter()
+                .any(|(o, s)| *o == owner && s.chunks >= 3));
+            panic!("boom while holding {} buffers", held.len());
+        });
+        let err = job.await.unwrap_err();
+        assert!(err.is_panic());
+        assert_eq!(err.panic_message(), Some("boom while holding 3 buffers"));
+        sleep(Duration::from_millis(20)).await;
+        let snap = runtime::rx_snapshot().unwrap();
+        assert_eq!(
+            snap.counts.user, 0,
+            "chunks of the panicked task came back: {snap:?}"
+        );
+        assert_eq!(snap.held_bytes, 0);
+        client.join().unwrap();
+        // Still serving.
+        let (echo_addr, done) = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let a = l.local_addr().unwrap();
+            let t = spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                while let Ok(Some(b)) = s.recv().await {
+                    s.send_buf(b).await.unwrap();
+                }
+            });
+            (a, t)
+        };
+        let back = std::thread::spawn(move || echo_roundtrip(echo_addr, pattern(5, 1 << 20)));
+        while !back.is_finished() {
+            sleep(Duration::from_millis(1)).await;
+        }
+        assert!(back.join().unwrap() == pattern(5, 1 << 20));
+        done.await.unwrap();
+    });
+}
+
+/// A tiny pool and one connection that holds every buffer it gets: the others still complete.
+#[test]
+fn hog_connection_cannot_starve_the_others() {
+    let rt = Runtime::builder()
+        .chunks(16)
+        .chunk_size(4096)
+        .build()
+        .unwrap();
+    let stats = rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The hog: connects first, sends 4 MiB, never has its buffers dropped.
+        let hog_client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(&pattern(9, 4 << 20));
+        });
+        let (hog, _) = listener.accept().await.unwrap();
+        let hog_task = spawn(async move {
+            let mut held = vec![];
+            while let Ok(Some(b)) = hog.recv().await {
+                held.push(b);
+            }
+            held.len()
+        });
+        sleep(Duration::from_millis(50)).await;
+        // Four well-behaved connections, 1 MiB each, verified.
+        let clients: Vec<_> = (0..4u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(&pattern(100 + i, 1 << 20)).unwrap();
+                })
+            })
+            .collect();
+        let mut workers = vec![];
+        for _ in 0..4 {
+            let (s, _) = listener.accept().await.unwrap();
+            workers.push(spawn(async move {
+                let mut got = Vec::new();
+                while let Some(b) = s.recv().await.unwrap() {
+                    got.extend_from_slice(&b);
+                }
+                got
+            }));
+        }
+        let mut outputs = vec![];
+        for w in workers {
+            outputs.push(
+                timeout(Duration::from_secs(30), w)
+                    .await
+                    .expect("a connection starved")
+                    .unwrap(),
+            );
+        }
+        outputs.sort_by_key(|o| o.first().copied());
+        let mut expected: Vec<Vec<u8>> = (0..4u64).map(|i| pattern(100 + i, 1 << 20)).collect();
+        expected.sort_by_key(|o| o.first().copied());
+        assert!(
+            outputs == expected,
+            "every well-behaved connection got its bytes"
+        );
+        for c in clients {
+            c.join().unwrap();
+        }
+        hog_task.abort();
+        let _ = hog_task.await;
+        drop(hog_client); // it stays blocked in write until the hog socket closes
+        runtime::rx_snapshot().unwrap()
+    });
+    assert!(
+        rt.stats().backpressure_pauses > 0,
+        "the hog was paused: {:?}",
+        rt.stats()
+    );
+    assert_eq!(stats.counts.total(), 16);
+}
+
+/// A task that is always ready does not stop I/O or other tasks.
+#[test]
+fn spinning_task_does_not_starve_io() {
+    let rt = Runtime::builder().build().unwrap();
+    rt.block_on(async {
+        let spinner = spawn(async {
+            loop {
+                yield_now().await;
+            }
+        });
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            while let Ok(Some(b)) = s.recv().await {
+                s.send_buf(b).await.unwrap();
+            }
+        });
+        let client = std::thread::spawn(move || echo_roundtrip(addr, pattern(3, 2 << 20)));
+        let start = Instant::now();
+        while !client.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "echo stalled behind the spinner"
+            );
+            yield_now().await;
+        }
+        assert!(client.join().unwrap() == pattern(3, 2 << 20));
+        server.await.unwrap();
+        spinner.abort();
+        assert!(spinner.await.unwrap_err().is_cancelled());
+    });
+}
+
+/// Shutdown while the application still holds buffers (here, on another thread): reported,
+/// no crash, the bytes stay valid until dropped.
+#[test]
+fn shutdown_reports_held_buffers() {
+    let rt = Runtime::builder()
+        .chunks(32)
+        .chunk_size(4096)
+        .shutdown_grace(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let data = pattern(77, 256 * 1024);
+    let (_, tx, l) = std_sender(data.clone());
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<Vec<RxBuf>>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let expected_len = rt.block_on(async move {
+        let stream = runtime::net::TcpStream::from_std(l.accept().unwrap().0);
+        let mut held = vec![];
+        let mut len = 0;
+        while held.len() < 4 {
+            let b = stream.recv().await.unwrap().unwrap();
+            len += b.len();
+            held.push(b);
+        }
+        held_tx.send(held).unwrap();
+        // A task still running at shutdown gets cancelled.
+        spawn(async move {
+            let _keep = stream;
+            sleep(Duration::from_secs(3600)).await;
+        });
+        len
+    });
+    let holder = std::thread::spawn(move || {
+        let held = held_rx.recv().unwrap();
+        release_rx.recv().unwrap();
+        let bytes: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
+        bytes
+    });
+    let report = rt.shutdown();
+    eprintln!("{report}");
+    assert_eq!(report.tasks_cancelled, 1);
+    assert!(
+        report.held.held_chunks >= 1 && report.held.held_chunks <= 4,
+        "{report:?}"
+    );
+    assert_eq!(report.held.held_bytes as usize, expected_len);
+    assert_eq!(report.held.owners.len(), 1);
+    assert!(report.to_string().contains("still holds"));
+    release_tx.send(()).unwrap();
+    let bytes = holder.join().unwrap();
+    assert!(
+        bytes[..] == data[..bytes.len()],
+        "held bytes intact after shutdown"
+    );
+    drop(tx);
+}
+
+#[test]
+fn join_handles_and_abort() {
+    let rt = Runtime::builder().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(spawn(async { 40 + 2 }).await.unwrap(), 42);
+        let sleeper = spawn(sleep(Duration::from_secs(3600)));
+        yield_now().await;
+        assert!(!sleeper.is_finished());
+        sleeper.abort();
+        assert!(sleeper.await.unwrap_err().is_cancelled());
+        // Detached tasks still run.
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(spawn(async move { tx.send(7).unwrap() }));
+        yield_now().await;
+        yield_now().await;
+        assert_eq!(rx.try_recv().unwrap(), 7);
+        // A waker used from another thread wakes the loop.
+        let (wtx, wrx) = std::sync::mpsc::channel::<std::task::Waker>();
+        let t = std::thread::spawn(move || {
+            let w = wrx.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            w.wake();
+        });
+        let mut sent = false;
+        std::future::poll_fn(|cx| {
+            if sent {
+                Poll::Ready(())
+            } else {
+                sent = true;
+                wtx.send(cx.waker().clone()).unwrap();
+                Poll::Pending
+            }
+        })
+        .await;
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn timers() {
+    let rt = Runtime::builder().build().unwrap();
+    rt.block_on(async {
+        let t = Instant::now();
+        sleep(Duration::from_millis(50)).await;
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        let r = timeout(Duration::from_millis(20), std::future::pending::<()>()).await;
+        assert!(r.is_err());
+        assert_eq!(timeout(Duration::from_secs(5), async { 1 }).await, Ok(1));
+        let mut iv = interval(Duration::from_millis(10));
+        let t0 = iv.tick().await;
+        let t1 = iv.tick().await;
+        let t2 = iv.tick().await;
+        assert_eq!(t1 - t0, Duration::from_millis(10));
+        assert_eq!(t2 - t1, Duration::from_millis(10));
+        assert!(Instant::now() >= t2);
+    });
+}
