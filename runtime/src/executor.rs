@@ -373,9 +373,13 @@ impl Executor {
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| task.poll(&mut cx))) {
             Ok(Poll::Pending) => {
-                if let Some(slot) = self.tasks.borrow_mut().get_mut(h.key) {
-                    slot.task = Some(task);
-                    return;
+                let mut tasks = self.tasks.borrow_mut();
+                match tasks.get_mut(h.key) {
+                    Some(slot) => slot.task = Some(task),
+                    None => {
+                        drop(tasks);
+                        drop(task);
+                    }
                 }
             }
             Ok(Poll::Ready(())) => {
