@@ -400,3 +400,85 @@ fn timers() {
         assert!(Instant::now() >= t2);
     });
 }
+
+/// A tiny pool and a tiny completion queue under several streams: receives end (`-ENOBUFS`,
+/// CQ overflow) and are re-armed by the runtime; every byte arrives once, in order.
+#[test]
+fn rearm_after_enobufs_and_small_cq_loses_nothing() {
+    let rt = Runtime::builder()
+        .chunks(8)
+        .chunk_size(4096)
+        .sq_entries(8)
+        .cq_entries(16)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let senders: Vec<_> = (0..6u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(&pattern(1000 + i, 4 << 20)).unwrap();
+                })
+            })
+            .collect();
+        let mut jobs = vec![];
+        for _ in 0..6 {
+            let (s, _) = l.accept().await.unwrap();
+            jobs.push(spawn(async move {
+                let mut got = Vec::with_capacity(4 << 20);
+                while let Some(b) = s.recv().await.unwrap() {
+                    got.extend_from_slice(&b);
+                    if got.len() % 3 == 0 {
+                        yield_now().await; // a slow-ish consumer
+                    }
+                }
+                got
+            }));
+        }
+        let mut outs = vec![];
+        for j in jobs {
+            outs.push(j.await.unwrap());
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        let mut expected: Vec<Vec<u8>> = (0..6u64).map(|i| pattern(1000 + i, 4 << 20)).collect();
+        outs.sort_by_key(|o| o[..8].to_vec());
+        expected.sort_by_key(|o| o[..8].to_vec());
+        assert!(outs == expected, "every stream intact and in order");
+    });
+    let st = rt.stats();
+    eprintln!("{st:?}");
+    assert!(
+        st.no_buffers + st.cq_overflows > 0,
+        "the test exercised re-arming: {st:?}"
+    );
+    assert!(st.recv_arms > 6);
+}
+
+/// `threads(n)` runs n runtimes, thread i pinned to CPU i.
+#[test]
+fn threads_are_pinned() {
+    let cpus: Vec<usize> = {
+        let set = rustix::thread::sched_getaffinity(None).unwrap();
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect()
+    };
+    let out = runtime::Builder::new()
+        .threads(2)
+        .chunks(16)
+        .run(|i| async move {
+            let set = rustix::thread::sched_getaffinity(None).unwrap();
+            let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&c| set.is_set(c))
+                .collect();
+            (i, mine)
+        })
+        .unwrap();
+    for (i, mine) in out {
+        assert_eq!(mine, vec![cpus[i % cpus.len()]], "thread {i}");
+    }
+}
