@@ -71,9 +71,11 @@ impl ZcrxRefusal {
             Self::NoSuchQueue => "the interface has no receive queue with that index (ERANGE); \
                 `ethtool -l DEV` lists the queue count"
                 .into(),
-            Self::QueueInUse => "the queue is already bound to a memory provider, or an XDP program \
+            Self::QueueInUse => {
+                "the queue is already bound to a memory provider, or an XDP program \
                 is attached (EEXIST); pick another queue or detach it"
-                .into(),
+                    .into()
+            }
             Self::QueueBusy => "the queue is in use by AF_XDP (EBUSY); pick another queue".into(),
             Self::NoDevice => "the interface went away during registration (ENODEV)".into(),
             Self::OutOfMemory => "the area could not be pinned (ENOMEM): raise RLIMIT_MEMLOCK \
@@ -104,7 +106,9 @@ pub enum Error {
         chunk_size: usize,
     },
     /// Too many chunks for the backend or the address space.
-    #[error("{chunks} chunks is too many: at most {max} are allowed {why}; use fewer or larger chunks")]
+    #[error(
+        "{chunks} chunks is too many: at most {max} are allowed {why}; use fewer or larger chunks"
+    )]
     TooManyChunks {
         /// Requested chunks.
         chunks: usize,
@@ -177,6 +181,17 @@ pub enum Error {
         queue: u32,
         /// The decoded reason.
         refusal: ZcrxRefusal,
+    },
+    /// zcrx hands out buffers of one page (Linux 6.18) and a chunk must hold whole buffers.
+    #[error(
+        "chunk size {chunk_size} is smaller than the zcrx buffer size {buffer_size} (the page \
+         size); build the area with chunk_size({buffer_size}) or larger"
+    )]
+    ZcrxChunkTooSmall {
+        /// The area's chunk size.
+        chunk_size: usize,
+        /// The kernel's zcrx buffer size.
+        buffer_size: usize,
     },
     /// The io_uring was not set up the way zcrx needs.
     #[error(

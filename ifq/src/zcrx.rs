@@ -1,1 +1,901 @@
-//! The zcrx backend (in progress).
+//! The zcrx backend: io_uring zero-copy receive (Linux 6.15+). The area is registered as the
+//! page-pool memory provider of one NIC receive queue; the NIC DMAs payloads straight into it and
+//! `RECV_ZC` completions say where. Returned buffers go back through a refill queue in memory
+//! shared with the kernel.
+//!
+//! Requirements (the kernel checks them; [`ZcrxRefusal`] explains each
+//! refusal): `CAP_NET_ADMIN`; a ring built with `SINGLE_ISSUER | DEFER_TASKRUN` and 32-byte CQEs;
+//! a NIC whose driver implements queue management (bnxt, mlx5, fbnic, gve, ice...) with
+//! header/data split on and hds-thresh 0; flow steering that puts the connections on the queue.
+//! Loopback, veth and virtio_net cannot do zcrx: use the [buffer ring](crate::bufring).
+//!
+//! ```no_run
+//! use ifq::io_uring::{cqueue, squeue, types::Fd, IoUring};
+//! use ifq::zcrx::{ZcrxConfig, ZcrxIfq};
+//! use ifq::{Area, OwnerId, RecvEvent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+//!     .setup_single_issuer()
+//!     .setup_defer_taskrun()
+//!     .setup_cqsize(8192)
+//!     .build(256)?;
+//! let area = Area::builder().chunk_size(4096).chunks(4096).build()?;
+//! let mut rx = ZcrxIfq::register(&ring, area, ZcrxConfig::new("eth0", 3))?;
+//! # let sock = std::net::TcpStream::connect("127.0.0.1:1")?;
+//! # use std::os::fd::AsRawFd;
+//! let sqe = rx.recv_zc(Fd(sock.as_raw_fd())).user_data(1);
+//! // SAFETY: the socket outlives the request.
+//! unsafe { ring.submission().push(&sqe)? };
+//! ring.submit_and_wait(1)?;
+//! for cqe in ring.completion() {
+//!     let c = rx.complete(OwnerId(1), cqe.result(), cqe.flags(), *cqe.big_cqe())?;
+//!     if let RecvEvent::Data(buf) = c.event {
+//!         println!("{} bytes", buf.len());
+//!     } // dropping `buf` queues its buffer for return
+//! }
+//! rx.flush(); // write refill entries, publish them with one tail store
+//! # Ok(()) }
+//! ```
+//!
+//! # Buffers and chunks
+//!
+//! On Linux 6.18 the kernel's zcrx buffers are pages; a chunk of the area is one or more whole
+//! pages (chunk size >= page size). Every completion is a slice of one page and takes one kernel
+//! "user reference" on it; the kernel reuses a page only after one refill entry per reference came
+//! back. The queue counts references per page and, when every handle into a chunk has dropped,
+//! writes one refill entry per reference of each of its pages. With chunks of one page the
+//! accounting is exact per buffer; larger chunks return their pages together.
+//!
+//! # Teardown
+//!
+//! There is no unregister: the kernel keeps the queue bound until the io_uring is destroyed, and
+//! destroying it revokes (and may overwrite) buffers the application still holds. So the queue
+//! keeps a duplicate of the ring fd, and every [`RxBuf`] keeps that duplicate (and
+//! the area and refill memory) alive: the ring, and with it the NIC queue binding, goes away only
+//! after you drop your `IoUring` *and* the last `RxBuf`. [`ZcrxIfq::teardown`] reports what is
+//! still held.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsFd;
+
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use rustix::io::Errno;
+
+use crate::area::Area;
+use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, TeardownReport};
+pub use crate::bufring::RecvFd;
+use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
+use crate::completion::{decode_zcrx, CompletionError, Event, ZcrxLoc, ZCRX_AREA_SHIFT};
+use crate::error::{Error, Result, ZcrxRefusal};
+use crate::refill::zcrx::{rqe_off, ZcrxRefill};
+use crate::rxbuf::RxBuf;
+use crate::sys::abi::{
+    self, io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, RefillRing,
+    IORING_MEM_REGION_TYPE_USER, IO_RQ_MAX_ENTRIES, ZCRX_REG_NODEV,
+};
+use crate::sys::caps;
+use crate::sys::mmap::Mmap;
+
+/// The zcrx ABI as this crate compiles it (struct layouts and numbers), for layout tests.
+#[doc(hidden)]
+pub mod abi_info {
+    pub use crate::sys::abi::{
+        io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_cqe, io_uring_zcrx_ifq_reg,
+        io_uring_zcrx_rqe, layouts, Layout, IORING_MEM_REGION_TYPE_USER, IORING_OP_RECV_ZC,
+        IORING_RECV_MULTISHOT, IORING_REGISTER_ZCRX_IFQ, IORING_ZCRX_AREA_DMABUF,
+        IORING_ZCRX_AREA_SHIFT, IO_RQ_MAX_ENTRIES, RQE_SIZE, RQ_HEADER_RESERVE, ZCRX_REG_IMPORT,
+        ZCRX_REG_NODEV,
+    };
+}
+
+/// `IFNAMSIZ`: interface names are at most 15 bytes plus a NUL.
+pub const IFNAMSIZ: usize = 16;
+
+/// Which network interface to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interface {
+    /// By name, e.g. `"eth0"`.
+    Name(String),
+    /// By index (`ip link` shows it before the name).
+    Index(u32),
+}
+
+/// How to register a zcrx interface queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZcrxConfig {
+    /// The interface.
+    pub interface: Interface,
+    /// The receive queue index on it (`ethtool -l DEV` shows how many there are).
+    pub queue: u32,
+    /// Refill queue entries (rounded up to a power of two, at most 32768). Default: one per page
+    /// of the area, so that every buffer can be returned at once.
+    pub rq_entries: Option<u32>,
+    /// Most bytes one owner may hold before [`ZcrxIfq::over_limit`] says to stop reading it.
+    pub owner_limit: Option<u64>,
+}
+
+impl ZcrxConfig {
+    /// Queue `queue` of the interface named `ifname`.
+    pub fn new(ifname: impl Into<String>, queue: u32) -> Self {
+        Self {
+            interface: Interface::Name(ifname.into()),
+            queue,
+            rq_entries: None,
+            owner_limit: None,
+        }
+    }
+
+    /// Queue `queue` of the interface with index `if_index`.
+    pub fn with_index(if_index: u32, queue: u32) -> Self {
+        Self {
+            interface: Interface::Index(if_index),
+            queue,
+            rq_entries: None,
+            owner_limit: None,
+        }
+    }
+
+    /// Sets the refill queue size.
+    pub fn rq_entries(mut self, entries: u32) -> Self {
+        self.rq_entries = Some(entries);
+        self
+    }
+
+    /// Sets the per-owner byte limit.
+    pub fn owner_limit(mut self, bytes: u64) -> Self {
+        self.owner_limit = Some(bytes);
+        self
+    }
+}
+
+/// Checks an interface name the way the kernel would before looking it up: not empty, shorter
+/// than [`IFNAMSIZ`], no NUL, no `/`, no whitespace, not `.` or `..`.
+pub fn validate_ifname(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() >= IFNAMSIZ {
+        Some("it is longer than 15 bytes (IFNAMSIZ is 16 including the NUL)")
+    } else if name.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' are not interface names")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::BadInterfaceName {
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn netdevice_socket() -> Result<rustix::fd::OwnedFd> {
+    use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+    socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .or_else(|_| {
+        socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+    })
+    .map_err(|e| Error::Os {
+        what: "opening a socket to look up the interface",
+        source: e.into(),
+    })
+}
+
+/// Resolves an interface to `(name, index)`. A name is validated first
+/// ([`Error::BadInterfaceName`]); a name or index that does not exist is
+/// [`Error::UnknownInterface`].
+pub fn resolve_interface(interface: &Interface) -> Result<(String, u32)> {
+    match interface {
+        Interface::Name(name) => {
+            validate_ifname(name)?;
+            let sock = netdevice_socket()?;
+            match rustix::net::netdevice::name_to_index(&sock, name) {
+                Ok(index) => Ok((name.clone(), index)),
+                Err(Errno::NODEV) => Err(Error::UnknownInterface { name: name.clone() }),
+                Err(e) => Err(Error::Os {
+                    what: "looking up the interface index",
+                    source: e.into(),
+                }),
+            }
+        }
+        Interface::Index(index) => {
+            let sock = netdevice_socket()?;
+            match rustix::net::netdevice::index_to_name(&sock, *index) {
+                Ok(name) => Ok((name, *index)),
+                Err(Errno::NODEV) => Err(Error::UnknownInterface {
+                    name: format!("ifindex {index}"),
+                }),
+                Err(e) => Err(Error::Os {
+                    what: "looking up the interface name",
+                    source: e.into(),
+                }),
+            }
+        }
+    }
+}
+
+/// Counters of a zcrx queue's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZcrxStats {
+    /// Data completions turned into handles.
+    pub deliveries: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// `-ENOMEM` completions: the copy fallback found no free buffer.
+    pub no_buffers: u64,
+    /// `-ENOSPC` completions: the CQ overflowed.
+    pub cq_overflows: u64,
+    /// Chunks handed back to the kernel.
+    pub returned_chunks: u64,
+    /// Refill entries written.
+    pub rqes: u64,
+    /// Tail stores (one per flush that wrote entries).
+    pub publishes: u64,
+    /// Flushes that stopped because the refill queue was full (the rest waits for the next).
+    pub rq_full: u64,
+}
+
+enum Target {
+    Device {
+        ifname: String,
+        if_index: u32,
+        queue: u32,
+    },
+    NoDevice,
+}
+
+impl Target {
+    fn ifname(&self) -> &str {
+        match self {
+            Self::Device { ifname, .. } => ifname,
+            Self::NoDevice => "no device",
+        }
+    }
+
+    fn queue(&self) -> u32 {
+        match self {
+            Self::Device { queue, .. } => *queue,
+            Self::NoDevice => 0,
+        }
+    }
+}
+
+/// A zcrx interface queue over an [`Area`]. See the [module docs](self).
+pub struct ZcrxIfq {
+    core: Core,
+    rq: RefillRing,
+    refill: ZcrxRefill,
+    area_token: u64,
+    area_id: u16,
+    zcrx_id: u32,
+    ifname: String,
+    if_index: u32,
+    queue: u32,
+    /// log2 of the kernel's buffer size (the page size on 6.18).
+    buf_shift: u32,
+    bufs_per_chunk: usize,
+    /// Per kernel buffer: user references the kernel gave us that no refill entry returned yet.
+    urefs: Vec<u32>,
+    /// Per chunk: the sum of `urefs` over its buffers.
+    owed: Vec<u32>,
+    /// Released chunks whose refill entries are not all written yet, oldest first.
+    pending: VecDeque<ChunkId>,
+    queued: Vec<bool>,
+    simulated: bool,
+    stats: ZcrxStats,
+}
+
+impl std::fmt::Debug for ZcrxIfq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZcrxIfq")
+            .field("ifname", &self.ifname)
+            .field("queue", &self.queue)
+            .field("zcrx_id", &self.zcrx_id)
+            .field("rq_entries", &self.refill.entries())
+            .field("counts", &self.core.table.counts())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+// The queue moves between threads with its owner; it is not shared (`flush` and `complete` take
+// `&mut self`, and the refill ring pointers make it `!Sync`).
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<ZcrxIfq>();
+};
+
+/// Sizes worked out before registering.
+struct Plan {
+    buf_shift: u32,
+    entries: u32,
+    region_len: usize,
+}
+
+impl Plan {
+    fn new(area: &Area, rq_entries: Option<u32>) -> Result<Self> {
+        let page = rustix::param::page_size();
+        if area.chunk_size() < page {
+            return Err(Error::ZcrxChunkTooSmall {
+                chunk_size: area.chunk_size(),
+                buffer_size: page,
+            });
+        }
+        let bufs = u32::try_from(area.len() / page).unwrap_or(u32::MAX);
+        let entries = rq_entries
+            .unwrap_or(bufs)
+            .clamp(1, IO_RQ_MAX_ENTRIES)
+            .next_power_of_two();
+        Ok(Self {
+            buf_shift: page.trailing_zeros(),
+            entries,
+            region_len: RefillRing::region_len(entries, page),
+        })
+    }
+}
+
+impl ZcrxIfq {
+    /// Registers `area` on receive queue `config.queue` of `config.interface` for zero-copy
+    /// receive, through `ring`.
+    ///
+    /// `ring` must be built with `setup_single_issuer()` and `setup_defer_taskrun()` (its CQEs
+    /// are 32 bytes by type), and this must run on the thread that created it (a `SINGLE_ISSUER`
+    /// ring refuses registrations from other threads).
+    ///
+    /// Errors:
+    /// - [`Error::RingNotSuitable`] when the ring lacks `SINGLE_ISSUER` or belongs to another
+    ///   thread (a ring with `SINGLE_ISSUER` but without `DEFER_TASKRUN` cannot be detected from
+    ///   here: the kernel answers `EINVAL`, [`ZcrxRefusal::InvalidSetup`]);
+    /// - [`Error::BadInterfaceName`], [`Error::UnknownInterface`];
+    /// - [`Error::ZcrxChunkTooSmall`] when a chunk is smaller than a page;
+    /// - [`Error::MemlockLimit`] when the area and refill region exceed RLIMIT_MEMLOCK (the
+    ///   kernel charges them to it since 6.17);
+    /// - [`Error::ZcrxRefused`] with the kernel's reason.
+    pub fn register(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        area: Area,
+        config: ZcrxConfig,
+    ) -> Result<Self> {
+        check_ring(ring)?;
+        let (ifname, if_index) = resolve_interface(&config.interface)?;
+        let target = Target::Device {
+            ifname,
+            if_index,
+            queue: config.queue,
+        };
+        Self::register_target(ring, area, target, config.rq_entries, config.owner_limit)
+    }
+
+    /// Registers `area` without a device (`ZCRX_REG_NODEV`, Linux 7.1+): receives on any TCP
+    /// socket of the ring copy into the area, with the same buffer and refill protocol. Useful to
+    /// run zcrx code paths without a capable NIC. Needs `CAP_NET_ADMIN` like a device queue.
+    ///
+    /// On kernels before 7.1 this returns [`Error::KernelTooOld`] (the kernel rejects the flag
+    /// with `EINVAL`).
+    pub fn register_nodev(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        area: Area,
+        rq_entries: Option<u32>,
+        owner_limit: Option<u64>,
+    ) -> Result<Self> {
+        check_ring(ring)?;
+        Self::register_target(ring, area, Target::NoDevice, rq_entries, owner_limit)
+    }
+
+    fn register_target(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        area: Area,
+        target: Target,
+        rq_entries: Option<u32>,
+        owner_limit: Option<u64>,
+    ) -> Result<Self> {
+        let plan = Plan::new(&area, rq_entries)?;
+        let needed = area.len() as u64 + plan.region_len as u64;
+        caps::may_lock(needed).map_err(|(needed, limit)| Error::MemlockLimit { needed, limit })?;
+        let region =
+            Mmap::anonymous(plan.region_len, false, true).map_err(|source| Error::Map {
+                len: plan.region_len,
+                source,
+            })?;
+        // Duplicated before registering, so a failure here leaves nothing registered.
+        let ring_fd = dup_ring_fd(ring.as_fd())?;
+
+        let mut area_reg = io_uring_zcrx_area_reg {
+            addr: area.addr(),
+            len: area.len() as u64,
+            ..Default::default()
+        };
+        let mut region_desc = io_uring_region_desc {
+            user_addr: region.as_ptr() as u64,
+            size: region.len() as u64,
+            flags: IORING_MEM_REGION_TYPE_USER,
+            ..Default::default()
+        };
+        let (if_idx, if_rxq, flags) = match &target {
+            Target::Device {
+                if_index, queue, ..
+            } => (*if_index, *queue, 0),
+            Target::NoDevice => (0, 0, ZCRX_REG_NODEV),
+        };
+        let mut reg = io_uring_zcrx_ifq_reg {
+            if_idx,
+            if_rxq,
+            rq_entries: plan.entries,
+            flags,
+            area_ptr: std::ptr::addr_of_mut!(area_reg) as u64,
+            region_ptr: std::ptr::addr_of_mut!(region_desc) as u64,
+            ..Default::default()
+        };
+        // SAFETY: `reg`, `area_reg` and `region_desc` are live locals passed as pointers derived
+        // from `&mut`; the area and the region are page-aligned mappings owned by `area` and
+        // `region`, which end up in `Shared` and stay mapped for as long as the queue or any
+        // handle lives (and unmapping them later is harmless to the kernel: it pinned the pages).
+        let answer = unsafe { abi::register_zcrx_ifq(ring.as_fd(), &mut reg) };
+        if let Err(e) = answer {
+            if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !on_submitter_thread(ring) {
+                return Err(Error::RingNotSuitable {
+                    what: "it belongs to another thread (a SINGLE_ISSUER ring accepts \
+                           registrations only from the thread that created it; register there)",
+                });
+            }
+            return Err(refusal_error(&target, e));
+        }
+
+        // The kernel answered: entries as rounded, the offsets inside the region, the id.
+        let entries = reg.rq_entries;
+        // SAFETY: `region` is moved into `Shared`'s keepalive below and outlives `rq` (which is
+        // dropped with `self`, which holds the `Arc<Shared>`); the index words are only accessed
+        // atomically.
+        let rq = unsafe {
+            RefillRing::new(
+                &region,
+                reg.offsets.head,
+                reg.offsets.tail,
+                reg.offsets.rqes,
+                entries,
+            )
+        }
+        .ok_or_else(|| Error::Os {
+            what: "the kernel returned refill queue offsets that do not fit the region",
+            source: io::ErrorKind::InvalidData.into(),
+        })?;
+        let (ifname, if_index, queue) = match target {
+            Target::Device {
+                ifname,
+                if_index,
+                queue,
+            } => (ifname, if_index, queue),
+            Target::NoDevice => ("no device".to_owned(), 0, 0),
+        };
+        let mut this = Self::assemble(
+            area,
+            region,
+            rq,
+            entries,
+            area_reg.rq_area_token,
+            reg.zcrx_id,
+            plan.buf_shift,
+            owner_limit,
+            false,
+        );
+        this.core.shared.keep_alive(Box::new(ring_fd));
+        this.ifname = ifname;
+        this.if_index = if_index;
+        this.queue = queue;
+        Ok(this)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        area: Area,
+        region: Mmap,
+        rq: RefillRing,
+        entries: u32,
+        area_token: u64,
+        zcrx_id: u32,
+        buf_shift: u32,
+        owner_limit: Option<u64>,
+        simulated: bool,
+    ) -> Self {
+        let chunks = area.chunks() as usize;
+        let bufs_per_chunk = area.chunk_size() >> buf_shift;
+        let bufs = area.len() >> buf_shift;
+        let mut core = Core::new(area, Redelivery::Always);
+        core.table.set_owner_limit(owner_limit);
+        // Every buffer starts in the kernel's free list.
+        while core.table.take_from_pool().is_some() {}
+        core.shared.keep_alive(Box::new(region));
+        Self {
+            core,
+            rq,
+            refill: ZcrxRefill::new(entries),
+            area_token,
+            area_id: (area_token >> ZCRX_AREA_SHIFT) as u16,
+            zcrx_id,
+            ifname: String::new(),
+            if_index: 0,
+            queue: 0,
+            buf_shift,
+            bufs_per_chunk,
+            urefs: vec![0; bufs],
+            owed: vec![0; chunks],
+            pending: VecDeque::new(),
+            queued: vec![false; chunks],
+            simulated,
+            stats: ZcrxStats::default(),
+        }
+    }
+
+    /// A queue whose registration is simulated: the refill region is allocated here with the
+    /// 6.18 layout (head at 0, tail at 4, entries at 64) and no kernel is involved. Tests drive
+    /// the kernel side with the `sim_*` methods.
+    #[doc(hidden)]
+    pub fn simulated(area: Area, rq_entries: u32, area_token: u64) -> Result<Self> {
+        let plan = Plan::new(&area, Some(rq_entries))?;
+        let region =
+            Mmap::anonymous(plan.region_len, false, false).map_err(|source| Error::Map {
+                len: plan.region_len,
+                source,
+            })?;
+        // SAFETY: `region` moves into `Shared`'s keepalive and outlives `rq`; the words are only
+        // accessed atomically.
+        let rq = unsafe { RefillRing::new(&region, 0, 4, 64, plan.entries) }
+            .expect("the simulated layout fits the region");
+        let mut this = Self::assemble(
+            area,
+            region,
+            rq,
+            plan.entries,
+            area_token & !crate::completion::ZCRX_OFFSET_MASK,
+            0,
+            plan.buf_shift,
+            None,
+            true,
+        );
+        this.ifname = "simulated".to_owned();
+        Ok(this)
+    }
+
+    fn assert_simulated(&self) {
+        assert!(
+            self.simulated,
+            "sim_* methods are only for ZcrxIfq::simulated queues"
+        );
+    }
+
+    /// Simulation: the kernel side loads the refill tail (acquire).
+    #[doc(hidden)]
+    pub fn sim_tail(&self) -> u32 {
+        self.assert_simulated();
+        self.rq.sim_tail()
+    }
+
+    /// Simulation: the kernel side reads refill entry `index` (masked) as `(off, len, pad)`.
+    #[doc(hidden)]
+    pub fn sim_read_rqe(&self, index: u32) -> (u64, u32, u32) {
+        self.assert_simulated();
+        self.rq.sim_read(index)
+    }
+
+    /// Simulation: the kernel side stores its head (release).
+    #[doc(hidden)]
+    pub fn sim_set_head(&self, head: u32) {
+        self.assert_simulated();
+        self.rq.sim_set_head(head);
+    }
+
+    /// Simulation: the "NIC" writes `data` into the area at `area_offset`.
+    ///
+    /// # Safety
+    /// No [`RxBuf`] may cover any byte of the range, and none may be created over it during the
+    /// call: the model writes only buffers the kernel side owns, as a NIC would.
+    ///
+    /// # Panics
+    /// If the range leaves the area, or the queue is not simulated.
+    #[doc(hidden)]
+    pub unsafe fn sim_write(&self, area_offset: u64, data: &[u8]) {
+        self.assert_simulated();
+        let area = self.core.area();
+        let end = area_offset
+            .checked_add(data.len() as u64)
+            .expect("range overflows");
+        assert!(
+            end <= area.len() as u64,
+            "sim_write past the end of the area"
+        );
+        // SAFETY: the range is inside the area mapping (checked above) and does not overlap
+        // `data` (a separate borrow); the caller guarantees no handle reads it meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                area.base().add(area_offset as usize),
+                data.len(),
+            )
+        };
+    }
+
+    /// Simulation: sets the per-owner limit.
+    #[doc(hidden)]
+    pub fn sim_set_owner_limit(&mut self, bytes: Option<u64>) {
+        self.assert_simulated();
+        self.core.table.set_owner_limit(bytes);
+    }
+
+    /// The id receives must name (`zcrx_ifq_idx` in the SQE).
+    pub fn zcrx_id(&self) -> u32 {
+        self.zcrx_id
+    }
+
+    /// The interface name (`"no device"` for a `ZCRX_REG_NODEV` queue).
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The interface index (0 without a device).
+    pub fn if_index(&self) -> u32 {
+        self.if_index
+    }
+
+    /// The receive queue index.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// Refill queue entries, as rounded by the kernel.
+    pub fn rq_entries(&self) -> u32 {
+        self.refill.entries()
+    }
+
+    /// The area token the kernel assigned (`area_id << 48`), part of every refill entry.
+    pub fn area_token(&self) -> u64 {
+        self.area_token
+    }
+
+    /// The area's chunk size.
+    pub fn chunk_size(&self) -> usize {
+        self.core.area().chunk_size()
+    }
+
+    /// The kernel's buffer size: a completion never crosses a buffer boundary.
+    pub fn buffer_size(&self) -> usize {
+        1 << self.buf_shift
+    }
+
+    /// A multishot zero-copy receive on `fd` (a TCP socket whose flow arrives on this queue).
+    /// Set `user_data` and push it. `len` 0 means no byte limit.
+    pub fn recv_zc(&self, fd: impl Into<RecvFd>) -> squeue::Entry {
+        match fd.into() {
+            RecvFd::Fd(fd) => opcode::RecvZc::new(fd, 0).ifq(self.zcrx_id).build(),
+            RecvFd::Fixed(fd) => opcode::RecvZc::new(fd, 0).ifq(self.zcrx_id).build(),
+        }
+    }
+
+    /// Decodes and checks a completion of a receive from [`recv_zc`](Self::recv_zc) and charges
+    /// its bytes to `owner`. `big_cqe` is the second half of the 32-byte CQE
+    /// (`cqueue::Entry32::big_cqe()`). Every kernel value is checked before it becomes a slice;
+    /// a bad one is an error and nothing is read or recorded.
+    pub fn complete(
+        &mut self,
+        owner: OwnerId,
+        res: i32,
+        flags: u32,
+        big_cqe: [u64; 2],
+    ) -> Result<Completion> {
+        let d = decode_zcrx(res, flags, big_cqe);
+        let event = match d.event {
+            Event::Data { len } => {
+                let loc = d.loc.expect("the decoder gives a location for data");
+                RecvEvent::Data(self.take(owner, loc, len)?)
+            }
+            Event::Eof => RecvEvent::Eof,
+            Event::NoBuffers => {
+                self.stats.no_buffers += 1;
+                RecvEvent::NoBuffers
+            }
+            Event::CqOverflow => {
+                self.stats.cq_overflows += 1;
+                RecvEvent::CqOverflow
+            }
+            Event::Error { errno } => RecvEvent::Error(io::Error::from_raw_os_error(errno)),
+        };
+        Ok(Completion {
+            event,
+            more: d.more,
+        })
+    }
+
+    fn take(&mut self, owner: OwnerId, loc: ZcrxLoc, len: u32) -> Result<RxBuf> {
+        if loc.area_id != self.area_id {
+            return Err(CompletionError::WrongArea {
+                area_id: loc.area_id,
+                expected: self.area_id,
+            }
+            .into());
+        }
+        let area = self.core.area();
+        let (chunk, in_chunk) =
+            area.locate(loc.offset)
+                .ok_or(CompletionError::OffsetOutOfRange {
+                    offset: loc.offset,
+                    area_len: area.len() as u64,
+                })?;
+        // The kernel never lets a completion cross one of its buffers; one that does would break
+        // the per-buffer reference count.
+        let buf_size = 1u64 << self.buf_shift;
+        let in_buf = loc.offset & (buf_size - 1);
+        if in_buf + u64::from(len) > buf_size {
+            return Err(CompletionError::LengthOutOfRange {
+                offset: in_buf as u32,
+                len,
+                chunk_size: buf_size as u32,
+            }
+            .into());
+        }
+        let handle = self.core.deliver(chunk, in_chunk, len, owner, false)?;
+        let buf = (loc.offset >> self.buf_shift) as usize;
+        // Bounded: the kernel gives a buffer out again only after all its references came back,
+        // so one buffer collects at most one reference per byte.
+        self.urefs[buf] = self.urefs[buf].saturating_add(1);
+        self.owed[chunk as usize] = self.owed[chunk as usize].saturating_add(1);
+        self.stats.deliveries += 1;
+        self.stats.bytes += u64::from(len);
+        Ok(handle)
+    }
+
+    /// Hands every chunk whose handles have all dropped (on any thread) back to the kernel: one
+    /// refill entry per reference, then one release store of the tail. Returns how many chunks
+    /// went back. If the refill queue is full the rest stays queued, in order, for the next
+    /// flush. Call it once per event-loop turn, and before re-arming after
+    /// [`RecvEvent::NoBuffers`].
+    pub fn flush(&mut self) -> usize {
+        {
+            let Self {
+                core,
+                pending,
+                queued,
+                ..
+            } = self;
+            core.collect_returns(|_, chunk, _| {
+                if !std::mem::replace(&mut queued[chunk as usize], true) {
+                    pending.push_back(chunk);
+                }
+            });
+        }
+        self.refill.observe(self.rq.head());
+        let mut returned = 0;
+        while let Some(&chunk) = self.pending.front() {
+            if !matches!(self.core.table.state(chunk), Ok(ChunkState::Refill { .. })) {
+                // The kernel handed out another buffer of this chunk while it waited: it comes
+                // back when its new handles drop.
+                self.pending.pop_front();
+                self.queued[chunk as usize] = false;
+                continue;
+            }
+            if !self.write_chunk(chunk) {
+                self.stats.rq_full += 1;
+                break;
+            }
+            let published = self.core.table.publish(chunk);
+            debug_assert!(published.is_ok(), "a refill chunk publishes");
+            self.pending.pop_front();
+            self.queued[chunk as usize] = false;
+            returned += 1;
+        }
+        if let Some(tail) = self.refill.publish() {
+            self.rq.publish_tail(tail);
+            self.stats.publishes += 1;
+        }
+        self.stats.returned_chunks += returned as u64;
+        returned
+    }
+
+    /// Writes the refill entries `chunk` still owes. False if the queue filled up first (what
+    /// was written stays written and counted).
+    fn write_chunk(&mut self, chunk: ChunkId) -> bool {
+        let first = chunk as usize * self.bufs_per_chunk;
+        for buf in first..first + self.bufs_per_chunk {
+            if self.owed[chunk as usize] == 0 {
+                break;
+            }
+            while self.urefs[buf] > 0 {
+                let Some(slot) = self.refill.push() else {
+                    return false;
+                };
+                let off = rqe_off((buf as u64) << self.buf_shift, self.area_token);
+                // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may
+                // still read, and it is published only after this write.
+                unsafe { self.rq.write(slot, off) };
+                self.urefs[buf] -= 1;
+                self.owed[chunk as usize] -= 1;
+                self.stats.rqes += 1;
+            }
+        }
+        true
+    }
+
+    /// Released chunks still waiting for room in the refill queue.
+    pub fn pending_chunks(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether `owner` holds at least the configured per-owner limit of bytes.
+    pub fn over_limit(&self, owner: OwnerId) -> bool {
+        self.core.table.over_limit(owner)
+    }
+
+    /// Who holds what.
+    pub fn snapshot(&self) -> Snapshot {
+        self.core.snapshot()
+    }
+
+    /// Lifetime counters.
+    pub fn stats(&self) -> ZcrxStats {
+        self.stats
+    }
+
+    /// Returns what can be returned and reports what the application still holds. There is no
+    /// unregister: the queue stays bound until the io_uring is destroyed, which happens only once
+    /// your `IoUring` and every [`RxBuf`] are dropped (the handles keep a duplicate of the ring
+    /// fd, so the kernel cannot revoke their bytes). The area is never leaked: the kernel pinned
+    /// its pages, so unmapping it after the last handle is safe.
+    pub fn teardown(mut self) -> TeardownReport {
+        self.flush();
+        self.core.report(true)
+    }
+}
+
+fn check_ring(ring: &IoUring<squeue::Entry, cqueue::Entry32>) -> Result<()> {
+    if ring.params().is_setup_single_issuer() {
+        Ok(())
+    } else {
+        Err(Error::RingNotSuitable {
+            what:
+                "SINGLE_ISSUER is not set (zcrx needs DEFER_TASKRUN, which requires SINGLE_ISSUER)",
+        })
+    }
+}
+
+/// Whether this thread may register on `ring`. A SINGLE_ISSUER ring answers `EEXIST` to every
+/// registration from another thread, which would otherwise read as "queue in use"; a probe
+/// registration (no side effects) tells the two apart.
+fn on_submitter_thread(ring: &IoUring<squeue::Entry, cqueue::Entry32>) -> bool {
+    let answer = ring.submitter().register_probe(&mut io_uring::Probe::new());
+    answer.err().and_then(|e| e.raw_os_error()) != Some(Errno::EXIST.raw_os_error())
+}
+
+fn refusal_error(target: &Target, e: io::Error) -> Error {
+    let errno = e.raw_os_error().unwrap_or(0);
+    let refusal = ZcrxRefusal::from_errno(errno);
+    if matches!(target, Target::NoDevice) && refusal == ZcrxRefusal::InvalidSetup {
+        let old = crate::probe::KernelVersion::current().is_some_and(|v| !v.at_least(7, 1));
+        if old {
+            return Error::KernelTooOld {
+                feature: "ZCRX_REG_NODEV",
+                needs: "7.1",
+            };
+        }
+    }
+    Error::ZcrxRefused {
+        ifname: target.ifname().to_owned(),
+        queue: target.queue(),
+        refusal,
+    }
+}

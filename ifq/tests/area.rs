@@ -13,8 +13,15 @@ fn zero_chunks() {
 #[test]
 fn chunk_size_must_be_power_of_two_in_range() {
     for bad in [0, 1, 4095, 6000, 3 << 12, 2 << 20] {
-        let e = Area::builder().chunk_size(bad).chunks(1).build().unwrap_err();
-        assert!(matches!(e, Error::BadChunkSize { chunk_size } if chunk_size == bad), "{e}");
+        let e = Area::builder()
+            .chunk_size(bad)
+            .chunks(1)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::BadChunkSize { chunk_size } if chunk_size == bad),
+            "{e}"
+        );
         assert!(e.to_string().contains("power of two from 4096"));
     }
     for good in [4096, 8192, 1 << 20] {
@@ -26,7 +33,11 @@ fn chunk_size_must_be_power_of_two_in_range() {
 
 #[test]
 fn too_large() {
-    let e = Area::builder().chunk_size(1 << 20).chunks(1 << 28).build().unwrap_err();
+    let e = Area::builder()
+        .chunk_size(1 << 20)
+        .chunks(1 << 28)
+        .build()
+        .unwrap_err();
     assert!(matches!(e, Error::TooManyChunks { .. }), "{e}");
 }
 
@@ -42,14 +53,24 @@ fn locate_and_offsets() {
 
 #[test]
 fn prefault_and_lock() {
-    let a = Area::builder().chunk_size(4096).chunks(64).prefault(true).lock(true).build();
+    let a = Area::builder()
+        .chunk_size(4096)
+        .chunks(64)
+        .prefault(true)
+        .lock(true)
+        .build();
     // As root (CAP_IPC_LOCK) locking always works; otherwise 256 KiB is within the usual limit.
     a.unwrap();
 }
 
 #[test]
 fn huge_pages_need_whole_2mib() {
-    let e = Area::builder().chunk_size(4096).chunks(3).huge_pages(true).build().unwrap_err();
+    let e = Area::builder()
+        .chunk_size(4096)
+        .chunks(3)
+        .huge_pages(true)
+        .build()
+        .unwrap_err();
     assert!(matches!(e, Error::HugePageMisfit { .. }), "{e}");
 }
 
@@ -58,10 +79,17 @@ fn huge_pages_unreserved_is_a_clear_error() {
     let reserved: usize = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
         .map(|s| s.trim().parse().unwrap_or(0))
         .unwrap_or(0);
-    let r = Area::builder().chunk_size(1 << 20).chunks(2).huge_pages(true).build();
+    let r = Area::builder()
+        .chunk_size(1 << 20)
+        .chunks(2)
+        .huge_pages(true)
+        .build();
     if reserved == 0 {
         let e = r.unwrap_err();
-        assert!(matches!(e, Error::HugePagesUnavailable { pages: 1, .. }), "{e}");
+        assert!(
+            matches!(e, Error::HugePagesUnavailable { pages: 1, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("nr_hugepages"), "{e}");
     } else {
         // Some are reserved: the mapping may succeed (or they may all be in use).
@@ -79,14 +107,27 @@ fn memlock_limit_is_checked_at_build_time() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
     let old = getrlimit(Resource::Memlock);
-    setrlimit(Resource::Memlock, Rlimit { current: Some(64 * 1024), maximum: old.maximum }).unwrap();
+    setrlimit(
+        Resource::Memlock,
+        Rlimit {
+            current: Some(64 * 1024),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
     let r = std::thread::spawn(|| {
         let mut caps = capabilities(None).unwrap();
         caps.effective.remove(CapabilitySet::IPC_LOCK);
         if set_capabilities(None, caps).is_err() {
             return None;
         }
-        Some(Area::builder().chunk_size(4096).chunks(64).lock(true).build())
+        Some(
+            Area::builder()
+                .chunk_size(4096)
+                .chunks(64)
+                .lock(true)
+                .build(),
+        )
     })
     .join()
     .unwrap();
@@ -96,7 +137,13 @@ fn memlock_limit_is_checked_at_build_time() {
         Some(r) => {
             let e = r.unwrap_err();
             assert!(
-                matches!(e, Error::MemlockLimit { needed: 262144, limit: 65536 }),
+                matches!(
+                    e,
+                    Error::MemlockLimit {
+                        needed: 262144,
+                        limit: 65536
+                    }
+                ),
                 "{e}"
             );
             assert!(e.to_string().contains("ulimit -l"), "{e}");

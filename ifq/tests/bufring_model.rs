@@ -41,7 +41,11 @@ impl Kernel {
                 "bid {} posted while the kernel still fills it",
                 bid
             );
-            prop_assert!(!held.contains(&u32::from(bid)), "bid {} posted while a handle holds it", bid);
+            prop_assert!(
+                !held.contains(&u32::from(bid)),
+                "bid {} posted while a handle holds it",
+                bid
+            );
             self.in_ring.push(bid);
             self.tail = self.tail.wrapping_add(1);
         }
@@ -96,7 +100,11 @@ struct Held {
 
 impl Held {
     fn check(&self) -> Result<(), TestCaseError> {
-        prop_assert_eq!(&self.buf[..], &self.expect[..], "bytes under a live handle changed");
+        prop_assert_eq!(
+            &self.buf[..],
+            &self.expect[..],
+            "bytes under a live handle changed"
+        );
         Ok(())
     }
 }
@@ -121,9 +129,26 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run(chunks: usize, incremental: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let area = Area::builder().chunk_size(CHUNK).chunks(chunks).build().unwrap();
-    let mut ring = BufRing::simulated(area, BufRingConfig { incremental, ..Default::default() }).unwrap();
-    let mut k = Kernel { head: 0, tail: 0, in_ring: vec![], current: None, seq: 0 };
+    let area = Area::builder()
+        .chunk_size(CHUNK)
+        .chunks(chunks)
+        .build()
+        .unwrap();
+    let mut ring = BufRing::simulated(
+        area,
+        BufRingConfig {
+            incremental,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut k = Kernel {
+        head: 0,
+        tail: 0,
+        in_ring: vec![],
+        current: None,
+        seq: 0,
+    };
     let mut held: Vec<Held> = vec![];
     let held_chunks = |held: &Vec<Held>| held.iter().map(|h| h.buf.chunk()).collect::<HashSet<_>>();
     k.sync(&ring, &held_chunks(&held))?;
@@ -158,7 +183,10 @@ fn run(chunks: usize, incremental: bool, ops: Vec<Op>) -> Result<(), TestCaseErr
                 let at = at % (h.buf.len() + 1);
                 let head = h.buf.split_to(at);
                 let expect_head = h.expect.drain(..at).collect();
-                held.push(Held { buf: head, expect: expect_head });
+                held.push(Held {
+                    buf: head,
+                    expect: expect_head,
+                });
             }
             Op::Flush => {
                 let publishes = ring.stats().publishes;
@@ -219,7 +247,9 @@ fn hostile_completions_are_typed_errors() {
     // Buffer id past the area.
     assert!(ring.complete(owner, 10, CQE_F_BUFFER | (9 << 16)).is_err());
     // Length past the chunk.
-    assert!(ring.complete(owner, CHUNK as i32 + 1, CQE_F_BUFFER).is_err());
+    assert!(ring
+        .complete(owner, CHUNK as i32 + 1, CQE_F_BUFFER)
+        .is_err());
     // Data with no buffer.
     assert!(ring.complete(owner, 10, CQE_F_MORE).is_err());
     // A valid delivery, then the same buffer again (the kernel cannot hand it out twice).
@@ -231,7 +261,12 @@ fn hostile_completions_are_typed_errors() {
     assert_eq!(ring.snapshot().counts.total(), 4);
     // Fuzz-ish sweep: nothing panics.
     for res in [i32::MIN, -1, 0, 1, 4096, 4097, i32::MAX] {
-        for flags in [0, CQE_F_BUFFER, CQE_F_BUFFER | CQE_F_BUF_MORE | 0xFFFF_0000, u32::MAX] {
+        for flags in [
+            0,
+            CQE_F_BUFFER,
+            CQE_F_BUFFER | CQE_F_BUF_MORE | 0xFFFF_0000,
+            u32::MAX,
+        ] {
             let _ = ring.complete(owner, res, flags);
         }
     }

@@ -53,7 +53,11 @@ fn teardown_with_handles_on_another_thread() {
     }
     let expected: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
     let base = got[0].as_ptr() as u64 - got[0].area_offset();
-    let held_chunks = got.iter().map(|b| b.chunk()).collect::<std::collections::HashSet<_>>().len();
+    let held_chunks = got
+        .iter()
+        .map(|b| b.chunk())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let held_bytes: usize = got.iter().map(|b| b.len()).sum();
 
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
@@ -82,7 +86,9 @@ fn teardown_with_handles_on_another_thread() {
     assert!(is_mapped(base), "area stays mapped while handles live");
     go_tx.send(()).unwrap();
     reader.join().unwrap();
-    assert!(!is_mapped(base), "area unmapped once the last handle dropped");
+    assert!(
+        !is_mapped(base),
+        "area unmapped once the last handle dropped"
+    );
     let _ = tx.join();
 }
-

@@ -10,12 +10,15 @@ use crate::shutdown::ShutdownSignal;
 /// Which receive backend the runtime uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RxBackend {
-    /// zcrx where the probe says it works, else the provided buffer ring. Today always the
-    /// buffer ring (zcrx in the runtime is not wired up yet).
+    /// zcrx on the queue given with [`Builder::zcrx_queue`] if the kernel and NIC accept it;
+    /// otherwise (or with no queue given) the provided buffer ring, saying why once on stderr.
     #[default]
     Auto,
     /// The provided buffer ring (works on every NIC).
     BufRing,
+    /// zcrx on the queue given with [`Builder::zcrx_queue`]; start-up fails, with the kernel's
+    /// reason in plain words, if it is not available.
+    Zcrx,
 }
 
 #[derive(Debug, Clone)]
@@ -25,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) sq_entries: u32,
     pub(crate) cq_entries: u32,
     pub(crate) backend: RxBackend,
+    pub(crate) zcrx: Option<(String, u32)>,
     pub(crate) chunk_size: usize,
     pub(crate) chunks: usize,
     pub(crate) incremental: bool,
@@ -54,6 +58,7 @@ impl Default for Builder {
                 sq_entries: 256,
                 cq_entries: 8192,
                 backend: RxBackend::Auto,
+                zcrx: None,
                 chunk_size: 32 * 1024,
                 chunks: 256,
                 incremental: false,
@@ -100,6 +105,13 @@ impl Builder {
     /// The receive backend.
     pub fn rx_backend(mut self, b: RxBackend) -> Self {
         self.config.backend = b;
+        self
+    }
+
+    /// The NIC and first receive queue for zcrx: thread `i` uses queue `queue + i`. Steer each
+    /// queue's flows there (`ethtool -N`), see `docs/zcrx-setup.md`.
+    pub fn zcrx_queue(mut self, ifname: impl Into<String>, queue: u32) -> Self {
+        self.config.zcrx = Some((ifname.into(), queue));
         self
     }
 
@@ -156,7 +168,7 @@ impl Builder {
 
     /// A runtime on the current thread.
     pub fn build(self) -> io::Result<Runtime> {
-        Runtime::new(self.checked()?, None)
+        Runtime::new(self.checked()?, 0, None)
     }
 
     /// Runs `f(i)` as the root future of runtime `i` on each of `threads` threads (pinned unless
@@ -179,7 +191,7 @@ impl Builder {
             let t = std::thread::Builder::new()
                 .name(format!("rt-{i}"))
                 .spawn(move || {
-                    let rt = Runtime::new(config, cpu)?;
+                    let rt = Runtime::new(config, i, cpu)?;
                     let out = rt.block_on(f(i));
                     let _ = rt.shutdown();
                     Ok::<_, io::Error>(out)

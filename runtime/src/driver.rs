@@ -16,13 +16,14 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ifq::bufring::{BufRing, BufRingConfig};
 use ifq::completion::CQE_F_MORE;
-use ifq::io_uring::{opcode, squeue, types, IoUring};
-use ifq::{Area, OwnerId, RecvEvent, RxBuf, TeardownReport};
+use ifq::io_uring::{opcode, squeue, types};
+use ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 use slab::Slab;
 
 use crate::builder::Config;
+use crate::ring::{Cqe, Ring};
+use crate::rx::Rx;
 
 const TAG_SHIFT: u32 = 56;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -126,11 +127,13 @@ impl Timers {
 
 /// One thread's driver.
 pub(crate) struct Driver {
-    ring: IoUring,
+    ring: Ring,
     ops: Slab<OpSlot>,
     conns: Slab<Conn>,
     listeners: Slab<Listener>,
-    rx: Option<BufRing>,
+    rx: Option<Rx>,
+    /// Which receive backend runs, in words.
+    pub(crate) backend: String,
     timers: Timers,
     rearm: Vec<usize>,
     paused: Vec<usize>,
@@ -140,7 +143,7 @@ pub(crate) struct Driver {
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
     next_owner: u32,
-    cqes: Vec<(u64, i32, u32)>,
+    cqes: Vec<Cqe>,
     stopping: bool,
     /// The kernel caps multishot receives (`IORING_RECV_MSHOT_LIM`, 6.17+); cleared on the
     /// first `EINVAL`, after which back-pressure relies on cancelling.
@@ -149,42 +152,15 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(config: &Config, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_taskrun_flag()
-            .setup_cqsize(config.cq_entries)
-            .setup_submit_all()
-            .build(config.sq_entries)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("io_uring setup failed: {e} (needs Linux 6.1+ for DEFER_TASKRUN)"),
-                )
-            })?;
-        let area = Area::builder()
-            .chunk_size(config.chunk_size)
-            .chunks(config.chunks)
-            .prefault(true)
-            .build()
-            .map_err(io::Error::other)?;
-        let rx = BufRing::register(
-            &ring,
-            area,
-            BufRingConfig {
-                bgid: 0,
-                incremental: config.incremental,
-                owner_limit: config.conn_limit,
-            },
-        )
-        .map_err(io::Error::other)?;
+    pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
+        let (ring, rx, backend) = Rx::setup(config, index)?;
         Ok(Self {
             ring,
             ops: Slab::with_capacity(256),
             conns: Slab::new(),
             listeners: Slab::new(),
             rx: Some(rx),
+            backend,
             timers: Timers::default(),
             rearm: Vec::new(),
             paused: Vec::new(),
@@ -207,7 +183,7 @@ impl Driver {
             // SAFETY: every pointer in `sqe` refers to memory owned by an op slot, a connection,
             // a listener or this driver, none of which is freed before the request's final
             // completion has been reaped (see the module docs).
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+            if unsafe { self.ring.push(sqe) } {
                 return;
             }
             // The submission queue is full: hand it to the kernel and retry.
@@ -306,14 +282,14 @@ impl Driver {
         if conn.armed || conn.dropped || conn.eof || conn.error.is_some() {
             return;
         }
-        let fd = types::Fd(conn.fd.as_raw_fd());
+        let fd = conn.fd.as_raw_fd();
         let owner = conn.owner;
         let rx = self.rx.as_ref().expect("interface queue present");
         // Arm with what the connection may still take, so that one burst cannot take more than
         // its share of the pool; at or over its limit it waits until buffers come back.
-        let budget = match rx.owner_limit() {
+        let budget = match rx.owner_limit().filter(|_| rx.can_cap()) {
             Some(limit) => {
-                let held = rx.owner(owner).bytes;
+                let held = rx.owner_bytes(owner);
                 if held >= limit {
                     let conn = &mut self.conns[key];
                     if !conn.paused {
@@ -327,12 +303,9 @@ impl Driver {
             }
             None => 0,
         };
-        let sqe = if self.capped_recv && budget > 0 {
-            rx.recv_multishot_capped(fd, budget)
-        } else {
-            rx.recv_multishot(fd)
-        }
-        .user_data(ud(TAG_RECV, key));
+        let sqe = rx
+            .recv(fd, if self.capped_recv { budget } else { 0 })
+            .user_data(ud(TAG_RECV, key));
         let conn = &mut self.conns[key];
         conn.armed = true;
         conn.paused = false;
@@ -507,7 +480,7 @@ impl Driver {
             (true, Some(d)) => {
                 let ts = types::Timespec::from(d.max(Duration::from_micros(1)));
                 let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submit_with_args(1, &args)
             }
         };
         if let Err(e) = r {
@@ -558,20 +531,17 @@ impl Driver {
     }
 
     fn reap_into_buffer(&mut self) {
-        let cqes = &mut self.cqes;
-        for cqe in self.ring.completion() {
-            cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
+        self.ring.drain(&mut self.cqes);
     }
 
     fn dispatch(&mut self) {
         let mut cqes = std::mem::take(&mut self.cqes);
         self.stats.completions += cqes.len() as u64;
-        for (user_data, res, flags) in cqes.drain(..) {
+        for (user_data, res, flags, big) in cqes.drain(..) {
             let key = (user_data & KEY_MASK) as usize;
             match user_data >> TAG_SHIFT {
                 TAG_OP => self.complete_op(key, res, flags),
-                TAG_RECV => self.complete_recv(key, res, flags),
+                TAG_RECV => self.complete_recv(key, res, flags, big),
                 TAG_ACCEPT => self.complete_accept(key, res, flags),
                 TAG_WAKE => self.wake_armed = false,
                 _ => {}
@@ -604,13 +574,13 @@ impl Driver {
         }
     }
 
-    fn complete_recv(&mut self, key: usize, res: i32, flags: u32) {
+    fn complete_recv(&mut self, key: usize, res: i32, flags: u32, big: [u64; 2]) {
         let rx = self.rx.as_mut().expect("interface queue present");
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let mut rearm = false;
-        match rx.complete(conn.owner, res, flags) {
+        match rx.complete(conn.owner, res, flags, big) {
             Ok(c) => {
                 rearm = c.needs_rearm();
                 match c.event {

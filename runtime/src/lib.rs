@@ -36,8 +36,10 @@ mod driver;
 mod executor;
 pub mod net;
 mod op;
+mod ring;
 #[allow(clippy::module_inception)]
 mod runtime;
+mod rx;
 mod shutdown;
 pub mod time;
 

@@ -51,7 +51,7 @@ impl Runtime {
         Builder::new().build()
     }
 
-    pub(crate) fn new(config: Config, cpu: Option<usize>) -> io::Result<Self> {
+    pub(crate) fn new(config: Config, index: usize, cpu: Option<usize>) -> io::Result<Self> {
         if let Some(cpu) = cpu {
             let mut set = rustix::thread::CpuSet::new();
             set.set(cpu);
@@ -60,7 +60,7 @@ impl Runtime {
         let wake_fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let remote = Arc::new(Remote::new(poker(&wake_fd)?));
         config.signal.on_trigger(poker(&wake_fd)?);
-        let driver = Driver::new(&config, Rc::new(wake_fd))?;
+        let driver = Driver::new(&config, index, Rc::new(wake_fd))?;
         Ok(Self {
             handle: Rc::new(Handle {
                 exec: Executor::new(remote),
@@ -76,6 +76,11 @@ impl Runtime {
     /// The signal that shuts this runtime down gracefully.
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.handle.signal.clone()
+    }
+
+    /// The receive backend in use, in words ("buffer ring", "zcrx on eth0 queue 4").
+    pub fn rx_backend(&self) -> String {
+        self.handle.driver.borrow().backend.clone()
     }
 
     /// Driver counters (enters, completions, re-arms, ENOBUFS, back-pressure pauses).

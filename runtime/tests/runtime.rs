@@ -482,3 +482,35 @@ fn threads_are_pinned() {
         assert_eq!(mine, vec![cpus[i % cpus.len()]], "thread {i}");
     }
 }
+
+/// Backend choice on a machine without a zcrx-capable NIC: zcrx demanded on `lo` fails at
+/// start-up with the kernel's reason; auto mode falls back to the buffer ring.
+#[test]
+fn zcrx_backend_selection() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (zcrx registration needs CAP_NET_ADMIN)");
+        return;
+    }
+    let e = runtime::Builder::new()
+        .rx_backend(runtime::RxBackend::Zcrx)
+        .zcrx_queue("lo", 0)
+        .chunks(16)
+        .build()
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("queue-management") && msg.contains("EOPNOTSUPP"),
+        "{msg}"
+    );
+    let rt = runtime::Builder::new()
+        .zcrx_queue("lo", 0)
+        .chunks(16)
+        .build()
+        .unwrap();
+    assert_eq!(rt.rx_backend(), "buffer ring");
+    let e = runtime::Builder::new()
+        .rx_backend(runtime::RxBackend::Zcrx)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("zcrx_queue"), "{e}");
+}

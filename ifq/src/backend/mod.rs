@@ -6,7 +6,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::area::Area;
-use crate::chunk::{ChunkId, ChunkState, ChunkTable, Counts, OwnerId, OwnerStats, Redelivery, Snapshot};
+use crate::chunk::{
+    ChunkId, ChunkState, ChunkTable, Counts, OwnerId, OwnerStats, Redelivery, Snapshot,
+};
 use crate::completion::CompletionError;
 use crate::error::{Error, Result};
 use crate::rxbuf::{RxBuf, Shared};

@@ -11,7 +11,11 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed | 1, word: [0; 8], pos: 8 }
+        Self {
+            state: seed | 1,
+            word: [0; 8],
+            pos: 8,
+        }
     }
 
     fn next_word(&mut self) -> u64 {
@@ -68,7 +72,10 @@ pub fn is_mapped(addr: u64) -> bool {
     maps.lines().any(|l| {
         let range = l.split_whitespace().next().unwrap();
         let (a, b) = range.split_once('-').unwrap();
-        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
         (a..b).contains(&addr)
     })
 }

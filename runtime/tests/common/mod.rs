@@ -36,7 +36,7 @@ pub fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<
                 let ready_tx = ready_tx.clone();
                 async move {
                     let listener = TcpListener::bind_reuseport(addr).unwrap();
-                    ready_tx.send(()).unwrap();
+                    let _ = ready_tx.send(());
                     while let Ok((stream, _)) = listener.accept().await {
                         runtime::spawn(async move {
                             while let Ok(Some(buf)) = stream.recv().await {

@@ -1,0 +1,542 @@
+//! zcrx against the running kernel. Without a zcrx-capable NIC every registration is refused; these
+//! tests pin down *which* refusal each situation gets and that the typed error explains it.
+//!
+//! What Linux 6.18 answers (`io_register_zcrx_ifq` in `io_uring/zcrx.c`, then `__net_mp_open_rxq`
+//! in `net/core/netdev_rx_queue.c`), in the order it checks:
+//! 1. no `CAP_NET_ADMIN` -> `EPERM` (before anything else);
+//! 2. ring without `DEFER_TASKRUN`, or without `CQE32`/`CQE_MIXED` -> `EINVAL`;
+//! 3. bad registration fields (`flags` != 0 on 6.18, so `ZCRX_REG_NODEV` too) -> `EINVAL`;
+//! 4. unknown ifindex -> `ENODEV`; an interface without a parent device (`lo`, `ifb`, veth) ->
+//!    `EOPNOTSUPP`, before the area is even pinned and before the queue index is looked at;
+//! 5. area pinning/accounting -> `EFAULT`/`ENOMEM`;
+//! 6. a device whose driver lacks queue-management ops (virtio_net here) -> `EOPNOTSUPP`, again
+//!    before the queue index; only then queue index out of range -> `ERANGE`, header/data split
+//!    off -> `EINVAL`, XDP or already bound -> `EEXIST`, AF_XDP -> `EBUSY`.
+//!
+//! So `ERANGE` is only observable on a NIC that supports zcrx; on this kind of machine an
+//! out-of-range queue gets `EOPNOTSUPP`, and the tests accept either where they cannot know.
+//!
+//! A real zero-copy receive runs only when `ZCRX_IFNAME` and `ZCRX_QUEUE` name a prepared queue
+//! (see `real_zero_copy_receive`).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use ifq::error::ZcrxRefusal;
+use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use ifq::io_uring::{cqueue, squeue, IoUring};
+use ifq::probe::{probe_with, Backend, KernelVersion, ProbeOptions, ZcrxVerdict};
+use ifq::zcrx::{Interface, ZcrxConfig, ZcrxIfq};
+use ifq::{Area, Error, OwnerId, RecvEvent};
+use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+
+fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
+    IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(1024)
+        .build(64)
+        .expect("a SINGLE_ISSUER | DEFER_TASKRUN ring with 32-byte CQEs")
+}
+
+fn small_area() -> Area {
+    Area::builder()
+        .chunk_size(4096)
+        .chunks(16)
+        .build()
+        .expect("a 64 KiB area")
+}
+
+/// True (after printing why) when this process cannot get past the capability check.
+fn skip_unless_root() -> bool {
+    let caps = capabilities(None).expect("capget");
+    if !rustix::process::geteuid().is_root() || !caps.effective.contains(CapabilitySet::NET_ADMIN) {
+        println!("skipped: needs root");
+        return true;
+    }
+    false
+}
+
+fn refusal(r: Result<ZcrxIfq, Error>) -> (Error, ZcrxRefusal) {
+    match r {
+        Err(e @ Error::ZcrxRefused { refusal, .. }) => (e, refusal),
+        Err(e) => panic!("expected a zcrx refusal, got another error: {e}"),
+        Ok(ifq) => panic!("registration unexpectedly succeeded: {ifq:?}"),
+    }
+}
+
+fn interfaces_with_device() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("device").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// (a) Loopback has no parent device and no queue-management ops: `EOPNOTSUPP`.
+#[test]
+fn loopback_is_device_unsupported() {
+    if skip_unless_root() {
+        return;
+    }
+    let ring = zcrx_ring();
+    let (e, r) = refusal(ZcrxIfq::register(
+        &ring,
+        small_area(),
+        ZcrxConfig::new("lo", 0),
+    ));
+    assert_eq!(r, ZcrxRefusal::DeviceUnsupported);
+    let msg = e.to_string();
+    assert!(msg.contains("lo queue 0"), "names the queue: {msg}");
+    assert!(
+        msg.contains("EOPNOTSUPP") && msg.contains("queue-management"),
+        "explains why: {msg}"
+    );
+    assert!(
+        msg.contains("buffer-ring"),
+        "says what to use instead: {msg}"
+    );
+    println!("lo queue 0: {msg}");
+}
+
+/// (b) Capabilities are per thread: a thread that dropped `CAP_NET_ADMIN` from its effective set
+/// gets `EPERM`, checked before anything else.
+#[test]
+fn without_cap_net_admin_is_not_permitted() {
+    let result = std::thread::spawn(|| {
+        let mut caps = capabilities(None).expect("capget");
+        caps.effective.remove(CapabilitySet::NET_ADMIN);
+        set_capabilities(None, caps).expect("capset (dropping an effective capability)");
+        assert!(!capabilities(None)
+            .unwrap()
+            .effective
+            .contains(CapabilitySet::NET_ADMIN));
+        // The ring is created on this thread: SINGLE_ISSUER binds it to its creator.
+        let ring = zcrx_ring();
+        ZcrxIfq::register(&ring, small_area(), ZcrxConfig::new("lo", 0))
+    })
+    .join()
+    .expect("thread");
+    let (e, r) = refusal(result);
+    assert_eq!(r, ZcrxRefusal::NotPermitted);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("CAP_NET_ADMIN") && msg.contains("EPERM"),
+        "{msg}"
+    );
+    // This thread kept the capability.
+    if rustix::process::geteuid().is_root() {
+        assert!(capabilities(None)
+            .unwrap()
+            .effective
+            .contains(CapabilitySet::NET_ADMIN));
+    }
+}
+
+/// (c) An out-of-range queue. The kernel looks at the queue index last: `lo` (no parent device)
+/// and drivers without queue-management ops answer `EOPNOTSUPP` first. Only a zcrx-capable NIC
+/// reaches the `ERANGE` check.
+#[test]
+fn queue_out_of_range() {
+    if skip_unless_root() {
+        return;
+    }
+    let ring = zcrx_ring();
+    let (_, r) = refusal(ZcrxIfq::register(
+        &ring,
+        small_area(),
+        ZcrxConfig::new("lo", 99),
+    ));
+    assert_eq!(
+        r,
+        ZcrxRefusal::DeviceUnsupported,
+        "lo: EOPNOTSUPP comes before the queue check"
+    );
+    for ifname in interfaces_with_device() {
+        let ring = zcrx_ring();
+        let (e, r) = refusal(ZcrxIfq::register(
+            &ring,
+            small_area(),
+            ZcrxConfig::new(&ifname, 65535),
+        ));
+        assert!(
+            matches!(r, ZcrxRefusal::DeviceUnsupported | ZcrxRefusal::NoSuchQueue),
+            "{ifname} queue 65535: {e}"
+        );
+        println!("{ifname} queue 65535: {r:?}");
+        if r == ZcrxRefusal::NoSuchQueue {
+            assert!(e.to_string().contains("ERANGE"));
+        }
+    }
+}
+
+/// (d) Names are validated before any lookup; unknown names and indexes are typed errors.
+#[test]
+fn interface_names() {
+    let ring = zcrx_ring();
+    for (name, why) in [
+        ("", "empty"),
+        ("abcdefghijklmnop", "longer than 15"),
+        ("eth\0", "NUL"),
+        ("a/b", "'/'"),
+        ("a b", "whitespace"),
+        ("..", "'.'"),
+    ] {
+        match ZcrxIfq::register(&ring, small_area(), ZcrxConfig::new(name, 0)) {
+            Err(Error::BadInterfaceName { name: n, why: w }) => {
+                assert_eq!(n, name);
+                assert!(w.contains(why), "{name:?}: {w}");
+            }
+            other => panic!("{name:?}: expected BadInterfaceName, got {other:?}"),
+        }
+    }
+    // 15 bytes is the longest valid name; this one does not exist.
+    match ZcrxIfq::register(&ring, small_area(), ZcrxConfig::new("nosuchif012345", 0)) {
+        Err(Error::UnknownInterface { name }) => assert_eq!(name, "nosuchif012345"),
+        other => panic!("expected UnknownInterface, got {other:?}"),
+    }
+    match ZcrxIfq::register(&ring, small_area(), ZcrxConfig::with_index(0x7fff_fff0, 0)) {
+        Err(e @ Error::UnknownInterface { .. }) => assert!(e.to_string().contains("ip link")),
+        other => panic!("expected UnknownInterface, got {other:?}"),
+    }
+    assert_eq!(
+        ifq::zcrx::resolve_interface(&Interface::Name("lo".into())).unwrap(),
+        ("lo".to_owned(), 1),
+        "lo is always ifindex 1"
+    );
+    assert_eq!(
+        ifq::zcrx::resolve_interface(&Interface::Index(1))
+            .unwrap()
+            .0,
+        "lo"
+    );
+}
+
+/// A ring without `SINGLE_ISSUER` is refused before the kernel is asked; one with it but without
+/// `DEFER_TASKRUN` is refused by the kernel with `EINVAL`.
+#[test]
+fn ring_requirements() {
+    let plain = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+        .build(8)
+        .unwrap();
+    match ZcrxIfq::register(&plain, small_area(), ZcrxConfig::new("lo", 0)) {
+        Err(e @ Error::RingNotSuitable { .. }) => {
+            assert!(e.to_string().contains("setup_defer_taskrun"))
+        }
+        other => panic!("expected RingNotSuitable, got {other:?}"),
+    }
+    if skip_unless_root() {
+        return;
+    }
+    let no_defer = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+        .setup_single_issuer()
+        .build(8)
+        .unwrap();
+    let (e, r) = refusal(ZcrxIfq::register(
+        &no_defer,
+        small_area(),
+        ZcrxConfig::new("lo", 0),
+    ));
+    assert_eq!(r, ZcrxRefusal::InvalidSetup);
+    assert!(e.to_string().contains("DEFER_TASKRUN"), "{e}");
+}
+
+/// A SINGLE_ISSUER ring refuses registrations from any thread but its creator with `EEXIST`
+/// (`__io_uring_register`), which the queue reports as a ring problem, not as "queue in use".
+#[test]
+fn registering_from_another_thread() {
+    if skip_unless_root() {
+        return;
+    }
+    let ring = zcrx_ring();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| ZcrxIfq::register(&ring, small_area(), ZcrxConfig::new("lo", 0)))
+            .join()
+            .unwrap()
+    });
+    match result {
+        Err(e @ Error::RingNotSuitable { .. }) => {
+            assert!(e.to_string().contains("another thread"), "{e}")
+        }
+        other => panic!("expected RingNotSuitable, got {other:?}"),
+    }
+}
+
+/// RLIMIT_MEMLOCK is checked before the kernel is asked (since 6.17 the kernel charges the area
+/// to it): a thread without `CAP_IPC_LOCK` and an area over the limit gets `MemlockLimit`.
+#[test]
+fn memlock_limit_is_checked_before_registering() {
+    let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Memlock).current else {
+        println!("skipped: RLIMIT_MEMLOCK is unlimited");
+        return;
+    };
+    let chunks = (limit / 4096 + 1).next_power_of_two() as usize;
+    let result = std::thread::spawn(move || {
+        let mut caps = capabilities(None).expect("capget");
+        caps.effective.remove(CapabilitySet::IPC_LOCK);
+        set_capabilities(None, caps).expect("capset (dropping an effective capability)");
+        let ring = zcrx_ring();
+        let area = Area::builder()
+            .chunk_size(4096)
+            .chunks(chunks)
+            .build()
+            .unwrap();
+        ZcrxIfq::register(&ring, area, ZcrxConfig::new("lo", 0))
+    })
+    .join()
+    .expect("thread");
+    match result {
+        Err(e @ Error::MemlockLimit { needed, limit: l }) => {
+            assert!(needed > l && l == limit, "{e}");
+            assert!(e.to_string().contains("ulimit -l"), "{e}");
+        }
+        other => panic!("expected MemlockLimit, got {other:?}"),
+    }
+}
+
+/// `ZCRX_REG_NODEV` arrived in 7.1; older kernels reject the flag with `EINVAL`, which becomes
+/// `KernelTooOld`. On 7.1+ a device-less queue copies loopback TCP data into the area.
+#[test]
+fn register_nodev() {
+    if skip_unless_root() {
+        return;
+    }
+    let kernel = KernelVersion::current().expect("uname");
+    let mut ring = zcrx_ring();
+    let area = Area::builder()
+        .chunk_size(4096)
+        .chunks(256)
+        .build()
+        .unwrap();
+    let result = ZcrxIfq::register_nodev(&ring, area, None, None);
+    if !kernel.at_least(7, 1) {
+        match result {
+            Err(
+                e @ Error::KernelTooOld {
+                    feature: "ZCRX_REG_NODEV",
+                    needs: "7.1",
+                },
+            ) => {
+                println!("{kernel}: {e}");
+            }
+            other => panic!("expected KernelTooOld on {kernel}, got {other:?}"),
+        }
+        return;
+    }
+    let mut rx = result.expect("ZCRX_REG_NODEV on 7.1+");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    const LEN: usize = 1 << 20;
+    let writer = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..LEN).map(pattern).collect();
+        client.write_all(&data).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+    });
+    let got = receive_until_eof(&mut ring, &mut rx, &server, Duration::from_secs(30));
+    writer.join().unwrap();
+    assert_eq!(got, LEN as u64);
+    let report = rx.teardown();
+    assert_eq!(report.held_chunks, 0);
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+/// Receives on `sock` through `rx` until EOF, checking every byte against [`pattern`] and
+/// re-arming after overflow or buffer shortage. Returns the byte count.
+fn receive_until_eof(
+    ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
+    rx: &mut ZcrxIfq,
+    sock: &TcpStream,
+    timeout: Duration,
+) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let arm = |ring: &mut IoUring<squeue::Entry, cqueue::Entry32>, rx: &ZcrxIfq| {
+        let sqe = rx.recv_zc(Fd(sock.as_raw_fd())).user_data(1);
+        // SAFETY: the socket outlives the request (it is only closed after EOF, which ends it).
+        unsafe { ring.submission().push(&sqe).expect("SQ has room") };
+    };
+    arm(ring, rx);
+    let mut received = 0u64;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no EOF within {timeout:?} ({received} bytes so far)"
+        );
+        let ts = Timespec::new().sec(1);
+        match ring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TIME.raw_os_error()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INTR.raw_os_error()) => {}
+            Err(e) => panic!("io_uring_enter: {e}"),
+        }
+        let cqes: Vec<(i32, u32, [u64; 2])> = ring
+            .completion()
+            .map(|c| (c.result(), c.flags(), *c.big_cqe()))
+            .collect();
+        let mut done = false;
+        for (res, flags, big) in cqes {
+            let c = rx
+                .complete(OwnerId(1), res, flags, big)
+                .expect("a valid completion");
+            let rearm = c.needs_rearm();
+            match c.event {
+                RecvEvent::Data(buf) => {
+                    for (i, &b) in buf.iter().enumerate() {
+                        assert_eq!(
+                            b,
+                            pattern(received as usize + i),
+                            "byte {}",
+                            received as usize + i
+                        );
+                    }
+                    received += buf.len() as u64;
+                }
+                RecvEvent::Eof => done = true,
+                RecvEvent::NoBuffers | RecvEvent::CqOverflow => {}
+                RecvEvent::Error(e) => panic!("receive failed: {e}"),
+            }
+            if rearm && !done {
+                rx.flush();
+                arm(ring, rx);
+            }
+        }
+        rx.flush();
+        if done {
+            return received;
+        }
+    }
+}
+
+/// (e) A real zero-copy receive on a prepared NIC queue. Set `ZCRX_IFNAME` and `ZCRX_QUEUE`
+/// (and optionally `ZCRX_PORT`, default 9999, and `ZCRX_TIMEOUT_SECS`, default 120), prepare the
+/// queue (`ethtool -G IF tcp-data-split on hds-thresh 0`, keep RSS off it, steer the port to it
+/// with `ethtool -N IF flow-type tcp4 dst-port PORT action QUEUE`), run the test as root, and from
+/// another host send the test pattern:
+/// `python3 -c 'import sys; sys.stdout.buffer.write(bytes(((i*31)^(i>>8))&255 for i in range(1<<24)))' | nc HOST 9999`.
+#[test]
+fn real_zero_copy_receive() {
+    let (Ok(ifname), Ok(queue)) = (std::env::var("ZCRX_IFNAME"), std::env::var("ZCRX_QUEUE"))
+    else {
+        println!("skipped: set ZCRX_IFNAME and ZCRX_QUEUE to a zcrx-capable NIC queue");
+        return;
+    };
+    let queue: u32 = queue.parse().expect("ZCRX_QUEUE is a queue index");
+    let port: u16 = std::env::var("ZCRX_PORT")
+        .ok()
+        .map_or(9999, |p| p.parse().expect("ZCRX_PORT"));
+    let timeout = Duration::from_secs(
+        std::env::var("ZCRX_TIMEOUT_SECS")
+            .ok()
+            .map_or(120, |s| s.parse().expect("ZCRX_TIMEOUT_SECS")),
+    );
+    let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(8192)
+        .build(256)
+        .unwrap();
+    let area = Area::builder()
+        .chunk_size(4096)
+        .chunks(8192)
+        .build()
+        .unwrap();
+    let mut rx = ZcrxIfq::register(&ring, area, ZcrxConfig::new(&ifname, queue))
+        .unwrap_or_else(|e| panic!("zcrx registration on {ifname} queue {queue}: {e}"));
+    let listener = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    println!(
+        "zcrx on {ifname} queue {queue} (zcrx id {}): send the pattern to port {port}",
+        rx.zcrx_id()
+    );
+    let deadline = Instant::now() + timeout;
+    let sock = loop {
+        match listener.accept() {
+            Ok((s, peer)) => {
+                println!("connection from {peer}");
+                break s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no connection within {timeout:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    sock.set_nonblocking(false).unwrap();
+    let got = receive_until_eof(&mut ring, &mut rx, &sock, timeout);
+    let stats = rx.stats();
+    println!(
+        "received {got} bytes in {} completions; {stats:?}",
+        stats.deliveries
+    );
+    assert!(got > 0, "no data arrived");
+    let report = rx.teardown();
+    assert_eq!(report.held_chunks, 0);
+}
+
+/// The probe on this kind of machine: `lo` cannot do zcrx (`EOPNOTSUPP`), and a buffer ring is
+/// chosen.
+#[test]
+fn probe_reports_lo_unsupported_and_picks_a_buffer_ring() {
+    if skip_unless_root() {
+        return;
+    }
+    let report = probe_with(&ProbeOptions {
+        interfaces: Some(vec!["lo".into()]),
+        queues: vec![0],
+    });
+    let verdict = report.verdict("lo", 0).expect("lo queue 0 probed");
+    assert_eq!(
+        verdict,
+        &ZcrxVerdict::Refused(ZcrxRefusal::DeviceUnsupported)
+    );
+    assert!(verdict.reason().contains("EOPNOTSUPP"));
+    assert!(report.has_opcode("RECV"));
+    let kernel = report.kernel.clone().expect("kernel version");
+    let expected = if kernel.at_least(6, 12) {
+        Backend::BufRingIncremental
+    } else {
+        Backend::BufRing
+    };
+    assert_eq!(report.backend, expected);
+    let text = report.to_string();
+    assert!(
+        text.contains("lo queue 0") && text.contains("unavailable"),
+        "{text}"
+    );
+    assert!(text.contains("backend:  buffer ring"), "{text}");
+    if kernel.at_least(6, 15) {
+        assert!(report.has_opcode("RECV_ZC"));
+    }
+
+    // Every interface of this machine: whatever they are, nothing may claim zcrx unless a
+    // registration really succeeded, and the backend follows the verdicts.
+    let all = ifq::probe::probe();
+    let any_zcrx = all
+        .interfaces
+        .iter()
+        .flat_map(|i| &i.queues)
+        .any(|q| q.verdict.is_available());
+    assert_eq!(matches!(all.backend, Backend::Zcrx { .. }), any_zcrx);
+    println!("{all}");
+}

@@ -1,0 +1,89 @@
+//! The thread's io_uring, with 16-byte completions (buffer ring) or 32-byte ones (zcrx).
+
+use std::io;
+
+use ifq::io_uring::{cqueue, squeue, types, IoUring};
+
+pub(crate) enum Ring {
+    Small(IoUring),
+    Big(IoUring<squeue::Entry, cqueue::Entry32>),
+}
+
+pub(crate) type Cqe = (u64, i32, u32, [u64; 2]);
+
+macro_rules! each {
+    ($self:ident, $r:ident => $e:expr) => {
+        match $self {
+            Ring::Small($r) => $e,
+            Ring::Big($r) => $e,
+        }
+    };
+}
+
+impl Ring {
+    pub(crate) fn new(sq: u32, cq: u32, big: bool) -> io::Result<Self> {
+        fn setup<C: cqueue::EntryMarker>(
+            b: &mut ifq::io_uring::Builder<squeue::Entry, C>,
+            cq: u32,
+        ) {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .setup_cqsize(cq)
+                .setup_submit_all();
+        }
+        let r = if big {
+            let mut b = IoUring::<squeue::Entry, cqueue::Entry32>::builder();
+            setup(&mut b, cq);
+            b.build(sq).map(Ring::Big)
+        } else {
+            let mut b = IoUring::builder();
+            setup(&mut b, cq);
+            b.build(sq).map(Ring::Small)
+        };
+        r.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "io_uring setup failed: {e} (SINGLE_ISSUER | DEFER_TASKRUN need Linux 6.1+)"
+                ),
+            )
+        })
+    }
+
+    /// # Safety
+    /// Everything `sqe` points at must stay valid until its final completion.
+    pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
+        // SAFETY: forwarded to the caller.
+        each!(self, r => unsafe { r.submission().push(sqe) }.is_ok())
+    }
+
+    pub(crate) fn submit(&self) -> io::Result<usize> {
+        each!(self, r => r.submit())
+    }
+
+    pub(crate) fn submit_and_wait(&self, n: usize) -> io::Result<usize> {
+        each!(self, r => r.submit_and_wait(n))
+    }
+
+    pub(crate) fn submit_with_args(
+        &self,
+        n: usize,
+        args: &types::SubmitArgs<'_, '_>,
+    ) -> io::Result<usize> {
+        each!(self, r => r.submitter().submit_with_args(n, args))
+    }
+
+    pub(crate) fn drain(&mut self, out: &mut Vec<Cqe>) {
+        match self {
+            Ring::Small(r) => out.extend(
+                r.completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags(), [0; 2])),
+            ),
+            Ring::Big(r) => out.extend(
+                r.completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags(), *c.big_cqe())),
+            ),
+        }
+    }
+}
