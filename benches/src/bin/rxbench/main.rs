@@ -1,0 +1,2 @@
+//! rxbench (in progress).
+fn main() {}
