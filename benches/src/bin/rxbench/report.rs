@@ -1,0 +1,317 @@
+//! Medians, the table, JSON and the SVG chart.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::{Args, Contender, Sample, Scenario};
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub contender: Contender,
+    pub name: &'static str,
+    /// Median over successful runs (None if every run failed).
+    pub median: Option<Sample>,
+    pub runs: Vec<Sample>,
+    pub errors: Vec<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl Row {
+    pub fn new(
+        scenario: Scenario,
+        contender: Contender,
+        samples: Vec<Result<Sample, String>>,
+    ) -> Self {
+        let (runs, errors): (Vec<_>, Vec<_>) = samples.into_iter().partition(|r| r.is_ok());
+        let runs: Vec<Sample> = runs.into_iter().map(Result::unwrap).collect();
+        let errors: Vec<String> = errors.into_iter().map(|e| e.unwrap_err()).collect();
+        let median = (!runs.is_empty()).then(|| {
+            let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+            Sample {
+                bytes: m(|s| s.bytes as f64) as u64,
+                wall_s: m(|s| s.wall_s),
+                cpu_s: m(|s| s.cpu_s),
+                gbps: m(|s| s.gbps),
+                cpu_s_per_gb: m(|s| s.cpu_s_per_gb),
+                rps: m(|s| s.rps),
+                rss_kib: m(|s| s.rss_kib as f64) as u64,
+                rss_delta_kib: m(|s| s.rss_delta_kib as f64) as u64,
+                rx_buffer_bytes: m(|s| s.rx_buffer_bytes as f64) as u64,
+            }
+        });
+        Self {
+            scenario,
+            contender,
+            name: contender.name(),
+            median,
+            runs,
+            errors,
+        }
+    }
+
+    /// The scenario's headline figure.
+    fn headline(&self) -> Option<f64> {
+        let m = self.median.as_ref()?;
+        Some(match self.scenario {
+            Scenario::OneFlow | Scenario::ManyFlows => m.gbps,
+            Scenario::PingPong => m.rps,
+            Scenario::Idle => m.rss_delta_kib as f64 / 1024.0,
+        })
+    }
+}
+
+fn unit(s: Scenario) -> &'static str {
+    match s {
+        Scenario::OneFlow | Scenario::ManyFlows => "GB/s",
+        Scenario::PingPong => "requests/s",
+        Scenario::Idle => "RSS growth, MiB",
+    }
+}
+
+pub fn print_and_save(args: &Args, rows: &[Row]) -> Result<()> {
+    let mut out = String::new();
+    for &scenario in &args.scenarios {
+        let rows: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let base = rows
+            .iter()
+            .find(|r| r.contender == Contender::TokioCt)
+            .and_then(|r| r.median.clone());
+        let _ = writeln!(
+            out,
+            "\n## {scenario:?} ({} runs x {} s, medians)\n",
+            args.runs, args.seconds
+        );
+        match scenario {
+            Scenario::OneFlow | Scenario::ManyFlows => {
+                let _ = writeln!(
+                    out,
+                    "| contender | GB/s | CPU-s/GB | GB/s vs tokio ct | CPU-s/GB vs tokio ct |"
+                );
+                let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+                for r in &rows {
+                    match &r.median {
+                        Some(m) => {
+                            let ratio = |a: f64, b: Option<f64>| {
+                                b.filter(|b| *b > 0.0)
+                                    .map_or("-".into(), |b| format!("{:.2}x", a / b))
+                            };
+                            let _ = writeln!(
+                                out,
+                                "| {} | {:.2} | {:.3} | {} | {} |",
+                                r.name,
+                                m.gbps,
+                                m.cpu_s_per_gb,
+                                ratio(m.gbps, base.as_ref().map(|b| b.gbps)),
+                                ratio(m.cpu_s_per_gb, base.as_ref().map(|b| b.cpu_s_per_gb)),
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(
+                                out,
+                                "| {} | failed: {} | | | |",
+                                r.name,
+                                r.errors.first().map_or("", |e| e)
+                            );
+                        }
+                    }
+                }
+            }
+            Scenario::PingPong => {
+                let _ = writeln!(
+                    out,
+                    "| contender | requests/s | CPU-s per 1M requests | vs tokio ct |"
+                );
+                let _ = writeln!(out, "|---|---:|---:|---:|");
+                for r in &rows {
+                    match &r.median {
+                        Some(m) => {
+                            let per_m = if m.rps > 0.0 {
+                                m.cpu_s / (m.rps * m.wall_s) * 1e6
+                            } else {
+                                0.0
+                            };
+                            let ratio = base
+                                .as_ref()
+                                .filter(|b| b.rps > 0.0)
+                                .map_or("-".into(), |b| format!("{:.2}x", m.rps / b.rps));
+                            let _ = writeln!(
+                                out,
+                                "| {} | {:.0} | {:.2} | {} |",
+                                r.name, m.rps, per_m, ratio
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(
+                                out,
+                                "| {} | failed: {} | | |",
+                                r.name,
+                                r.errors.first().map_or("", |e| e)
+                            );
+                        }
+                    }
+                }
+            }
+            Scenario::Idle => {
+                let _ = writeln!(
+                    out,
+                    "| contender | receive buffers held | RSS | RSS growth |"
+                );
+                let _ = writeln!(out, "|---|---:|---:|---:|");
+                for r in &rows {
+                    match &r.median {
+                        Some(m) => {
+                            let _ = writeln!(
+                                out,
+                                "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+                                r.name,
+                                m.rx_buffer_bytes as f64 / 1048576.0,
+                                m.rss_kib as f64 / 1024.0,
+                                m.rss_delta_kib as f64 / 1024.0
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(
+                                out,
+                                "| {} | failed: {} | | |",
+                                r.name,
+                                r.errors.first().map_or("", |e| e)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for r in rows
+            .iter()
+            .filter(|r| !r.errors.is_empty() && r.median.is_some())
+        {
+            let _ = writeln!(
+                out,
+                "\n{}: {} of {} runs failed: {}",
+                r.name,
+                r.errors.len(),
+                args.runs,
+                r.errors[0]
+            );
+        }
+    }
+    print!("{out}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = serde_json::json!({
+        "machine": machine(),
+        "args": {
+            "scenarios": args.scenarios, "contenders": args.contenders, "runs": args.runs,
+            "seconds": args.seconds, "flows": args.flows, "conns": args.conns, "msg": args.msg,
+            "idle": args.idle, "receiver_cpu": args.receiver_cpu, "sender_cpu": args.sender_cpu,
+        },
+        "results": rows,
+    });
+    let jp = args.out.join("results.json");
+    std::fs::write(&jp, serde_json::to_string_pretty(&json)?)?;
+    let sp = args.out.join("results.svg");
+    std::fs::write(&sp, svg(args, rows))?;
+    std::fs::write(args.out.join("results.md"), &out)?;
+    eprintln!("\nwrote {}, {} and results.md", jp.display(), sp.display());
+    Ok(())
+}
+
+fn machine() -> serde_json::Value {
+    let uname = rustix::system::uname();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "kernel": uname.release().to_string_lossy(),
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+/// A grouped bar chart: one panel per scenario, one bar per contender.
+fn svg(args: &Args, rows: &[Row]) -> String {
+    let bar_h = 22.0;
+    let label_w = 190.0;
+    let plot_w = 420.0;
+    let mut y = 40.0;
+    let mut body = String::new();
+    for &scenario in &args.scenarios {
+        let rows: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let max = rows
+            .iter()
+            .filter_map(|r| r.headline())
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let _ = writeln!(
+            body,
+            r#"<text x="10" y="{y}" font-weight="bold">{scenario:?} ({})</text>"#,
+            unit(scenario)
+        );
+        y += 10.0;
+        for r in rows {
+            let v = r.headline();
+            let w = v.map_or(0.0, |v| v / max * plot_w);
+            let ours = matches!(r.contender, Contender::Ours | Contender::OursInc);
+            let color = if ours { "#d95f02" } else { "#7570b3" };
+            let _ = writeln!(
+                body,
+                r#"<text x="10" y="{}" font-size="12">{}</text>"#,
+                y + 15.0,
+                r.name
+            );
+            let _ = writeln!(
+                body,
+                r#"<rect x="{label_w}" y="{}" width="{w:.1}" height="{}" fill="{color}"/>"#,
+                y + 3.0,
+                bar_h - 6.0
+            );
+            let txt = v.map_or("failed".to_string(), |v| {
+                if v >= 1000.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            });
+            let _ = writeln!(
+                body,
+                r#"<text x="{}" y="{}" font-size="12">{txt}</text>"#,
+                label_w + w + 5.0,
+                y + 15.0
+            );
+            y += bar_h;
+        }
+        y += 25.0;
+    }
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="22" font-size="15">rxbench: medians of {} runs x {} s, loopback, receiver and sender on separate CPUs</text>
+{body}</svg>
+"#,
+        label_w + plot_w + 90.0,
+        y,
+        args.runs,
+        args.seconds
+    )
+}
