@@ -200,3 +200,11 @@ pub async fn shutdown_requested() {
 pub fn rx_snapshot() -> Option<ifq::Snapshot> {
     crate::context::with_driver(|d| d.rx_snapshot())
 }
+
+/// Driver counters of the current thread's runtime (see [`Runtime::stats`]).
+///
+/// # Panics
+/// Outside a runtime.
+pub fn stats() -> crate::DriverStats {
+    crate::context::with_driver(|d| d.stats)
+}

@@ -32,6 +32,14 @@ fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
+        if let Ok(path) = std::env::var("RXBENCH_STATS") {
+            runtime::spawn(async move {
+                loop {
+                    runtime::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let _ = std::fs::write(&path, format!("{:?}\n", runtime::stats()));
+                }
+            });
+        }
         let l = runtime::net::TcpListener::from_std(l);
         loop {
             let (s, _) = l.accept().await?;

@@ -9,6 +9,9 @@
 //! Each measurement runs the receiver in a child process pinned to one CPU and the sender in
 //! this process pinned to another; contenders are alternated within each run; results are
 //! medians. Output: a table on stdout, JSON and an SVG chart under `--out`.
+//!
+//! Diagnosis: with `RXBENCH_STATS=PATH` in the environment, the `ours` receivers write the
+//! runtime's driver counters (enters, completions, re-arms, ENOBUFS) to PATH twice a second.
 
 mod child;
 mod contenders;
