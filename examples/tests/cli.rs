@@ -1,0 +1,261 @@
+//! The `proxy` and `sink` example binaries themselves: `--help`, flag validation, and a run of
+//! each over loopback. `cargo test` builds the examples next to the test binaries; when they are
+//! missing or older than their sources (`cargo test --test cli` alone does not build them),
+//! these tests say they were skipped.
+
+mod common;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{
+    connect, echo_upstream, free_port, roundtrip, run_bounded, wait_listening, ChildGuard,
+};
+use examples::Pattern;
+
+/// The built example binary, if it is there and newer than the sources it is built from.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/cli-HASH -> target/<profile>/examples/NAME
+    let bin = exe.parent()?.parent()?.join("examples").join(name);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let newest_source = [format!("{name}.rs"), "lib.rs".to_string()]
+        .iter()
+        .filter_map(|f| {
+            std::fs::metadata(dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .max();
+    match (built, newest_source) {
+        (Ok(b), Some(s)) if b >= s => Some(bin),
+        (Ok(_), _) => {
+            eprintln!(
+                "skipped: {} is older than its sources (run `cargo test -p examples`)",
+                bin.display()
+            );
+            None
+        }
+        (Err(_), _) => {
+            eprintln!(
+                "skipped: {} not built (run `cargo test -p examples`, which builds the examples)",
+                bin.display()
+            );
+            None
+        }
+    }
+}
+
+fn run(bin: &PathBuf, args: &[&str]) -> Output {
+    run_bounded(Command::new(bin).args(args), Duration::from_secs(20)).expect("run the example")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_and_flag_validation() {
+    let (Some(proxy), Some(sink)) = (example("proxy"), example("sink")) else {
+        return;
+    };
+    for (bin, flag) in [(&proxy, "--upstream"), (&sink, "--verify")] {
+        let out = run(bin, &["--help"]);
+        assert!(out.status.success(), "--help: {}", out.status);
+        let help = text(&out.stdout);
+        assert!(help.contains("Usage:") && help.contains(flag), "{help}");
+    }
+    let bad: &[(&PathBuf, &[&str], &str)] = &[
+        (&proxy, &["--listen", "127.0.0.1:7000"], "--upstream"),
+        (
+            &proxy,
+            &["--listen", "localhost", "--upstream", "127.0.0.1:1"],
+            "has no port",
+        ),
+        (
+            &proxy,
+            &["--listen", "127.0.0.1:7000", "--upstream", "127.0.0.1:7000"],
+            "connect to itself",
+        ),
+        (
+            &proxy,
+            &[
+                "--listen",
+                "127.0.0.1:7000",
+                "--upstream",
+                "127.0.0.1:1",
+                "--threads",
+                "0",
+            ],
+            "--threads",
+        ),
+        (
+            &proxy,
+            &[
+                "--listen",
+                "127.0.0.1:7000",
+                "--upstream",
+                "127.0.0.1:1",
+                "--conn-limit",
+                "8M",
+            ],
+            "half the pool",
+        ),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--chunk-size", "5000"],
+            "not a power of two",
+        ),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--chunks", "0"],
+            "expected 1 to",
+        ),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--verify", "x"],
+            "not a 64-bit seed",
+        ),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--duration", "0"],
+            "positive number",
+        ),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--connections", "0"],
+            "--connections",
+        ),
+        (&sink, &["--generate", "1M"], "--verify"),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--iperf3", "--verify", "1"],
+            "cannot be used with",
+        ),
+        (&sink, &[], "--listen"),
+    ];
+    for (bin, args, needle) in bad {
+        let out = run(bin, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn sink_binary_generates_and_verifies() {
+    let Some(sink) = example("sink") else {
+        return;
+    };
+    // --generate writes exactly the pattern.
+    let out = run(&sink, &["--verify", "0x2a", "--generate", "100000"]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout == Pattern::bytes(42, 100_000),
+        "--generate output"
+    );
+
+    // Two connections, one corrupted: both reported, summary, exit status 1.
+    let port = free_port();
+    let mut child = ChildGuard::spawn(
+        Command::new(&sink)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "2"])
+            .args(["--verify", "42", "--connections", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        wait_listening(port, Duration::from_secs(10)),
+        "sink listens"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let good = Pattern::bytes(42, 8 << 20);
+    let mut bad = good.clone();
+    bad[1234] ^= 1;
+    for data in [&good, &bad] {
+        let mut s = connect(addr);
+        s.write_all(data).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+    let out = child
+        .wait_output(Duration::from_secs(30))
+        .expect("the sink exits after 2 connections");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {}", text(&out.stderr));
+    assert!(
+        stdout.contains("8388608 bytes") && stdout.contains(", verified"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("VERIFICATION FAILED: byte 1234 "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("summary (connections finished): 2 connection(s), 16777216 bytes")
+            && stdout.contains("verification: 1 passed, 1 failed"),
+        "{stdout}"
+    );
+
+    // --duration: stops by itself, exit status 0 when everything verified.
+    let port = free_port();
+    let mut child = ChildGuard::spawn(
+        Command::new(&sink)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--verify", "7"])
+            .args(["--duration", "1.5", "--interval", "0.5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        wait_listening(port, Duration::from_secs(10)),
+        "sink listens"
+    );
+    let mut s = connect(format!("127.0.0.1:{port}").parse().unwrap());
+    s.write_all(&Pattern::bytes(7, 1 << 20)).unwrap();
+    drop(s);
+    let out = child
+        .wait_output(Duration::from_secs(15))
+        .expect("the sink stops after --duration");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", text(&out.stderr));
+    assert!(stdout.contains("MB/s"), "{stdout}");
+    assert!(
+        stdout.contains("summary (duration elapsed): 1 connection(s), 1048576 bytes"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn proxy_binary_forwards() {
+    let Some(proxy) = example("proxy") else {
+        return;
+    };
+    let (up, upstream) = echo_upstream(3);
+    let port = free_port();
+    let _child = ChildGuard::spawn(
+        Command::new(&proxy)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &up.to_string(), "--threads", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_listening(port, Duration::from_secs(10)),
+        "proxy listens"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    for i in 0..3 {
+        let data = Pattern::bytes(i, 4 << 20);
+        assert!(roundtrip(addr, data.clone()) == data, "connection {i}");
+    }
+    upstream.join().unwrap();
+}
