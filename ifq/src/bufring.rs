@@ -441,6 +441,11 @@ impl BufRing {
         self.stats
     }
 
+    /// Chunks in the area.
+    pub fn chunks(&self) -> u32 {
+        self.core.area().chunks()
+    }
+
     /// The area's chunk size.
     pub fn chunk_size(&self) -> usize {
         self.core.area().chunk_size()

@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::runtime::Runtime;
-use crate::shutdown::ShutdownSignal;
+use crate::shutdown::{ShutdownReport, ShutdownSignal};
 
 /// Which receive backend the runtime uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,6 +180,21 @@ impl Builder {
         Fut: Future + 'static,
         Fut::Output: Send + 'static,
     {
+        Ok(self
+            .run_with_reports(f)?
+            .into_iter()
+            .map(|(out, _)| out)
+            .collect())
+    }
+
+    /// Like [`run`](Self::run), also returning each thread's [`ShutdownReport`] (tasks cancelled
+    /// or panicked, buffers still held).
+    pub fn run_with_reports<F, Fut>(self, f: F) -> io::Result<Vec<(Fut::Output, ShutdownReport)>>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
         let config = self.checked()?;
         let f = std::sync::Arc::new(f);
         let cpus = usable_cpus();
@@ -193,12 +208,12 @@ impl Builder {
                 .spawn(move || {
                     let rt = Runtime::new(config, i, cpu)?;
                     let out = rt.block_on(f(i));
-                    let _ = rt.shutdown();
-                    Ok::<_, io::Error>(out)
+                    let report = rt.shutdown();
+                    Ok::<_, io::Error>((out, report))
                 })?;
             threads.push(t);
         }
-        let mut outs = Vec::with_capacity(threads.len());
+        let mut outs: Vec<(Fut::Output, ShutdownReport)> = Vec::with_capacity(threads.len());
         for (i, t) in threads.into_iter().enumerate() {
             match t.join() {
                 Ok(r) => outs.push(r?),

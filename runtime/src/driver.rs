@@ -52,6 +52,8 @@ pub struct DriverStats {
     pub cq_overflows: u64,
     /// Receives paused because their connection held too many bytes.
     pub backpressure_pauses: u64,
+    /// Receives that waited because the free pool was promised to other connections.
+    pub pool_waits: u64,
     /// Cancellation requests sent for dropped operations.
     pub cancels: u64,
 }
@@ -78,8 +80,10 @@ pub(crate) struct Conn {
     error: Option<io::Error>,
     armed: bool,
     cancelling: bool,
-    /// Waiting for the application to return buffers (over its limit).
+    /// Waiting for buffers: over its limit, or the pool is promised to others.
     paused: bool,
+    /// What the armed receive may still take (0 when uncapped or not armed).
+    budget_left: u64,
     /// The `TcpStream` is gone: finish the receive, drop what arrives, then free the slot.
     dropped: bool,
     waker: Option<Waker>,
@@ -148,12 +152,24 @@ pub(crate) struct Driver {
     /// The kernel caps multishot receives (`IORING_RECV_MSHOT_LIM`, 6.17+); cleared on the
     /// first `EINVAL`, after which back-pressure relies on cancelling.
     capped_recv: bool,
+    /// Bytes promised to armed capped receives and not yet received.
+    committed: u64,
+    /// Bytes of the pool that connections already holding buffers may not be promised.
+    reserve: u64,
+    /// Pool geometry.
+    chunk: u64,
+    pool: u64,
+    /// Connections whose stream is alive (for the fair share).
+    live_conns: usize,
+    /// Incremental buffer ring: completions share chunks (otherwise each takes a whole one).
+    incremental: bool,
     pub(crate) stats: DriverStats,
 }
 
 impl Driver {
     pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
         let (ring, rx, backend) = Rx::setup(config, index)?;
+        let (chunk, chunks) = rx.geometry();
         Ok(Self {
             ring,
             ops: Slab::with_capacity(256),
@@ -172,6 +188,12 @@ impl Driver {
             cqes: Vec::with_capacity(config.cq_entries as usize),
             stopping: false,
             capped_recv: true,
+            committed: 0,
+            reserve: chunk * (chunks / 8).max(2),
+            chunk,
+            pool: chunk * chunks,
+            live_conns: 0,
+            incremental: config.incremental,
             stats: DriverStats::default(),
         })
     }
@@ -270,9 +292,11 @@ impl Driver {
             armed: false,
             cancelling: false,
             paused: false,
+            budget_left: 0,
             dropped: false,
             waker: None,
         });
+        self.live_conns += 1;
         self.arm_recv(key);
         key
     }
@@ -285,32 +309,79 @@ impl Driver {
         let fd = conn.fd.as_raw_fd();
         let owner = conn.owner;
         let rx = self.rx.as_ref().expect("interface queue present");
-        // Arm with what the connection may still take, so that one burst cannot take more than
-        // its share of the pool; at or over its limit it waits until buffers come back.
-        let budget = match rx.owner_limit().filter(|_| rx.can_cap()) {
-            Some(limit) => {
-                let held = rx.owner_bytes(owner);
-                if held >= limit {
-                    let conn = &mut self.conns[key];
-                    if !conn.paused {
-                        conn.paused = true;
-                        self.stats.backpressure_pauses += 1;
-                    }
-                    self.paused.push(key);
-                    return;
-                }
-                (limit - held).min(u64::from(u32::MAX)) as u32
+        let budget = if self.capped_recv && rx.can_cap() {
+            // Arm with a byte budget the kernel enforces (the receive ends when it is spent):
+            // - at most what the connection may still hold (its limit);
+            // - at most its fair share of the pool, so the first connections cannot take it all;
+            // - at most what is free and not already promised to other armed receives, so the
+            //   receives never compete for the same chunks;
+            // - and a connection that already holds buffers may not promise itself the reserve:
+            //   the last chunks stay for connections that hold nothing, so one of them (a
+            //   proxy's other side, say) can always make progress and free the rest.
+            let limit = rx.owner_limit().unwrap_or(u64::MAX);
+            let held = rx.owner_bytes(owner);
+            let free = u64::from(rx.available()) * self.chunk;
+            let mut room = free.saturating_sub(self.committed);
+            if held > 0 {
+                room = room.saturating_sub(self.reserve);
             }
-            None => 0,
+            let quantum = (self.pool / self.live_conns.max(1) as u64).max(self.chunk);
+            let budget = limit.saturating_sub(held).min(room).min(quantum);
+            if budget == 0 {
+                self.pause(key, held >= limit);
+                return;
+            }
+            budget.min(u64::from(u32::MAX))
+        } else {
+            // No kernel cap: back-pressure by cancelling (see `complete_recv`).
+            if rx.over_limit(owner) {
+                self.pause(key, true);
+                return;
+            }
+            0
         };
-        let sqe = rx
-            .recv(fd, if self.capped_recv { budget } else { 0 })
-            .user_data(ud(TAG_RECV, key));
+        let sqe = rx.recv(fd, budget as u32).user_data(ud(TAG_RECV, key));
         let conn = &mut self.conns[key];
         conn.armed = true;
         conn.paused = false;
+        conn.budget_left = budget;
+        self.committed += budget;
         self.stats.recv_arms += 1;
         self.push(&sqe);
+    }
+
+    /// Parks a connection until buffers come back; `over_limit` says whether it is its own fault
+    /// (counted as back-pressure) or the pool's.
+    fn pause(&mut self, key: usize, over_limit: bool) {
+        let conn = &mut self.conns[key];
+        if !conn.paused {
+            conn.paused = true;
+            if over_limit {
+                self.stats.backpressure_pauses += 1;
+            } else {
+                self.stats.pool_waits += 1;
+            }
+        }
+        self.paused.push(key);
+    }
+
+    /// Bytes arrived on (or the end of) a capped receive: release that much of its promise.
+    fn spend(&mut self, key: usize, bytes: u64, ended: bool) {
+        let conn = &mut self.conns[key];
+        // Without incremental consumption every completion uses a whole chunk, however few bytes
+        // it carries: that is what it takes from the pool.
+        let used = if self.incremental || bytes == 0 {
+            bytes
+        } else {
+            bytes.max(self.chunk)
+        };
+        let spent = if ended {
+            conn.budget_left
+        } else {
+            used.min(conn.budget_left)
+        };
+        conn.budget_left -= spent;
+        self.committed -= spent;
     }
 
     /// Next received buffer: `Ready(Ok(Some))` data, `Ready(Ok(None))` end of stream.
@@ -580,11 +651,14 @@ impl Driver {
             return;
         };
         let mut rearm = false;
+        let mut received = 0u64;
+        let capped = self.capped_recv && rx.can_cap();
         match rx.complete(conn.owner, res, flags, big) {
             Ok(c) => {
                 rearm = c.needs_rearm();
                 match c.event {
                     RecvEvent::Data(buf) => {
+                        received = buf.len() as u64;
                         if !conn.dropped {
                             conn.queue.push_back(buf);
                         }
@@ -616,8 +690,10 @@ impl Driver {
                 if !c.more {
                     conn.armed = false;
                     conn.cancelling = false;
-                } else if !conn.dropped && !conn.cancelling && rx.over_limit(conn.owner) {
-                    // Back-pressure: stop reading this connection until it returns buffers.
+                } else if !capped && !conn.dropped && !conn.cancelling && rx.over_limit(conn.owner)
+                {
+                    // Back-pressure without a kernel cap: stop reading this connection until it
+                    // returns buffers.
                     conn.cancelling = true;
                     self.stats.backpressure_pauses += 1;
                     self.push(
@@ -635,6 +711,8 @@ impl Driver {
                 }
             }
         }
+        let ended = !self.conns[key].armed;
+        self.spend(key, received, ended);
         let conn = &mut self.conns[key];
         if conn.dropped {
             if !conn.armed {

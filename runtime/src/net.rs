@@ -325,6 +325,12 @@ impl TcpStream {
         Ok(sockopt::tcp_nodelay(&*self.fd)?)
     }
 
+    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes closing the stream reset the connection
+    /// (RST) instead of an orderly close: how a proxy passes a reset on.
+    pub fn set_linger(&self, linger: Option<std::time::Duration>) -> io::Result<()> {
+        Ok(sockopt::set_socket_linger(&*self.fd, linger)?)
+    }
+
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         to_std(rustix::net::getsockname(&*self.fd)?)

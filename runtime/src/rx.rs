@@ -153,6 +153,17 @@ impl Rx {
         }
     }
 
+    /// `(chunk size, chunks)` of the pool.
+    pub(crate) fn geometry(&self) -> (u64, u64) {
+        match self {
+            Rx::Buf(b) => (b.chunk_size() as u64, u64::from(b.chunks())),
+            Rx::Zcrx(z) => (
+                z.chunk_size() as u64,
+                u64::from(z.snapshot().counts.total()),
+            ),
+        }
+    }
+
     /// Chunks the kernel can receive into right now.
     pub(crate) fn available(&self) -> u32 {
         match self {

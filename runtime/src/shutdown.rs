@@ -12,7 +12,8 @@ use ifq::TeardownReport;
 struct Inner {
     triggered: AtomicBool,
     notifiers: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
-    waiters: Mutex<Vec<Waker>>,
+    /// One slot per pending `wait()` future, updated in place and freed when it drops.
+    waiters: Mutex<slab::Slab<Waker>>,
 }
 
 /// Asks runtimes to shut down gracefully: they stop accepting connections, and
@@ -40,7 +41,14 @@ impl ShutdownSignal {
         if self.0.triggered.swap(true, Ordering::AcqRel) {
             return;
         }
-        for w in std::mem::take(&mut *self.0.waiters.lock().unwrap_or_else(|e| e.into_inner())) {
+        let woken: Vec<Waker> = self
+            .0
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for w in woken {
             w.wake();
         }
         for n in self
@@ -61,7 +69,20 @@ impl ShutdownSignal {
 
     /// Resolves once the signal is triggered.
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        Wait { signal: self }
+        Wait {
+            signal: self,
+            slot: None,
+        }
+    }
+
+    /// Pending `wait()` registrations (for tests).
+    #[doc(hidden)]
+    pub fn waiting(&self) -> usize {
+        self.0
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub(crate) fn on_trigger(&self, f: Box<dyn Fn() + Send + Sync>) {
@@ -75,24 +96,61 @@ impl ShutdownSignal {
 
 struct Wait<'a> {
     signal: &'a ShutdownSignal,
+    slot: Option<usize>,
+}
+
+impl Wait<'_> {
+    fn forget(&mut self) {
+        if let Some(k) = self.slot.take() {
+            self.signal
+                .0
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_remove(k);
+        }
+    }
 }
 
 impl Future for Wait<'_> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.signal.is_triggered() {
+            self.forget();
             return Poll::Ready(());
         }
-        self.signal
-            .0
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cx.waker().clone());
+        {
+            let mut waiters = self
+                .signal
+                .0
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match self.slot.and_then(|k| waiters.get_mut(k)) {
+                Some(w) => {
+                    if !w.will_wake(cx.waker()) {
+                        *w = cx.waker().clone();
+                    }
+                }
+                None => {
+                    let k = waiters.insert(cx.waker().clone());
+                    drop(waiters);
+                    self.slot = Some(k);
+                }
+            }
+        }
+        // A trigger between the first check and the registration must not be missed.
         if self.signal.is_triggered() {
+            self.forget();
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        self.forget();
     }
 }
 

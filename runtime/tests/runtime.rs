@@ -514,3 +514,32 @@ fn zcrx_backend_selection() {
         .unwrap_err();
     assert!(e.to_string().contains("zcrx_queue"), "{e}");
 }
+
+/// Polling a `shutdown_requested()` future many times keeps one waker, not one per poll.
+#[test]
+fn shutdown_wait_does_not_grow() {
+    let rt = Runtime::builder().chunks(16).build().unwrap();
+    let signal = rt.shutdown_signal();
+    rt.block_on(async {
+        let mut wait = std::pin::pin!(signal.wait());
+        for _ in 0..100_000 {
+            let polled = PollN {
+                fut: Box::pin(std::future::poll_fn(|cx| wait.as_mut().poll(cx))),
+                left: 1,
+            };
+            assert!(polled.await.is_none());
+        }
+        assert_eq!(
+            signal.waiting(),
+            1,
+            "one registration however often it is polled"
+        );
+        let s2 = signal.clone();
+        let t = spawn(async move { s2.wait().await });
+        yield_now().await;
+        signal.trigger();
+        t.await.unwrap();
+        wait.await;
+        assert_eq!(signal.waiting(), 0);
+    });
+}
