@@ -7,14 +7,21 @@
 //! the iterations. State (the ring, the model's indices, the batch counter) lives across
 //! iterations and samples.
 //!
-//! The target: the whole user-side cost per chunk (`full_cycle` groups) under 25 ns, i.e. under a
-//! sixth of the 164 ns that 200 Gbit/s of 4 KiB chunks leaves per chunk.
+//! The target: the whole user-side cost per chunk (the `bufring_cycle` and `zcrx_cycle` groups)
+//! under 25 ns, i.e. under a sixth of the 164 ns that 200 Gbit/s of 4 KiB chunks leaves per chunk.
+//!
+//! Run: `cargo bench -p benches --bench user_path` (about two minutes; defaults of 1 s warm-up and
+//! 3 s measurement, overridable on the command line); `-- --test` runs each benchmark once. The
+//! numbers are wall-clock: run on an otherwise idle machine (`cross_thread` needs two free cores).
 //!
 //! Groups:
 //! - `bufring_cycle`: completion -> `BufRing::complete` -> `RxBuf` (read its length and first
 //!   byte) -> drop -> `flush` every `B` chunks (one tail store per flush). The model takes buffer
 //!   ids in ring order with `sim_entry` (three loads: `model_only` times it alone).
-//!   Incremental mode: one completion per chunk (`inc1`) and four per chunk (`inc4`).
+//!   `len_only`: the handle's length is read but not its bytes (reading the first byte of a new
+//!   page per chunk costs an L1 and TLB miss, which is the application's, not the runtime's).
+//!   `owners64`: chunks charged to 64 connections in turn. Incremental mode: one completion per
+//!   chunk (`inc1`) and four per chunk (`inc4`).
 //! - `zcrx_cycle`: big-CQE completion -> `ZcrxIfq::complete` -> `RxBuf` -> drop -> `flush` every
 //!   `B` chunks (one refill entry per chunk, one tail store); the model hands pages out round-robin
 //!   (valid: a page comes back at most `B <= N` chunks after it went out) and consumes the refill
@@ -69,6 +76,13 @@ fn touch(buf: &RxBuf) {
     black_box(buf[0]);
 }
 
+/// Looks at the handle only, not at the bytes.
+#[inline(always)]
+fn touch_len(buf: &RxBuf) {
+    black_box(buf.len());
+    black_box(buf.as_ptr());
+}
+
 /// Times `iters` calls of `step` (one chunk each).
 #[inline(always)]
 fn timed(iters: u64, mut step: impl FnMut()) -> Duration {
@@ -91,10 +105,19 @@ struct BufRingSim {
     since_flush: u32,
     /// Completions per chunk (incremental mode fills a chunk over several receives).
     segments: u32,
+    /// Chunks are charged to `owners` connections in turn.
+    owners: u32,
+    next_owner: u32,
+    /// Read the first byte of each handle (else only its length).
+    read_byte: bool,
 }
 
 impl BufRingSim {
     fn new(batch: u32, incremental: bool, segments: u32) -> Self {
+        Self::with_owners(batch, incremental, segments, 1)
+    }
+
+    fn with_owners(batch: u32, incremental: bool, segments: u32, owners: u32) -> Self {
         assert!(batch <= CHUNKS / 2 && (segments == 1 || incremental));
         let ring = BufRing::simulated(
             area(),
@@ -110,6 +133,9 @@ impl BufRingSim {
             batch,
             since_flush: 0,
             segments,
+            owners,
+            next_owner: 0,
+            read_byte: true,
         };
         this.validate();
         this
@@ -121,15 +147,26 @@ impl BufRingSim {
         let (_, _, bid) = self.ring.sim_entry(self.head);
         let base = CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << CQE_BUFFER_SHIFT);
         let len = (CHUNK as u32 / self.segments) as i32;
+        let owner = if self.owners == 1 {
+            OWNER
+        } else {
+            self.next_owner = if self.next_owner + 1 == self.owners {
+                0
+            } else {
+                self.next_owner + 1
+            };
+            OwnerId(1 + self.next_owner)
+        };
         for seg in 1..=self.segments {
             let flags = if seg < self.segments {
                 base | CQE_F_BUF_MORE
             } else {
                 base
             };
-            let c = self.ring.complete(OWNER, len, flags).expect("complete");
+            let c = self.ring.complete(owner, len, flags).expect("complete");
             match c.event {
-                RecvEvent::Data(buf) => touch(&buf),
+                RecvEvent::Data(buf) if self.read_byte => touch(&buf),
+                RecvEvent::Data(buf) => touch_len(&buf),
                 _ => unreachable!("data"),
             }
         }
@@ -171,6 +208,16 @@ fn bufring_cycle(c: &mut Criterion) {
             b.iter_custom(|iters| timed(iters, || sim.step()))
         });
     }
+    let mut sim = BufRingSim::new(16, false, 1);
+    sim.read_byte = false;
+    g.bench_function(BenchmarkId::new("len_only", 16), |b| {
+        b.iter_custom(|iters| timed(iters, || sim.step()))
+    });
+    // Chunks of 64 connections in turn: the per-owner accounting with many owners.
+    let mut sim = BufRingSim::with_owners(16, false, 1, 64);
+    g.bench_function(BenchmarkId::new("owners64", 16), |b| {
+        b.iter_custom(|iters| timed(iters, || sim.step()))
+    });
     for (name, segments) in [("inc1", 1), ("inc4", 4)] {
         let mut sim = BufRingSim::new(16, true, segments);
         g.bench_function(BenchmarkId::new(name, 16), |b| {
@@ -451,12 +498,22 @@ fn chunk_table(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------------
 // Cross-thread drop
 
-fn spin_recv<T>(rx: &Receiver<T>) -> T {
+/// Waits for a message by spinning (a blocking receive would add a futex wake-up per batch), and
+/// yields now and then so the peer gets a core when the machine has fewer free cores than two.
+fn spin_recv<T>(rx: &Receiver<T>) -> Option<T> {
+    let mut spins = 0u32;
     loop {
         match rx.try_recv() {
-            Ok(v) => return v,
-            Err(TryRecvError::Empty) => std::hint::spin_loop(),
-            Err(TryRecvError::Disconnected) => panic!("peer thread gone"),
+            Ok(v) => return Some(v),
+            Err(TryRecvError::Empty) => {
+                spins += 1;
+                if spins % 1024 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            Err(TryRecvError::Disconnected) => return None,
         }
     }
 }
@@ -476,7 +533,8 @@ impl CrossOwner {
     fn take_vec(&mut self) -> Vec<RxBuf> {
         match self.spare.pop() {
             Some(v) => v,
-            None => spin_recv(self.back.as_ref().expect("a dropper when no spare")),
+            None => spin_recv(self.back.as_ref().expect("a dropper when no spare"))
+                .expect("dropper alive"),
         }
     }
 
@@ -520,7 +578,7 @@ impl CrossOwner {
             left -= n;
         }
         while self.spare.len() < 2 {
-            let v = spin_recv(self.back.as_ref().expect("dropper"));
+            let v = spin_recv(self.back.as_ref().expect("dropper")).expect("dropper alive");
             self.spare.push(v);
         }
         self.sim.ring.flush();
@@ -557,16 +615,12 @@ fn cross_thread(c: &mut Criterion) {
         std::thread::scope(|s| {
             let (to_dropper, from_owner) = mpsc::channel::<Vec<RxBuf>>();
             let (to_owner, back) = mpsc::channel::<Vec<RxBuf>>();
-            s.spawn(move || loop {
-                match from_owner.try_recv() {
-                    Ok(mut v) => {
-                        v.clear(); // the drops under test
-                        if to_owner.send(v).is_err() {
-                            break;
-                        }
+            s.spawn(move || {
+                while let Some(mut v) = spin_recv(&from_owner) {
+                    v.clear(); // the drops under test
+                    if to_owner.send(v).is_err() {
+                        break;
                     }
-                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                    Err(TryRecvError::Disconnected) => break,
                 }
             });
             let mut owner = CrossOwner {
