@@ -193,6 +193,7 @@ impl Area {
     }
 
     /// Splits an area offset into (chunk, offset inside the chunk); `None` past the end.
+    #[inline]
     pub fn locate(&self, offset: u64) -> Option<(ChunkId, u32)> {
         if offset >= self.len() as u64 {
             return None;

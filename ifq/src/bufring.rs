@@ -353,6 +353,7 @@ impl BufRing {
         })
     }
 
+    #[inline]
     fn take(&mut self, owner: OwnerId, bid: u16, len: u32, buf_more: bool) -> Result<crate::RxBuf> {
         let chunk = ChunkId::from(bid);
         let chunks = self.core.area().chunks();
@@ -496,7 +497,8 @@ impl BufRing {
                             kernel_busy: true, ..
                         }) => {
                             let _ = self.core.table.kernel_done(chunk);
-                            self.core.shared.returns.release(chunk);
+                            let last = self.core.shared.returns.release(chunk);
+                            debug_assert!(!last, "the owner is alive");
                         }
                         _ => {}
                     }
@@ -545,6 +547,7 @@ impl Geometry {
 }
 
 /// Writes the ring entry for `chunk` at the producer's next slot (published later).
+#[inline]
 fn post_entry(mem: &Mmap, producer: &mut PbufProducer, g: Geometry, chunk: ChunkId) {
     let slot = producer
         .push()

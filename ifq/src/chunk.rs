@@ -169,7 +169,101 @@ impl Hasher for IdHasher {
     }
 }
 
-type OwnerMap = HashMap<OwnerId, OwnerStats, BuildHasherDefault<IdHasher>>;
+/// Per-owner stats of the owners that hold at least one chunk. At most one owner per chunk can
+/// hold anything, so a direct-mapped table with a slot per chunk (by `id & mask`) holds nearly all
+/// of them without hashing (connection ids are sequential or slab indices); an owner whose slot is
+/// taken by another goes to a hash map.
+#[derive(Default)]
+struct OwnerMap {
+    /// `(id, stats)`; a slot with `stats.chunks == 0` is free.
+    slots: Box<[(OwnerId, OwnerStats)]>,
+    mask: u32,
+    in_slots: usize,
+    spill: HashMap<OwnerId, OwnerStats, BuildHasherDefault<IdHasher>>,
+}
+
+impl OwnerMap {
+    fn new(chunks: u32) -> Self {
+        let n = chunks.max(1).next_power_of_two();
+        Self {
+            slots: vec![(OwnerId(0), OwnerStats::default()); n as usize].into_boxed_slice(),
+            mask: n - 1,
+            in_slots: 0,
+            spill: HashMap::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.in_slots + self.spill.len()
+    }
+
+    #[inline]
+    fn home(&self, owner: OwnerId) -> usize {
+        (owner.0 & self.mask) as usize
+    }
+
+    fn get(&self, owner: &OwnerId) -> Option<&OwnerStats> {
+        let (id, s) = &self.slots[self.home(*owner)];
+        if s.chunks > 0 && id == owner {
+            Some(s)
+        } else if self.spill.is_empty() {
+            None
+        } else {
+            self.spill.get(owner)
+        }
+    }
+
+    /// The entry of `owner`, created empty if absent; the caller must leave it with
+    /// `chunks > 0` (or call [`remove`](Self::remove)).
+    #[inline]
+    fn entry(&mut self, owner: OwnerId) -> &mut OwnerStats {
+        let i = self.home(owner);
+        let free = self.slots[i].1.chunks == 0;
+        if !free && self.slots[i].0 == owner {
+            return &mut self.slots[i].1;
+        }
+        if free && (self.spill.is_empty() || !self.spill.contains_key(&owner)) {
+            self.in_slots += 1;
+            self.slots[i] = (owner, OwnerStats::default());
+            return &mut self.slots[i].1;
+        }
+        self.spill.entry(owner).or_default()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, owner: &OwnerId) -> Option<&mut OwnerStats> {
+        let i = self.home(*owner);
+        if self.slots[i].1.chunks > 0 && self.slots[i].0 == *owner {
+            Some(&mut self.slots[i].1)
+        } else if self.spill.is_empty() {
+            None
+        } else {
+            self.spill.get_mut(owner)
+        }
+    }
+
+    /// Removes the entry of `owner`, which is present (the caller may have just emptied it). An
+    /// owner in the spill map never has its id in its home slot (it went there because another
+    /// owner held the slot, and while it is in the map it never claims the slot).
+    #[inline]
+    fn remove(&mut self, owner: &OwnerId) {
+        let i = self.home(*owner);
+        if self.slots[i].0 == *owner {
+            self.slots[i].1 = OwnerStats::default();
+            self.in_slots -= 1;
+        } else {
+            self.spill.remove(owner);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (OwnerId, OwnerStats)> + '_ {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.chunks > 0)
+            .copied()
+            .chain(self.spill.iter().map(|(o, s)| (*o, *s)))
+    }
+}
 
 /// The ownership table of one area. See the [module docs](self).
 pub struct ChunkTable {
@@ -205,7 +299,7 @@ impl ChunkTable {
                 pool: total,
                 ..Counts::default()
             },
-            owners: OwnerMap::default(),
+            owners: OwnerMap::new(total),
             held_bytes: 0,
             limit: None,
             redelivery,
@@ -223,6 +317,7 @@ impl ChunkTable {
     }
 
     /// The state of one chunk.
+    #[inline]
     pub fn state(&self, chunk: ChunkId) -> Result<ChunkState, AccountingError> {
         self.states
             .get(chunk as usize)
@@ -262,7 +357,7 @@ impl ChunkTable {
 
     /// Who holds what.
     pub fn snapshot(&self) -> Snapshot {
-        let mut owners: Vec<_> = self.owners.iter().map(|(&o, &s)| (o, s)).collect();
+        let mut owners: Vec<_> = self.owners.iter().collect();
         owners.sort_unstable_by_key(|(o, _)| *o);
         Snapshot {
             counts: self.counts,
@@ -271,6 +366,7 @@ impl ChunkTable {
         }
     }
 
+    #[inline]
     fn slot(&self, chunk: ChunkId) -> Result<usize, AccountingError> {
         if (chunk as usize) < self.states.len() {
             Ok(chunk as usize)
@@ -302,6 +398,7 @@ impl ChunkTable {
 
     /// A completion handed `len` bytes of `chunk` to `owner`. `kernel_keeps` is true when the
     /// kernel goes on filling the same chunk (incremental mode).
+    #[inline]
     pub fn deliver(
         &mut self,
         chunk: ChunkId,
@@ -349,6 +446,7 @@ impl ChunkTable {
         Ok(())
     }
 
+    #[inline]
     fn charge(&mut self, i: usize, owner: OwnerId, bytes: u64) {
         let new_holder = match &mut self.holders[i] {
             h @ Holders::None => {
@@ -377,12 +475,13 @@ impl ChunkTable {
                 }
             },
         };
-        let stats = self.owners.entry(owner).or_default();
+        let stats = self.owners.entry(owner);
         stats.bytes += bytes;
         stats.chunks += u32::from(new_holder);
         self.held_bytes += bytes;
     }
 
+    #[inline]
     fn discharge(&mut self, i: usize) {
         let holders = std::mem::replace(&mut self.holders[i], Holders::None);
         let mut undo = |owners: &mut OwnerMap, owner: OwnerId, bytes: u64| {
@@ -422,6 +521,7 @@ impl ChunkTable {
 
     /// Every handle into `chunk` is gone and the kernel no longer fills it: it waits to be
     /// published. Returns how many refill entries it needs (one per delivery).
+    #[inline]
     pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
         match self.states[i] {
@@ -443,6 +543,7 @@ impl ChunkTable {
 
     /// The chunk's refill entries were written and the ring tail published: the kernel owns it.
     /// Returns the number of entries it had.
+    #[inline]
     pub fn publish(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
         match self.states[i] {
@@ -517,7 +618,7 @@ impl ChunkTable {
         if bytes != self.held_bytes {
             return Err(format!("held {} != recount {}", self.held_bytes, bytes));
         }
-        let mine: HashMap<_, _> = self.owners.iter().map(|(o, s)| (*o, *s)).collect();
+        let mine: HashMap<_, _> = self.owners.iter().collect();
         if mine != per {
             return Err(format!("owner stats {mine:?} != recount {per:?}"));
         }
@@ -549,14 +650,18 @@ mod tests {
         let c = 0..n + 2; // includes out-of-range ids
         prop_oneof![
             Just(Op::Take),
-            (c.clone(), 0u32..4, 0u32..10_000, any::<bool>()).prop_map(
-                |(chunk, owner, len, keeps)| Op::Deliver {
+            (
+                c.clone(),
+                prop_oneof![0u32..3, Just(8), Just(16), Just(u32::MAX)],
+                0u32..10_000,
+                any::<bool>()
+            )
+                .prop_map(|(chunk, owner, len, keeps)| Op::Deliver {
                     chunk,
                     owner,
                     len,
                     keeps
-                }
-            ),
+                }),
             c.clone().prop_map(Op::KernelDone),
             c.clone().prop_map(Op::Release),
             c.clone().prop_map(Op::Publish),

@@ -2,21 +2,29 @@
 //! last handle dropped.
 //!
 //! Each chunk has one atomic word: the number of live handles (low 31 bits) and an `IN_STACK`
-//! flag (top bit). A drop decrements the count; the drop that takes it to zero claims the chunk
-//! with a compare-and-swap `0 -> IN_STACK` and pushes it on an intrusive Treiber stack (a `next`
-//! index per chunk, a `head` index). The owning thread takes the whole stack with one `swap` and
-//! clears each chunk's flag; a chunk whose count is still zero goes back to the kernel.
+//! flag (top bit). A drop decrements the count; the drop of the last handle goes, in one
+//! compare-and-swap, from `1` to `IN_STACK` (no handle, claimed) and pushes the chunk on an
+//! intrusive Treiber stack (a `next` index per chunk, a `head` index). The owning thread takes the
+//! whole stack with one `swap` and clears each chunk's flag; a chunk whose count is still zero
+//! goes back to the kernel.
 //!
 //! Why this is sound:
-//! - A chunk is pushed only by the thread that won `0 -> IN_STACK`, so it is in the stack at most
-//!   once, and `next` is written only by that thread while the chunk is not reachable.
+//! - A chunk is pushed only by the thread that made the `1 -> IN_STACK` step, so it is in the
+//!   stack at most once, and `next` is written only by that thread while the chunk is not
+//!   reachable.
 //! - Pushes are CAS on `head`; the consumer only ever takes everything (`swap(EMPTY)`), so there
 //!   is no pop and no ABA.
 //! - Only the owning thread creates handles for a chunk whose count is zero (on a completion),
-//!   and it also drains; so a count seen as zero while draining stays zero until the drain is over.
-//! - The final decrement is `AcqRel` and the push is `Release`; the drain's `swap` is `Acquire`, so
+//!   and it also drains; so a count seen as zero while draining stays zero until the drain is over
+//!   (which is also why the owner may set and clear the word of such a chunk with plain stores).
+//! - The final step is `AcqRel` and the push is `Release`; the drain's `swap` is `Acquire`, so
 //!   every read through every handle happens before the chunk is written to the ring, whose tail
 //!   store is `Release` for the kernel.
+//!
+//! Handles hold no reference count on the structure around the stack: when the owner goes it
+//! [closes](ReturnStack::close) the stack (the head becomes `CLOSED`) and counts the chunks still
+//! out; each of those is "pushed" exactly once more, which counts down instead, and whoever brings
+//! the count to zero (the owner, or the drop of the last handle) frees the structure.
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU32, Ordering};
@@ -27,6 +35,8 @@ use crate::chunk::ChunkId;
 
 const IN_STACK: u32 = 1 << 31;
 const EMPTY: u32 = u32::MAX;
+/// The stack head once the owner has gone (see [`ReturnStack::close`]).
+const CLOSED: u32 = u32::MAX - 1;
 /// Past this many handles on one chunk we abort rather than risk the count reaching `IN_STACK`
 /// (only reachable by leaking billions of handles, as with `Arc`).
 const MAX_REFS: u32 = IN_STACK >> 1;
@@ -36,15 +46,26 @@ struct Cell {
     next: AtomicU32,
 }
 
+/// Keeps the stack head (written by every dropping thread) off the cache line of the read-mostly
+/// fields next to it.
+#[repr(align(64))]
+struct Padded<T>(T);
+
 /// Handle counts and the return stack for `n` chunks.
 pub(crate) struct ReturnStack {
     cells: Box<[Cell]>,
-    head: AtomicU32,
+    head: Padded<AtomicU32>,
+    /// After [`close`](Self::close): chunks that will still come back, minus those that came
+    /// back (wrapping: drops may count down before the owner counts up).
+    orphans: Padded<AtomicU32>,
 }
 
 impl ReturnStack {
     pub(crate) fn new(n: u32) -> Self {
-        assert!(n < IN_STACK, "too many chunks for the return stack");
+        assert!(
+            n < CLOSED & !IN_STACK,
+            "too many chunks for the return stack"
+        );
         Self {
             cells: (0..n)
                 .map(|_| Cell {
@@ -52,7 +73,8 @@ impl ReturnStack {
                     next: AtomicU32::new(EMPTY),
                 })
                 .collect(),
-            head: AtomicU32::new(EMPTY),
+            head: Padded(AtomicU32::new(EMPTY)),
+            orphans: Padded(AtomicU32::new(0)),
         }
     }
 
@@ -68,32 +90,57 @@ impl ReturnStack {
         }
     }
 
-    /// Drops a handle to `chunk`; the last one queues the chunk for return. Any thread.
+    /// Adds the first handle to a chunk that has none and is not queued: one the kernel held
+    /// until this completion. Owner only. A plain store: no other thread can touch the word of a
+    /// chunk nobody holds a handle to.
     #[inline]
-    pub(crate) fn release(&self, chunk: ChunkId) {
-        let cell = &self.cells[chunk as usize];
-        let prev = cell.word.fetch_sub(1, Ordering::AcqRel);
-        debug_assert_ne!(prev & !IN_STACK, 0, "handle count underflow");
-        if prev == 1
-            && cell
-                .word
-                .compare_exchange(0, IN_STACK, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.push(chunk);
-        }
+    pub(crate) fn acquire_first(&self, chunk: ChunkId) {
+        let word = &self.cells[chunk as usize].word;
+        debug_assert_eq!(word.load(Ordering::Relaxed), 0, "chunk {chunk} is not idle");
+        word.store(1, Ordering::Relaxed);
     }
 
-    fn push(&self, chunk: ChunkId) {
+    /// Drops a handle to `chunk`; the last one queues the chunk for return. Any thread.
+    ///
+    /// Returns true when the owner has gone ([`close`](Self::close)) and this was the last
+    /// handle of all: the caller frees what holds the stack.
+    #[inline]
+    #[must_use]
+    pub(crate) fn release(&self, chunk: ChunkId) -> bool {
         let cell = &self.cells[chunk as usize];
-        let mut head = self.head.load(Ordering::Relaxed);
+        // One step from "one handle" to "no handle, queued": a chunk is never seen without
+        // handles and unqueued between its last drop and its return (what `close` relies on).
+        let mut word = cell.word.load(Ordering::Relaxed);
         loop {
-            cell.next.store(head, Ordering::Relaxed);
-            match self
-                .head
-                .compare_exchange_weak(head, chunk, Ordering::Release, Ordering::Relaxed)
+            debug_assert_ne!(word & !IN_STACK, 0, "handle count underflow");
+            let new = if word == 1 { IN_STACK } else { word - 1 };
+            match cell
+                .word
+                .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => break,
+                Err(now) => word = now,
+            }
+        }
+        word == 1 && self.push(chunk)
+    }
+
+    /// Queues a claimed chunk; true if the owner has gone and this was the last chunk out.
+    fn push(&self, chunk: ChunkId) -> bool {
+        let cell = &self.cells[chunk as usize];
+        let mut head = self.head.0.load(Ordering::Relaxed);
+        loop {
+            if head == CLOSED {
+                return self.orphans.0.fetch_sub(1, Ordering::AcqRel) == 1;
+            }
+            cell.next.store(head, Ordering::Relaxed);
+            match self.head.0.compare_exchange_weak(
+                head,
+                chunk,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return false,
                 Err(h) => head = h,
             }
         }
@@ -101,14 +148,27 @@ impl ReturnStack {
 
     /// Takes every queued chunk; calls `f` for each whose handle count is still zero (the rest
     /// were handed out again meanwhile and will be queued when their handles drop). Owner only.
-    pub(crate) fn drain(&self, mut f: impl FnMut(ChunkId)) -> usize {
-        let mut at = self.head.swap(EMPTY, Ordering::Acquire);
+    #[inline]
+    pub(crate) fn drain(&self, f: impl FnMut(ChunkId)) -> usize {
+        let at = self.head.0.swap(EMPTY, Ordering::Acquire);
+        debug_assert_ne!(at, CLOSED, "drained after close");
+        self.walk(at, f)
+    }
+
+    #[inline]
+    fn walk(&self, mut at: u32, mut f: impl FnMut(ChunkId)) -> usize {
         let mut n = 0;
         while at != EMPTY {
             let cell = &self.cells[at as usize];
             // Read `next` before clearing the flag: afterwards another thread may re-push `at`.
             let next = cell.next.load(Ordering::Relaxed);
-            let word = cell.word.fetch_and(!IN_STACK, Ordering::AcqRel);
+            let word = if cell.word.load(Ordering::Acquire) == IN_STACK {
+                // No handle is left, so no other thread can change the word: a plain store.
+                cell.word.store(0, Ordering::Relaxed);
+                IN_STACK
+            } else {
+                cell.word.fetch_and(!IN_STACK, Ordering::AcqRel)
+            };
             if word & !IN_STACK == 0 {
                 f(at);
                 n += 1;
@@ -116,6 +176,27 @@ impl ReturnStack {
             at = next;
         }
         n
+    }
+
+    /// The owner goes away: from now on a chunk whose last handle drops is not queued but
+    /// counted, and the drop that counts the last one learns it (`release` returns true). Returns
+    /// true if no handle is left at all: the caller frees what holds the stack now. Owner only,
+    /// once; no handle may be created afterwards except from an existing one.
+    ///
+    /// Exact because a chunk that is out (has handles, or is claimed and not yet drained) always
+    /// has a count or the `IN_STACK` flag set: such a chunk is queued exactly once more, after the
+    /// head became `CLOSED` (those queued before are walked here).
+    #[must_use]
+    pub(crate) fn close(&self) -> bool {
+        let queued = self.head.0.swap(CLOSED, Ordering::AcqRel);
+        self.walk(queued, |_| {});
+        let out = self
+            .cells
+            .iter()
+            .filter(|c| c.word.load(Ordering::Acquire) != 0)
+            .count() as u32;
+        let prev = self.orphans.0.fetch_add(out, Ordering::AcqRel);
+        prev.wrapping_add(out) == 0
     }
 
     #[cfg(test)]
@@ -126,7 +207,7 @@ impl ReturnStack {
 
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Acquire) == EMPTY
+        self.head.0.load(Ordering::Acquire) == EMPTY
     }
 }
 
@@ -140,9 +221,9 @@ mod tests {
         let s = ReturnStack::new(4);
         s.acquire(2);
         s.acquire(2);
-        s.release(2);
+        assert!(!s.release(2));
         assert!(s.is_empty());
-        s.release(2);
+        assert!(!s.release(2));
         let mut got = vec![];
         s.drain(|c| got.push(c));
         assert_eq!(got, vec![2]);
@@ -153,10 +234,10 @@ mod tests {
     fn redelivered_before_drain_is_skipped_then_requeued() {
         let s = ReturnStack::new(2);
         s.acquire(1);
-        s.release(1); // queued
+        assert!(!s.release(1)); // queued
         s.acquire(1); // owner hands it out again before draining
         assert_eq!(s.drain(|_| panic!("chunk is live")), 0);
-        s.release(1);
+        assert!(!s.release(1));
         let mut got = vec![];
         s.drain(|c| got.push(c));
         assert_eq!(got, vec![1]);
@@ -178,7 +259,7 @@ mod tests {
                     for c in 0..N {
                         // Each thread drops one of the two handles, in different orders.
                         let c = if t == 0 { c } else { N - 1 - c };
-                        s.release(c);
+                        assert!(!s.release(c));
                     }
                 });
             }
@@ -208,13 +289,13 @@ mod loom_tests {
             s.acquire(1);
             let a = {
                 let s = s.clone();
-                loom::thread::spawn(move || s.release(0))
+                loom::thread::spawn(move || assert!(!s.release(0)))
             };
             let b = {
                 let s = s.clone();
                 loom::thread::spawn(move || {
-                    s.release(0);
-                    s.release(1);
+                    assert!(!s.release(0));
+                    assert!(!s.release(1));
                 })
             };
             let mut seen = [0u32; 2];
@@ -238,7 +319,7 @@ mod loom_tests {
             s.acquire(0);
             let t = {
                 let s = s.clone();
-                loom::thread::spawn(move || s.release(0))
+                loom::thread::spawn(move || assert!(!s.release(0)))
             };
             let mut returned = 0;
             s.drain(|_| returned += 1);
@@ -251,10 +332,64 @@ mod loom_tests {
             t.join().unwrap();
             if live {
                 s.drain(|_| panic!("returned while a handle is live"));
-                s.release(0);
+                assert!(!s.release(0));
             }
             s.drain(|_| returned += 1);
             assert_eq!(returned, 1);
+        });
+    }
+
+    /// The owner closes the stack while handles on two chunks drop on two threads (one chunk
+    /// with two handles): exactly one party learns that it was the last, after every drop.
+    #[test]
+    fn close_races_drops() {
+        loom::model(|| {
+            let s = Arc::new(ReturnStack::new(3));
+            s.acquire(0);
+            s.acquire(0);
+            s.acquire(1);
+            // Chunk 2 was queued and drained before: idle, not counted.
+            s.acquire(2);
+            assert!(!s.release(2));
+            let a = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.release(0))
+            };
+            let b = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let first = s.release(0);
+                    let second = s.release(1);
+                    assert!(!(first && second));
+                    first || second
+                })
+            };
+            let owner = s.close();
+            let a = a.join().unwrap();
+            let b = b.join().unwrap();
+            assert_eq!(
+                u32::from(owner) + u32::from(a) + u32::from(b),
+                1,
+                "exactly one frees"
+            );
+        });
+    }
+
+    /// A chunk redelivered before close (queued, then handed out again) is counted once.
+    #[test]
+    fn close_with_requeued_chunk() {
+        loom::model(|| {
+            let s = Arc::new(ReturnStack::new(1));
+            s.acquire(0);
+            assert!(!s.release(0)); // queued
+            s.acquire(0); // handed out again before a drain
+            let t = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.release(0))
+            };
+            let owner = s.close();
+            let last = t.join().unwrap();
+            assert!(owner != last, "exactly one frees");
         });
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::area::Area;
 use crate::chunk::ChunkId;
@@ -34,6 +34,7 @@ impl Shared {
         }
     }
 
+    #[inline]
     pub(crate) fn area(&self) -> &Area {
         self.area.as_ref().expect("area present until drop")
     }
@@ -48,10 +49,34 @@ impl Shared {
     pub(crate) fn leak_area_on_drop(&self) {
         self.leak_area.store(true, Ordering::Release);
     }
+}
+
+/// The owning queue's pointer to its [`Shared`]. Handles point to the same `Shared` without a
+/// reference count: the per-chunk handle counts of the return stack say whether any handle
+/// lives. When the owner goes it closes the stack; the `Shared` is freed by whoever is last, the
+/// owner or the drop of the last handle.
+pub(crate) struct SharedOwner(NonNull<Shared>);
+
+// SAFETY: `Shared` is shared with handles on any thread (it is `Sync`: atomics and a mutex); the
+// owner only moves between threads.
+unsafe impl Send for SharedOwner {}
+
+impl SharedOwner {
+    pub(crate) fn new(area: Area) -> Self {
+        Self(NonNull::from(Box::leak(Box::new(Shared::new(area)))))
+    }
 
     /// Makes a handle to `len` bytes at `offset` inside `chunk`, taking one handle reference.
-    /// Returns `None` (and takes nothing) if the range leaves the chunk.
-    pub(crate) fn handle(self: &Arc<Self>, chunk: ChunkId, offset: u32, len: u32) -> Option<RxBuf> {
+    /// Returns `None` (and takes nothing) if the range leaves the chunk. `first`: the owner knows
+    /// the chunk has no handle and is not queued (the kernel held it until now).
+    #[inline]
+    pub(crate) fn handle(
+        &self,
+        chunk: ChunkId,
+        offset: u32,
+        len: u32,
+        first: bool,
+    ) -> Option<RxBuf> {
         let area = self.area();
         let chunk_size = area.chunk_size() as u64;
         if chunk >= area.chunks() || u64::from(offset) + u64::from(len) > chunk_size {
@@ -61,13 +86,37 @@ impl Shared {
         // SAFETY: `at + len <= (chunk + 1) * chunk_size <= area.len()` (checked above), so the
         // pointer stays inside the live mapping.
         let ptr = unsafe { NonNull::new_unchecked(area.base().add(at as usize)) };
-        self.returns.acquire(chunk);
+        if first {
+            self.returns.acquire_first(chunk);
+        } else {
+            self.returns.acquire(chunk);
+        }
         Some(RxBuf {
-            shared: self.clone(),
+            shared: self.0,
             ptr,
             len,
             chunk,
         })
+    }
+}
+
+impl std::ops::Deref for SharedOwner {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        // SAFETY: the owner keeps `Shared` alive until its own drop (`close` returns false while
+        // it has not run).
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for SharedOwner {
+    fn drop(&mut self) {
+        if self.returns.close() {
+            // SAFETY: no handle is left and none can be made (the owner is going): we are the
+            // last user. The pointer came from `Box::leak` in `new`.
+            drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        }
     }
 }
 
@@ -95,7 +144,9 @@ impl Drop for Shared {
 /// Holding a handle keeps its chunk out of the kernel's reach, so hold only what you still need:
 /// the runtime stops reading a connection that holds more than its limit.
 pub struct RxBuf {
-    shared: Arc<Shared>,
+    /// Alive while this handle is: it holds one reference in its chunk's handle count (see
+    /// [`SharedOwner`]).
+    shared: NonNull<Shared>,
     ptr: NonNull<u8>,
     len: u32,
     chunk: ChunkId,
@@ -110,6 +161,11 @@ unsafe impl Send for RxBuf {}
 unsafe impl Sync for RxBuf {}
 
 impl RxBuf {
+    fn shared(&self) -> &Shared {
+        // SAFETY: this handle's reference in the chunk count keeps `Shared` alive.
+        unsafe { self.shared.as_ref() }
+    }
+
     /// The chunk these bytes are in.
     pub fn chunk(&self) -> ChunkId {
         self.chunk
@@ -117,7 +173,7 @@ impl RxBuf {
 
     /// Byte offset of the first byte in the area.
     pub fn area_offset(&self) -> u64 {
-        self.ptr.as_ptr() as u64 - self.shared.area().addr()
+        self.ptr.as_ptr() as u64 - self.shared().area().addr()
     }
 
     /// Number of bytes.
@@ -150,9 +206,9 @@ impl RxBuf {
     }
 
     fn piece(&self, start: u32, len: u32) -> RxBuf {
-        self.shared.returns.acquire(self.chunk);
+        self.shared().returns.acquire(self.chunk);
         RxBuf {
-            shared: self.shared.clone(),
+            shared: self.shared,
             // SAFETY: `start <= self.len`, so the pointer stays within this handle's bytes.
             ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(start as usize)) },
             len,
@@ -246,7 +302,11 @@ impl fmt::Debug for RxBuf {
 impl Drop for RxBuf {
     #[inline]
     fn drop(&mut self) {
-        self.shared.returns.release(self.chunk);
+        if self.shared().returns.release(self.chunk) {
+            // SAFETY: the owner has gone and this was the last handle of all (see
+            // `ReturnStack::close`): nobody else can reach `Shared`. It came from `Box::leak`.
+            drop(unsafe { Box::from_raw(self.shared.as_ptr()) });
+        }
     }
 }
 
@@ -261,14 +321,14 @@ impl From<RxBuf> for bytes::Bytes {
 mod tests {
     use super::*;
 
-    fn shared() -> Arc<Shared> {
+    fn shared() -> SharedOwner {
         let area = Area::builder().chunk_size(4096).chunks(4).build().unwrap();
         let base = area.base();
         for i in 0..4096 {
             // SAFETY: inside chunk 1 of the fresh mapping; no handle exists yet.
             unsafe { base.add(4096 + i).write(i as u8) };
         }
-        Arc::new(Shared::new(area))
+        SharedOwner::new(area)
     }
 
     fn returned(s: &Shared) -> Vec<ChunkId> {
@@ -280,15 +340,18 @@ mod tests {
     #[test]
     fn bounds_are_checked() {
         let s = shared();
-        assert!(s.handle(4, 0, 1).is_none(), "no chunk 4");
-        assert!(s.handle(1, 4000, 97).is_none(), "runs past the chunk");
-        assert!(s.handle(1, u32::MAX, 2).is_none());
+        assert!(s.handle(4, 0, 1, false).is_none(), "no chunk 4");
+        assert!(
+            s.handle(1, 4000, 97, false).is_none(),
+            "runs past the chunk"
+        );
+        assert!(s.handle(1, u32::MAX, 2, false).is_none());
         assert_eq!(
             s.returns.handles(1),
             0,
             "a refused handle takes no reference"
         );
-        let b = s.handle(1, 4000, 96).unwrap();
+        let b = s.handle(1, 4000, 96, false).unwrap();
         assert_eq!(b.len(), 96);
         assert_eq!(b[0], 4000u32 as u8);
         assert_eq!(b.area_offset(), 4096 + 4000);
@@ -297,7 +360,7 @@ mod tests {
     #[test]
     fn split_and_slice_share_the_chunk() {
         let s = shared();
-        let mut b = s.handle(1, 0, 100).unwrap();
+        let mut b = s.handle(1, 0, 100, false).unwrap();
         let head = b.split_to(10);
         let tail = b.split_off(50);
         let mid = b.slice(5..=9);
@@ -321,7 +384,7 @@ mod tests {
     #[test]
     fn advance_truncate_empty() {
         let s = shared();
-        let mut b = s.handle(1, 0, 10).unwrap();
+        let mut b = s.handle(1, 0, 10, false).unwrap();
         b.advance(3);
         b.truncate(4);
         assert_eq!(&b[..], &[3, 4, 5, 6]);
@@ -335,14 +398,14 @@ mod tests {
     #[should_panic(expected = "out of bounds")]
     fn slice_out_of_range_panics_like_a_slice() {
         let s = shared();
-        let b = s.handle(1, 0, 10).unwrap();
+        let b = s.handle(1, 0, 10, false).unwrap();
         let _ = b.slice(5..11);
     }
 
     #[test]
     fn mapping_outlives_the_owner() {
         let s = shared();
-        let b = s.handle(1, 0, 8).unwrap();
+        let b = s.handle(1, 0, 8, false).unwrap();
         drop(s);
         assert_eq!(&b[..], &[0, 1, 2, 3, 4, 5, 6, 7]);
     }

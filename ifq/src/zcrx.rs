@@ -722,6 +722,7 @@ impl ZcrxIfq {
         })
     }
 
+    #[inline]
     fn take(&mut self, owner: OwnerId, loc: ZcrxLoc, len: u32) -> Result<RxBuf> {
         if loc.area_id != self.area_id {
             return Err(CompletionError::WrongArea {
@@ -809,6 +810,7 @@ impl ZcrxIfq {
 
     /// Writes the refill entries `chunk` still owes. False if the queue filled up first (what
     /// was written stays written and counted).
+    #[inline]
     fn write_chunk(&mut self, chunk: ChunkId) -> bool {
         let first = chunk as usize * self.bufs_per_chunk;
         for buf in first..first + self.bufs_per_chunk {

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 
 use crate::area::Area;
 use crate::chunk::{
@@ -11,7 +10,7 @@ use crate::chunk::{
 };
 use crate::completion::CompletionError;
 use crate::error::{Error, Result};
-use crate::rxbuf::{RxBuf, Shared};
+use crate::rxbuf::{RxBuf, SharedOwner};
 
 /// What a receive completion means for the application.
 #[derive(Debug)]
@@ -72,7 +71,7 @@ impl TeardownReport {
 
 /// Owner-side state common to both backends.
 pub(crate) struct Core {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: SharedOwner,
     pub(crate) table: ChunkTable,
 }
 
@@ -80,11 +79,12 @@ impl Core {
     pub(crate) fn new(area: Area, redelivery: Redelivery) -> Self {
         let table = ChunkTable::new(area.chunks(), redelivery);
         Self {
-            shared: Arc::new(Shared::new(area)),
+            shared: SharedOwner::new(area),
             table,
         }
     }
 
+    #[inline]
     pub(crate) fn area(&self) -> &Area {
         self.shared.area()
     }
@@ -92,6 +92,7 @@ impl Core {
     /// Checks a kernel-supplied location, records the delivery and makes the handle. While the
     /// kernel keeps filling a chunk (incremental mode) the core holds one extra reference on it,
     /// so the chunk cannot be returned under the kernel's feet.
+    #[inline]
     pub(crate) fn deliver(
         &mut self,
         chunk: ChunkId,
@@ -109,13 +110,16 @@ impl Core {
             }
             .into());
         }
+        let before = self.table.state(chunk)?;
         let was_busy = matches!(
-            self.table.state(chunk)?,
+            before,
             ChunkState::User {
                 kernel_busy: true,
                 ..
             }
         );
+        // A chunk that is not in the user state has no handle and is not queued for return.
+        let first = !matches!(before, ChunkState::User { .. });
         self.table
             .deliver(chunk, owner, len, kernel_keeps)
             .map_err(|e| match e {
@@ -126,11 +130,14 @@ impl Core {
             })?;
         let buf = self
             .shared
-            .handle(chunk, offset, len)
+            .handle(chunk, offset, len, first)
             .expect("range checked above");
         match (was_busy, kernel_keeps) {
             (false, true) => self.shared.returns.acquire(chunk),
-            (true, false) => self.shared.returns.release(chunk),
+            (true, false) => {
+                let last = self.shared.returns.release(chunk);
+                debug_assert!(!last, "the owner is alive");
+            }
             _ => {}
         }
         Ok(buf)
@@ -138,6 +145,7 @@ impl Core {
 
     /// Moves every chunk whose handles are all gone to the refill state and calls `publish` with
     /// it and its refill entry count. Returns how many chunks were released.
+    #[inline]
     pub(crate) fn collect_returns(
         &mut self,
         mut publish: impl FnMut(&mut ChunkTable, ChunkId, u32),
@@ -163,6 +171,24 @@ impl Core {
             owners: snap.owners,
             counts: snap.counts,
             clean,
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Incremental mode: drop the core's own reference on chunks the kernel was still filling,
+        // so that when the stack closes the counts hold only real handles (otherwise `Shared`
+        // would never be freed).
+        for chunk in 0..self.table.total() {
+            if let Ok(ChunkState::User {
+                kernel_busy: true, ..
+            }) = self.table.state(chunk)
+            {
+                let _ = self.table.kernel_done(chunk);
+                let last = self.shared.returns.release(chunk);
+                debug_assert!(!last, "the owner is alive");
+            }
         }
     }
 }
