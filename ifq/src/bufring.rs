@@ -116,26 +116,7 @@ impl BufRing {
         area: Area,
         config: BufRingConfig,
     ) -> Result<Self> {
-        let chunks = area.chunks() as usize;
-        if chunks > MAX_ENTRIES {
-            return Err(Error::TooManyChunks {
-                chunks,
-                max: MAX_ENTRIES,
-                why: "in a provided buffer ring (buffer ids are 16 bits, rings hold 32768)",
-            });
-        }
-        if area.chunk_size() > u32::MAX as usize {
-            return Err(Error::BadChunkSize {
-                chunk_size: area.chunk_size(),
-            });
-        }
-        let entries = chunks.next_power_of_two();
-        let page = rustix::param::page_size();
-        let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
-        let ring_mem = Mmap::anonymous(map_len, false, true).map_err(|source| Error::Map {
-            len: map_len,
-            source,
-        })?;
+        let (ring_mem, entries) = ring_memory(&area)?;
         let ring_fd = dup_ring_fd(ring.as_fd())?;
         let flags = if config.incremental {
             IOU_PBUF_RING_INC
@@ -183,21 +164,7 @@ impl BufRing {
     /// (a model of the kernel in tests and benchmarks). Everything else is the real code.
     #[doc(hidden)]
     pub fn simulated(area: Area, config: BufRingConfig) -> Result<Self> {
-        let chunks = area.chunks() as usize;
-        if chunks > MAX_ENTRIES {
-            return Err(Error::TooManyChunks {
-                chunks,
-                max: MAX_ENTRIES,
-                why: "in a provided buffer ring",
-            });
-        }
-        let entries = chunks.next_power_of_two();
-        let page = rustix::param::page_size();
-        let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
-        let ring_mem = Mmap::anonymous(map_len, false, true).map_err(|source| Error::Map {
-            len: map_len,
-            source,
-        })?;
+        let (ring_mem, entries) = ring_memory(&area)?;
         Ok(Self::assemble(area, config, ring_mem, entries, None))
     }
 
@@ -526,6 +493,32 @@ impl Drop for BufRing {
     fn drop(&mut self) {
         self.teardown_in_place();
     }
+}
+
+/// Checks the area fits a buffer ring and maps the ring's entry array (one slot per chunk,
+/// rounded up to a power of two and to whole pages). Returns the mapping and the entry count.
+fn ring_memory(area: &Area) -> Result<(Mmap, usize)> {
+    let chunks = area.chunks() as usize;
+    if chunks > MAX_ENTRIES {
+        return Err(Error::TooManyChunks {
+            chunks,
+            max: MAX_ENTRIES,
+            why: "in a provided buffer ring (buffer ids are 16 bits, rings hold 32768)",
+        });
+    }
+    if area.chunk_size() > u32::MAX as usize {
+        return Err(Error::BadChunkSize {
+            chunk_size: area.chunk_size(),
+        });
+    }
+    let entries = chunks.next_power_of_two();
+    let page = rustix::param::page_size();
+    let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
+    let ring_mem = Mmap::anonymous(map_len, false, true).map_err(|source| Error::Map {
+        len: map_len,
+        source,
+    })?;
+    Ok((ring_mem, entries))
 }
 
 /// Where chunk entries point.
