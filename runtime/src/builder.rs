@@ -32,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) chunk_size: usize,
     pub(crate) chunks: usize,
     pub(crate) incremental: bool,
+    pub(crate) coalesce: (Duration, u32),
     pub(crate) conn_limit: Option<u64>,
     pub(crate) grace: Duration,
     pub(crate) signal: ShutdownSignal,
@@ -62,6 +63,7 @@ impl Default for Builder {
                 chunk_size: 32 * 1024,
                 chunks: 256,
                 incremental: false,
+                coalesce: (Duration::from_micros(50), 32),
                 conn_limit: None,
                 grace: Duration::from_secs(5),
                 signal: ShutdownSignal::new(),
@@ -72,7 +74,8 @@ impl Default for Builder {
 
 impl Builder {
     /// Defaults: 1 thread, pinned; SQ 256, CQ 8192; buffer ring of 256 chunks of 32 KiB; a
-    /// per-connection limit of a quarter of the pool; 5 s shutdown grace.
+    /// per-connection limit of a quarter of the pool; completions coalesced for up to 50 µs
+    /// while bulk data flows; 5 s shutdown grace.
     pub fn new() -> Self {
         Self::default()
     }
@@ -133,6 +136,19 @@ impl Builder {
         self
     }
 
+    /// Completion coalescing while bulk data flows: when a receive has just filled a whole chunk
+    /// (or 16 KiB), the loop's next wait asks the kernel for up to `completions` completions,
+    /// returning after `delay` once at least one has arrived (`min_wait` of `io_uring_enter`,
+    /// Linux 6.13+; ignored on older kernels). Fewer wake-ups per byte: on loopback one flow
+    /// goes from about 3.8 to about 5.3 GB/s (see `docs/benchmarks.md`). Request/response
+    /// traffic (receives smaller than that) never waits. Never more than half of what the armed
+    /// receives may still deliver is awaited, so receives are re-armed before they run dry.
+    /// `Duration::ZERO` or `completions <= 1` turns it off. Default: 50 µs, 32 completions.
+    pub fn coalesce(mut self, delay: Duration, completions: u32) -> Self {
+        self.config.coalesce = (delay, completions);
+        self
+    }
+
     /// Most bytes one connection may hold (received and not yet dropped) before the runtime
     /// stops reading it; the others keep receiving. Default: a quarter of the pool.
     pub fn conn_limit(mut self, bytes: u64) -> Self {
@@ -158,6 +174,15 @@ impl Builder {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "threads must be at least 1",
+            ));
+        }
+        if c.coalesce.0 > Duration::from_secs(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "coalesce delay {:?} is too long: at most 1 s (tens of microseconds is typical)",
+                    c.coalesce.0
+                ),
             ));
         }
         if c.conn_limit.is_none() {

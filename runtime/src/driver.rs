@@ -56,6 +56,9 @@ pub struct DriverStats {
     pub pool_waits: u64,
     /// Cancellation requests sent for dropped operations.
     pub cancels: u64,
+    /// Waits that coalesced completions because bulk data was flowing (see
+    /// [`Builder::coalesce`](crate::Builder::coalesce)).
+    pub coalesced_waits: u64,
 }
 
 enum OpState {
@@ -146,6 +149,13 @@ pub(crate) struct Driver {
     wake_fd: Rc<OwnedFd>,
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
+    /// Completion coalescing while bulk data flows: (most completions awaited, minimum wait in
+    /// microseconds); `(1, 0)` when off or unsupported.
+    batch: (u32, u32),
+    /// A receive filled `bulk_len` bytes since the last wait: bulk data is flowing, coalesce.
+    bulk: bool,
+    /// A whole chunk, or 16 KiB if chunks are larger.
+    bulk_len: u64,
     next_owner: u32,
     cqes: Vec<Cqe>,
     stopping: bool,
@@ -170,6 +180,12 @@ impl Driver {
     pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
         let (ring, rx, backend) = Rx::setup(config, index)?;
         let (chunk, chunks) = rx.geometry();
+        let (delay, completions) = config.coalesce;
+        let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {
+            (completions, delay.as_micros().clamp(1, 1_000_000) as u32)
+        } else {
+            (1, 0)
+        };
         Ok(Self {
             ring,
             ops: Slab::with_capacity(256),
@@ -184,6 +200,9 @@ impl Driver {
             wake_fd,
             wake_buf: Box::new([0; 8]),
             wake_armed: false,
+            batch,
+            bulk: false,
+            bulk_len: chunk.min(16 * 1024),
             next_owner: 1,
             cqes: Vec::with_capacity(config.cq_entries as usize),
             stopping: false,
@@ -548,13 +567,21 @@ impl Driver {
             None
         };
         self.stats.enters += 1;
+        let batch = if block { self.wait_batch() } else { 1 };
         let r = match (block, timeout) {
             (false, _) => self.ring.submit(),
-            (true, None) => self.ring.submit_and_wait(1),
-            (true, Some(d)) => {
-                let ts = types::Timespec::from(d.max(Duration::from_micros(1)));
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submit_with_args(1, &args)
+            (true, None) if batch <= 1 => self.ring.submit_and_wait(1),
+            (true, timeout) => {
+                let ts = timeout.map(|d| types::Timespec::from(d.max(Duration::from_micros(1))));
+                let mut args = types::SubmitArgs::new();
+                if let Some(ts) = ts.as_ref() {
+                    args = args.timespec(ts);
+                }
+                if batch > 1 {
+                    args = args.min_wait_usec(self.batch.1);
+                    self.stats.coalesced_waits += 1;
+                }
+                self.ring.submit_with_args(batch, &args)
             }
         };
         if let Err(e) = r {
@@ -566,8 +593,30 @@ impl Driver {
             }
         }
         self.reap_into_buffer();
+        if !self.cqes.is_empty() {
+            // `bulk` describes the latest completions reaped.
+            self.bulk = false;
+        }
         self.dispatch();
         self.timers.fire(Instant::now());
+    }
+
+    /// How many completions to wait for. One, unless bulk data is flowing: then up to
+    /// `batch.0`, but never more than half of what the armed receives may still deliver, so the
+    /// loop wakes to re-arm before they all run dry.
+    fn wait_batch(&self) -> usize {
+        if !self.bulk || self.batch.0 <= 1 {
+            return 1;
+        }
+        let Some(rx) = self.rx.as_ref() else {
+            return 1;
+        };
+        let deliverable = if self.capped_recv && rx.can_cap() {
+            self.committed / self.chunk
+        } else {
+            u64::from(rx.available())
+        };
+        (deliverable / 2).clamp(1, u64::from(self.batch.0)) as usize
     }
 
     fn prepare(&mut self) {
@@ -662,6 +711,7 @@ impl Driver {
                 match c.event {
                     RecvEvent::Data(buf) => {
                         received = buf.len() as u64;
+                        self.bulk |= received >= self.bulk_len;
                         if !conn.dropped {
                             conn.queue.push_back(buf);
                         }

@@ -58,6 +58,11 @@ impl Ring {
         each!(self, r => unsafe { r.submission().push(sqe) }.is_ok())
     }
 
+    /// Whether `io_uring_enter` takes a minimum wait (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.13+).
+    pub(crate) fn has_min_wait(&self) -> bool {
+        each!(self, r => r.params().is_feature_min_timeout())
+    }
+
     pub(crate) fn submit(&self) -> io::Result<usize> {
         each!(self, r => r.submit())
     }

@@ -543,3 +543,96 @@ fn shutdown_wait_does_not_grow() {
         assert_eq!(signal.waiting(), 0);
     });
 }
+
+/// Completion coalescing: bulk receives coalesce the next wait, small request/response traffic
+/// never does (a long coalescing delay would otherwise show in every round trip), and a bulk
+/// transfer through a tiny pool never stalls on it (the loop never awaits more than the armed
+/// receives can still deliver).
+#[test]
+fn coalescing_applies_to_bulk_only_and_never_stalls() {
+    // A delay far longer than any round trip: if small receives coalesced, 200 round trips
+    // would take 200 x 100 ms.
+    let delay = Duration::from_millis(100);
+    let rt = Runtime::builder().coalesce(delay, 32).build().unwrap();
+    let min_wait = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_nodelay(true).unwrap();
+            let t0 = Instant::now();
+            let mut back = [0u8; 100];
+            for i in 0..200u8 {
+                s.write_all(&[i; 100]).unwrap();
+                s.read_exact(&mut back).unwrap();
+                assert_eq!(back, [i; 100]);
+            }
+            t0.elapsed()
+        });
+        let (s, _) = l.accept().await.unwrap();
+        while let Some(b) = s.recv().await.unwrap() {
+            s.send_buf(b).await.unwrap();
+        }
+        let took = client.join().unwrap();
+        eprintln!("200 round trips of 100 bytes with a 100 ms coalescing delay: {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "small receives coalesced: {took:?}"
+        );
+        let before = runtime::stats().coalesced_waits;
+        assert_eq!(before, 0, "request/response traffic never coalesces");
+        before
+    });
+    assert_eq!(min_wait, 0);
+
+    // Bulk through a pool of 8 chunks with a per-connection limit of 4: at most 2 completions
+    // are awaited per wait, so the data keeps flowing.
+    let rt = Runtime::builder()
+        .chunks(8)
+        .chunk_size(16 * 1024)
+        .conn_limit(4 * 16 * 1024)
+        .coalesce(Duration::from_millis(20), 64)
+        .build()
+        .unwrap();
+    let data = pattern(77, 32 << 20);
+    let expected = data.clone();
+    rt.block_on(async move {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&data).unwrap();
+        });
+        let (s, _) = l.accept().await.unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::with_capacity(32 << 20);
+        while let Some(b) = s.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        sender.join().unwrap();
+        let took = t0.elapsed();
+        assert!(got == expected, "every byte, in order");
+        let st = runtime::stats();
+        eprintln!("32 MiB through 8 x 16 KiB chunks in {took:?}: {st:?}");
+        // 32 MiB is 2048 chunks, 512 budgets of 4: waiting the full 20 ms for each is 10 s.
+        assert!(
+            took < Duration::from_secs(5),
+            "coalescing stalled the flow: {took:?}"
+        );
+        if has_min_wait() {
+            assert!(st.coalesced_waits > 0, "bulk receives coalesced: {st:?}");
+        }
+    });
+}
+
+/// Whether this kernel supports `min_wait` (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.13+).
+fn has_min_wait() -> bool {
+    let r = runtime::ifq::io_uring::IoUring::new(2)
+        .unwrap()
+        .params()
+        .is_feature_min_timeout();
+    if !r {
+        eprintln!("this kernel has no IORING_FEAT_MIN_TIMEOUT: coalescing is off, not asserted");
+    }
+    r
+}
