@@ -1115,6 +1115,43 @@ pub mod cli {
         Ok(std::time::Duration::from_secs_f64(v))
     }
 
+    /// A zcrx receive queue, `IFNAME:QUEUE` (`eth0:4`): the interface name is checked the way the
+    /// kernel will (1 to 15 bytes, no `/`, no whitespace, no NUL), the queue is a number.
+    pub fn zcrx_queue(s: &str) -> Result<(String, u32), String> {
+        let Some((name, queue)) = s.rsplit_once(':') else {
+            return Err(format!(
+                "'{s}' is not IFNAME:QUEUE (e.g. eth0:4; `ethtool -l IFNAME` shows the queues)"
+            ));
+        };
+        ifq::zcrx::validate_ifname(name).map_err(|e| e.to_string())?;
+        let queue = queue
+            .parse()
+            .map_err(|_| format!("'{queue}' in '{s}' is not a queue number"))?;
+        Ok((name.to_string(), queue))
+    }
+
+    /// The receive backend, for `--backend`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+    pub enum Backend {
+        /// zcrx on `--zcrx` if the kernel, NIC and privileges allow it, else the buffer ring
+        /// (saying why, once).
+        Auto,
+        /// The provided buffer ring (copies into the pool; works on every NIC).
+        Bufring,
+        /// zcrx on `--zcrx`, or fail.
+        Zcrx,
+    }
+
+    impl From<Backend> for runtime::RxBackend {
+        fn from(b: Backend) -> Self {
+            match b {
+                Backend::Auto => runtime::RxBackend::Auto,
+                Backend::Bufring => runtime::RxBackend::BufRing,
+                Backend::Zcrx => runtime::RxBackend::Zcrx,
+            }
+        }
+    }
+
     /// A 64-bit seed, decimal or `0x` hexadecimal.
     pub fn seed(s: &str) -> Result<u64, String> {
         let t = s.trim();

@@ -58,6 +58,13 @@ struct Args {
     /// Receive chunk size in bytes: a power of two from 4096 to 1048576 (K and M suffixes work).
     #[arg(long, default_value = "32K", value_parser = cli::chunk_size)]
     chunk_size: usize,
+    /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i). Needs a
+    /// zcrx-capable NIC with header/data split and flow steering, and CAP_NET_ADMIN.
+    #[arg(long, value_name = "IFNAME:QUEUE", value_parser = cli::zcrx_queue)]
+    zcrx: Option<(String, u32)>,
+    /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
+    #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
+    backend: cli::Backend,
     /// Most received bytes one connection may hold before the runtime stops reading it
     /// (K, M suffixes; default: 4 chunks). Keep it well below the pool: connections stuck at
     /// their limit must not be able to hold every chunk.
@@ -137,14 +144,23 @@ fn main() -> anyhow::Result<()> {
         "proxy: {} -> {} with {} thread(s), {} chunks of {} bytes per thread, {conn_limit} bytes per connection",
         args.listen, args.upstream, args.threads, args.chunks, args.chunk_size
     );
-    let results = Runtime::builder()
+    let mut builder = Runtime::builder()
         .threads(args.threads.into())
         .chunks(args.chunks)
         .chunk_size(args.chunk_size)
-        .conn_limit(conn_limit)
-        .run(move |_| {
+        .rx_backend(args.backend.into())
+        .conn_limit(conn_limit);
+    if let Some((ifname, queue)) = args.zcrx.clone() {
+        builder = builder.zcrx_queue(ifname, queue);
+    }
+    let results = builder
+        .run(move |i| {
             let (config, counters) = (config.clone(), counters.clone());
             async move {
+                eprintln!(
+                    "proxy: thread {i} receives with the {}",
+                    runtime::rx_backend()
+                );
                 let listener = TcpListener::bind_reuseport(listen)?;
                 serve_proxy(listener, config, counters).await
             }

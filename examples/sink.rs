@@ -63,6 +63,13 @@ struct Args {
     /// Receive chunk size in bytes: a power of two from 4096 to 1048576 (K and M suffixes work).
     #[arg(long, default_value = "32K", value_parser = cli::chunk_size)]
     chunk_size: usize,
+    /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i). Needs a
+    /// zcrx-capable NIC with header/data split and flow steering, and CAP_NET_ADMIN.
+    #[arg(long, value_name = "IFNAME:QUEUE", value_parser = cli::zcrx_queue)]
+    zcrx: Option<(String, u32)>,
+    /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
+    #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
+    backend: cli::Backend,
     /// Check every connection's bytes against the pattern for this seed (decimal or 0x hex).
     #[arg(long, value_name = "SEED", value_parser = cli::seed)]
     verify: Option<u64>,
@@ -113,12 +120,16 @@ fn main() -> anyhow::Result<()> {
 
     let totals = Arc::new(SinkTotals::default());
     let signal = ShutdownSignal::new();
-    let builder = Runtime::builder()
+    let mut builder = Runtime::builder()
         .threads(args.threads.into())
         .chunks(args.chunks)
         .chunk_size(args.chunk_size)
+        .rx_backend(args.backend.into())
         .shutdown_signal(signal.clone())
         .shutdown_grace(Duration::from_secs(2));
+    if let Some((ifname, queue)) = args.zcrx.clone() {
+        builder = builder.zcrx_queue(ifname, queue);
+    }
     eprintln!(
         "sink: listening on {listen} with {} thread(s), {} chunks of {} bytes per thread{}",
         args.threads,
@@ -134,9 +145,13 @@ fn main() -> anyhow::Result<()> {
     let config = SinkConfig::new(args.verify, args.iperf3);
     let rt_totals = totals.clone();
     let server = std::thread::spawn(move || {
-        builder.run(move |_| {
+        builder.run(move |i| {
             let (totals, config) = (rt_totals.clone(), config.clone());
             async move {
+                eprintln!(
+                    "sink: thread {i} receives with the {}",
+                    runtime::rx_backend()
+                );
                 let listener = TcpListener::bind_reuseport(listen)?;
                 serve_sink(listener, config, totals, move |report| {
                     if !quiet {

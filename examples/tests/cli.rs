@@ -259,3 +259,99 @@ fn proxy_binary_forwards() {
     }
     upstream.join().unwrap();
 }
+
+/// zcrx without CAP_NET_ADMIN: `--backend zcrx` fails at start-up with a message that names the
+/// capability and the ways to get it; auto mode falls back to the buffer ring and says so once,
+/// however many threads start. Bad `--zcrx` values are refused before anything starts.
+#[test]
+fn zcrx_privilege_and_fallback() {
+    let Some(sink) = example("sink") else {
+        return;
+    };
+    let bad = [
+        ("lo", "not IFNAME:QUEUE"),
+        ("lo/x:1", "contains '/'"),
+        ("averyveryverylongname:0", "15"),
+        ("lo:x", "not a queue number"),
+        (":1", "empty"),
+    ];
+    for (value, why) in bad {
+        let out = run(&sink, &["--listen", "127.0.0.1:1", "--zcrx", value]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--zcrx {value}: {err}");
+        assert!(
+            err.contains(why),
+            "--zcrx {value}: expected '{why}' in: {err}"
+        );
+    }
+    let out = run(&sink, &["--listen", "127.0.0.1:1", "--backend", "zcrx"]);
+    assert!(
+        text(&out.stderr).contains("--zcrx"),
+        "--backend zcrx without --zcrx says what is missing"
+    );
+
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(setpriv) = setpriv else {
+        eprintln!("skipped the privilege part: setpriv (util-linux) is not installed");
+        return;
+    };
+    let no_net_admin = |args: &[&str]| {
+        let mut c = Command::new(setpriv);
+        c.args(["--inh-caps=-net_admin", "--bounding-set=-net_admin", "--"])
+            .arg(&sink)
+            .args(args);
+        run_bounded(&mut c, Duration::from_secs(20)).expect("run sink under setpriv")
+    };
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+
+    let out = no_net_admin(&[
+        "--listen",
+        &listen,
+        "--zcrx",
+        "lo:0",
+        "--backend",
+        "zcrx",
+        "--duration",
+        "0.2",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "zcrx without CAP_NET_ADMIN must fail: {err}"
+    );
+    assert!(
+        err.contains("CAP_NET_ADMIN") && err.contains("root") && err.contains("setcap"),
+        "the message names the capability and the ways to get it: {err}"
+    );
+
+    let out = no_net_admin(&[
+        "--listen",
+        &listen,
+        "--zcrx",
+        "lo:0",
+        "--threads",
+        "2",
+        "--duration",
+        "0.2",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "auto mode falls back and serves: {err}"
+    );
+    assert_eq!(
+        err.matches("falling back to the provided buffer ring")
+            .count(),
+        1,
+        "the fallback is said once for both threads: {err}"
+    );
+    assert!(err.contains("CAP_NET_ADMIN"), "and says why: {err}");
+    assert_eq!(
+        err.matches("receives with the buffer ring").count(),
+        2,
+        "both threads use the buffer ring: {err}"
+    );
+}

@@ -48,5 +48,5 @@ pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use ifq;
 pub use ifq::{OwnerId, RxBuf};
-pub use runtime::{rx_snapshot, shutdown_requested, spawn, stats, yield_now, Runtime};
+pub use runtime::{rx_backend, rx_snapshot, shutdown_requested, spawn, stats, yield_now, Runtime};
 pub use shutdown::{ShutdownReport, ShutdownSignal};

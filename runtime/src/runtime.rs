@@ -201,6 +201,14 @@ pub fn rx_snapshot() -> Option<ifq::Snapshot> {
     crate::context::with_driver(|d| d.rx_snapshot())
 }
 
+/// The current thread's receive backend in words (see [`Runtime::rx_backend`]).
+///
+/// # Panics
+/// Outside a runtime.
+pub fn rx_backend() -> String {
+    crate::context::with_driver(|d| d.backend.clone())
+}
+
 /// Driver counters of the current thread's runtime (see [`Runtime::stats`]).
 ///
 /// # Panics
