@@ -172,6 +172,23 @@ pub enum Error {
         /// The name looked up.
         name: String,
     },
+    /// The interface has fewer receive queues than the queue index asked for (checked in sysfs
+    /// before registering: the kernel would answer `ERANGE`, or on some drivers refuse for
+    /// another reason first).
+    #[error(
+        "{ifname} has {queues} receive queue(s) (0 to {}), so queue {queue} does not exist; pick \
+         one of those, or add queues with `ethtool -L {ifname} combined N` (`ethtool -l {ifname}` \
+         shows the maximum)",
+        queues.saturating_sub(1)
+    )]
+    QueueOutOfRange {
+        /// Interface name.
+        ifname: String,
+        /// The queue index asked for.
+        queue: u32,
+        /// Receive queues the interface has.
+        queues: u32,
+    },
     /// The kernel refused a zcrx registration.
     #[error("zcrx registration on {ifname} queue {queue} failed: {}", refusal.reason())]
     ZcrxRefused {

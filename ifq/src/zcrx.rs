@@ -232,6 +232,17 @@ pub fn resolve_interface(interface: &Interface) -> Result<(String, u32)> {
     }
 }
 
+/// Receive queues of `ifname` as sysfs shows them (`/sys/class/net/IF/queues/rx-N`); `None`
+/// when sysfs cannot tell (not mounted, another network namespace's view).
+pub fn rx_queue_count(ifname: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
+    let n = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("rx-")))
+        .count();
+    (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 /// Counters of a zcrx queue's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ZcrxStats {
@@ -376,6 +387,15 @@ impl ZcrxIfq {
     ) -> Result<Self> {
         check_ring(ring)?;
         let (ifname, if_index) = resolve_interface(&config.interface)?;
+        if let Some(queues) = rx_queue_count(&ifname) {
+            if config.queue >= queues {
+                return Err(Error::QueueOutOfRange {
+                    ifname,
+                    queue: config.queue,
+                    queues,
+                });
+            }
+        }
         let target = Target::Device {
             ifname,
             if_index,
