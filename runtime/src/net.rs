@@ -146,11 +146,21 @@ impl TcpListener {
 
     /// Waits for a connection. Cancellation-safe. After a graceful shutdown was triggered it
     /// fails with `ConnectionAborted`.
+    ///
+    /// A connection whose peer already reset it before it was accepted (its address is gone,
+    /// `ENOTCONN`) is closed and skipped: it never reaches the application, and one vanished
+    /// client cannot make `accept` fail.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let fd = std::future::poll_fn(|cx| context::with_driver(|d| d.poll_accept(self.key, cx)))
-            .await?;
-        let peer = to_std(rustix::net::getpeername(&fd)?)?;
-        Ok((TcpStream::from_fd(fd), peer))
+        loop {
+            let fd =
+                std::future::poll_fn(|cx| context::with_driver(|d| d.poll_accept(self.key, cx)))
+                    .await?;
+            match rustix::net::getpeername(&fd) {
+                Ok(peer) => return Ok((TcpStream::from_fd(fd), to_std(peer)?)),
+                Err(rustix::io::Errno::NOTCONN) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -636,3 +636,29 @@ fn has_min_wait() -> bool {
     }
     r
 }
+
+/// A client that resets its connection before the server accepts it does not make `accept`
+/// fail (its address is gone by then): it is skipped and the next client is accepted.
+#[test]
+fn accept_skips_connections_reset_before_accept() {
+    let rt = Runtime::new_default().unwrap();
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        for _ in 0..3 {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO)).unwrap();
+            drop(s); // RST while the connection waits in the accept queue
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let good = std::net::TcpStream::connect(addr).unwrap();
+        let (s, peer) = timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("accept returns")
+            .expect("accept skips the reset connections");
+        assert_eq!(peer, good.local_addr().unwrap());
+        (&good).write_all(b"hello").unwrap();
+        let b = s.recv().await.unwrap().unwrap();
+        assert_eq!(&b[..], b"hello");
+    });
+}
