@@ -105,6 +105,8 @@ struct Counters {
 struct Sample {
     t: f64,
     rss_kib: u64,
+    /// Bytes malloc has handed out and not had back (glibc `mallinfo2`, all arenas), KiB.
+    heap_kib: u64,
     fds: u64,
     server_conns: u64,
     server_active: u64,
@@ -260,6 +262,16 @@ fn main() -> Result<()> {
     } else {
         (0.0, 0.0)
     };
+    let heap =
+        |s: &[Sample]| s.iter().map(|s| s.heap_kib as f64).sum::<f64>() / s.len().max(1) as f64;
+    let (h2, h4) = if quarter >= 1 {
+        (
+            heap(&samples[quarter..2 * quarter]),
+            heap(&samples[3 * quarter..]),
+        )
+    } else {
+        (0.0, 0.0)
+    };
     let allowed = 2048.0 + q2 * 0.02;
     if quarter >= 1 && q4 - q2 > allowed {
         failures.push(format!(
@@ -274,8 +286,9 @@ fn main() -> Result<()> {
          trips, {} churn connections ({} reset mid-stream), {} connections served, {} ENOBUFS, \
          {} back-pressure pauses, {} pool waits\n\
          soak: fds {fds_before} before, {fds_after} after; RSS {rss_before} KiB before, mean \
-         {q2:.0} KiB in the second quarter, {q4:.0} KiB in the last, max {} KiB; after the load \
-         {} chunks in the pool, {} posted, {} held; {held_at_shutdown} bytes held at shutdown\n\
+         {q2:.0} KiB in the second quarter, {q4:.0} KiB in the last, max {} KiB; malloc'd heap \
+         in use {h2:.0} KiB in the second quarter, {h4:.0} KiB in the last, {} KiB after the \
+         load; after the load {} chunks in the pool, {} posted, {} held; {held_at_shutdown} bytes held at shutdown\n\
          soak: {}",
         counters.bulk_conns.load(Ordering::Acquire),
         bulk_gb / secs,
@@ -287,6 +300,7 @@ fn main() -> Result<()> {
         last.pool.backpressure_pauses,
         last.pool.pool_waits,
         samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
+        last.heap_kib,
         last.pool.pool + last.pool.refill,
         last.pool.kernel,
         last.pool.user,
@@ -329,6 +343,7 @@ fn sample(start: Instant, c: &Counters, view: &Mutex<PoolView>) -> Sample {
     Sample {
         t: start.elapsed().as_secs_f64(),
         rss_kib: rss_kib(),
+        heap_kib: heap_kib(),
         fds: fd_count(),
         server_conns: c.server_conns.load(Ordering::Acquire),
         server_active: c.server_active.load(Ordering::Acquire),
@@ -345,10 +360,11 @@ fn sample(start: Instant, c: &Counters, view: &Mutex<PoolView>) -> Sample {
 
 fn print_sample(s: &Sample) {
     println!(
-        "[{:6.0} s] RSS {:7} KiB  fds {:4}  conns {:6} ({:3} open)  bulk {:7.1} GB  echo {:9}  \
+        "[{:6.0} s] RSS {:7} KiB  heap {:6} KiB  fds {:4}  conns {:6} ({:3} open)  bulk {:7.1} GB  echo {:9}  \
          churn {:7}  pool {:3}/{:3}/{:3}/{:3} (free/kernel/app/refill)  errors {}",
         s.t,
         s.rss_kib,
+        s.heap_kib,
         s.fds,
         s.server_conns,
         s.server_active,
@@ -642,6 +658,12 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn heap_kib() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks as u64 / 1024
 }
 
 fn fd_count() -> u64 {
