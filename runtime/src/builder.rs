@@ -150,7 +150,9 @@ impl Builder {
     }
 
     /// Most bytes one connection may hold (received and not yet dropped) before the runtime
-    /// stops reading it; the others keep receiving. Default: a quarter of the pool.
+    /// stops reading it; the others keep receiving. Default: a quarter of the pool. Without
+    /// incremental mode a chunk counts whole, however few bytes it carries: a peer sending one
+    /// byte per segment is stopped after `bytes / chunk_size` segments, not `bytes`.
     pub fn conn_limit(mut self, bytes: u64) -> Self {
         self.config.conn_limit = Some(bytes);
         self

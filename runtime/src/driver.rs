@@ -338,7 +338,7 @@ impl Driver {
             //   the last chunks stay for connections that hold nothing, so one of them (a
             //   proxy's other side, say) can always make progress and free the rest.
             let limit = rx.owner_limit().unwrap_or(u64::MAX);
-            let held = rx.owner_bytes(owner);
+            let held = rx.owner_footprint(owner, self.incremental);
             let free = u64::from(rx.available()) * self.chunk;
             let mut room = free.saturating_sub(self.committed);
             if held > 0 {
@@ -406,6 +406,37 @@ impl Driver {
         self.committed -= spent;
     }
 
+    /// A capped receive whose promise is spent keeps receiving until the kernel's byte cap: with
+    /// small segments every completion takes a whole chunk, so a trickle (one byte per segment)
+    /// would take a chunk per byte, the whole pool within a budget meant for a few chunks. Once
+    /// the promise is spent, stop the receive if its connection holds its limit or, holding
+    /// anything, is eating into the reserve; the re-arm (or the pause) then starts from what the
+    /// connection really holds. A connection whose buffers are dropped promptly (small
+    /// messages) is left alone: it takes chunks, but gives them back.
+    fn stop_if_overdrawn(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if !self.capped_recv || conn.budget_left > 0 || conn.cancelling || conn.dropped {
+            return;
+        }
+        let Some(rx) = self.rx.as_ref().filter(|rx| rx.can_cap()) else {
+            return;
+        };
+        let limit = rx.owner_limit().unwrap_or(u64::MAX);
+        let held = rx.owner_footprint(conn.owner, self.incremental);
+        let free = u64::from(rx.available()) * self.chunk;
+        let at_limit = held + self.chunk > limit;
+        let into_reserve = held > 0 && free < self.reserve + self.chunk;
+        if !at_limit && !into_reserve {
+            return;
+        }
+        self.conns[key].cancelling = true;
+        self.push(
+            &opcode::AsyncCancel::new(ud(TAG_RECV, key))
+                .build()
+                .user_data(ud(TAG_IGNORE, 0)),
+        );
+    }
+
     /// Next received buffer: `Ready(Ok(Some))` data, `Ready(Ok(None))` end of stream.
     pub(crate) fn poll_recv(
         &mut self,
@@ -439,6 +470,10 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if !conn.dropped {
+            // No longer live: it leaves the fair share to the others.
+            self.live_conns -= 1;
+        }
         conn.dropped = true;
         conn.queue.clear();
         conn.waker = None;
@@ -711,6 +746,18 @@ impl Driver {
                 match c.event {
                     RecvEvent::Data(buf) => {
                         received = buf.len() as u64;
+                        // A capped receive ends by itself only when the kernel's byte cap is
+                        // spent, and our promise never runs behind that cap; ending with data
+                        // while more than this completion was still promised means the kernel
+                        // could not post to a full CQ (the buffer ring has no error code for it).
+                        let used = if self.incremental {
+                            received
+                        } else {
+                            received.max(self.chunk)
+                        };
+                        if !c.more && capped && conn.budget_left > used {
+                            self.stats.cq_overflows += 1;
+                        }
                         self.bulk |= received >= self.bulk_len;
                         if !conn.dropped {
                             conn.queue.push_back(buf);
@@ -766,6 +813,9 @@ impl Driver {
         }
         let ended = !self.conns[key].armed;
         self.spend(key, received, ended);
+        if received > 0 && !ended {
+            self.stop_if_overdrawn(key);
+        }
         let conn = &mut self.conns[key];
         if conn.dropped {
             if !conn.armed {

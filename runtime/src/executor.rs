@@ -274,6 +274,11 @@ impl Executor {
         self.root_ready.replace(false)
     }
 
+    /// A new root future (another `block_on`) must be polled once to start.
+    pub(crate) fn set_root_ready(&self) {
+        self.root_ready.set(true);
+    }
+
     pub(crate) fn spawn<F: Future + 'static>(&self, fut: F) -> JoinHandle<F::Output> {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
@@ -429,7 +434,17 @@ impl Drop for EnterGuard {
     fn drop(&mut self) {
         LOCAL.with(|(id, q)| {
             id.set(self.prev);
-            q.borrow_mut().clear();
+            // Tasks woken in the last turn stay scheduled (their wakes are no-ops until they
+            // run): hand them to their executor's remote queue, so that the next `block_on` or
+            // the shutdown's grace period runs them, instead of losing the wakes.
+            for h in q.borrow_mut().drain(..) {
+                let remote = h.remote.clone();
+                remote
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(h);
+            }
         });
     }
 }

@@ -95,6 +95,8 @@ impl Runtime {
         let mut fut = pin!(fut);
         let waker = self.handle.exec.root_waker();
         let mut cx = Context::from_waker(&waker);
+        // The previous `block_on` consumed the flag when its future finished.
+        self.handle.exec.set_root_ready();
         loop {
             if self.handle.exec.take_root_ready() {
                 if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {

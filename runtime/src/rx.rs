@@ -141,9 +141,19 @@ impl Rx {
         }
     }
 
-    pub(crate) fn owner_bytes(&self, owner: OwnerId) -> u64 {
+    /// What `owner` keeps out of the pool, in bytes. Without incremental consumption every
+    /// completion takes a whole chunk however few bytes it carries, so a chunk counts whole: a
+    /// peer sending one byte per segment must not pin a chunk per byte within a byte limit.
+    pub(crate) fn owner_footprint(&self, owner: OwnerId, incremental: bool) -> u64 {
         match self {
-            Rx::Buf(b) => b.owner(owner).bytes,
+            Rx::Buf(b) => {
+                let s = b.owner(owner);
+                if incremental {
+                    s.bytes
+                } else {
+                    s.bytes.max(u64::from(s.chunks) * b.chunk_size() as u64)
+                }
+            }
             Rx::Zcrx(z) => z
                 .snapshot()
                 .owners
