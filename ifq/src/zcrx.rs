@@ -387,6 +387,15 @@ impl ZcrxIfq {
     ) -> Result<Self> {
         check_ring(ring)?;
         let (ifname, if_index) = resolve_interface(&config.interface)?;
+        // The kernel checks the capability before anything else; so do we, so that a process
+        // without it hears about the capability rather than about the queue index.
+        if !caps::has_effective_cap(caps::CAP_NET_ADMIN) {
+            return Err(Error::ZcrxRefused {
+                ifname,
+                queue: config.queue,
+                refusal: ZcrxRefusal::NotPermitted,
+            });
+        }
         if let Some(queues) = rx_queue_count(&ifname) {
             if config.queue >= queues {
                 return Err(Error::QueueOutOfRange {
