@@ -1130,6 +1130,42 @@ pub mod cli {
         Ok((name.to_string(), queue))
     }
 
+    /// The runtime flags `proxy` and `sink` share; [`builder`](Self::builder) applies them.
+    #[derive(clap::Args, Debug, Clone)]
+    pub struct RuntimeArgs {
+        /// Runtime threads (one listener each, SO_REUSEPORT), 1 to 256.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        pub threads: u16,
+        /// Receive chunks per thread (1 to 32768).
+        #[arg(long, default_value = "256", value_parser = chunks)]
+        pub chunks: usize,
+        /// Receive chunk size in bytes: a power of two from 4096 to 1048576 (K and M suffixes work).
+        #[arg(long, default_value = "32K", value_parser = chunk_size)]
+        pub chunk_size: usize,
+        /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i). Needs a
+        /// zcrx-capable NIC with header/data split and flow steering, and CAP_NET_ADMIN.
+        #[arg(long, value_name = "IFNAME:QUEUE", value_parser = zcrx_queue)]
+        pub zcrx: Option<(String, u32)>,
+        /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
+        #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
+        pub backend: Backend,
+    }
+
+    impl RuntimeArgs {
+        /// A runtime builder with these threads, pool and backend.
+        pub fn builder(&self) -> runtime::Builder {
+            let b = runtime::Runtime::builder()
+                .threads(self.threads.into())
+                .chunks(self.chunks)
+                .chunk_size(self.chunk_size)
+                .rx_backend(self.backend.into());
+            match &self.zcrx {
+                Some((ifname, queue)) => b.zcrx_queue(ifname.clone(), *queue),
+                None => b,
+            }
+        }
+    }
+
     /// The receive backend, for `--backend`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
     pub enum Backend {

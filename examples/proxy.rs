@@ -34,7 +34,6 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use examples::{cli, serve_proxy, ProxyConfig, ProxyCounters, PROXY_CONN_LIMIT_CHUNKS};
 use runtime::net::TcpListener;
-use runtime::Runtime;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,22 +48,8 @@ struct Args {
     /// Where to forward every client (ADDR:PORT or HOST:PORT, e.g. 127.0.0.1:6379).
     #[arg(long, value_name = "ADDR:PORT", value_parser = cli::socket_addr)]
     upstream: SocketAddr,
-    /// Runtime threads (one listener each, SO_REUSEPORT), 1 to 256.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
-    /// Receive chunks per thread (1 to 32768).
-    #[arg(long, default_value = "256", value_parser = cli::chunks)]
-    chunks: usize,
-    /// Receive chunk size in bytes: a power of two from 4096 to 1048576 (K and M suffixes work).
-    #[arg(long, default_value = "32K", value_parser = cli::chunk_size)]
-    chunk_size: usize,
-    /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i). Needs a
-    /// zcrx-capable NIC with header/data split and flow steering, and CAP_NET_ADMIN.
-    #[arg(long, value_name = "IFNAME:QUEUE", value_parser = cli::zcrx_queue)]
-    zcrx: Option<(String, u32)>,
-    /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
-    #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
-    backend: cli::Backend,
+    #[command(flatten)]
+    rt: cli::RuntimeArgs,
     /// Most received bytes one connection may hold before the runtime stops reading it
     /// (K, M suffixes; default: 4 chunks). Keep it well below the pool: connections stuck at
     /// their limit must not be able to hold every chunk.
@@ -126,8 +111,8 @@ fn main() -> anyhow::Result<()> {
     let listen = args.listen;
     let conn_limit = args
         .conn_limit
-        .unwrap_or(PROXY_CONN_LIMIT_CHUNKS * args.chunk_size as u64);
-    let pool = (args.chunks * args.chunk_size) as u64;
+        .unwrap_or(PROXY_CONN_LIMIT_CHUNKS * args.rt.chunk_size as u64);
+    let pool = (args.rt.chunks * args.rt.chunk_size) as u64;
     if conn_limit == 0 || conn_limit > pool / 2 {
         Args::command()
             .error(
@@ -142,18 +127,12 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!(
         "proxy: {} -> {} with {} thread(s), {} chunks of {} bytes per thread, {conn_limit} bytes per connection",
-        args.listen, args.upstream, args.threads, args.chunks, args.chunk_size
+        args.listen, args.upstream, args.rt.threads, args.rt.chunks, args.rt.chunk_size
     );
-    let mut builder = Runtime::builder()
-        .threads(args.threads.into())
-        .chunks(args.chunks)
-        .chunk_size(args.chunk_size)
-        .rx_backend(args.backend.into())
-        .conn_limit(conn_limit);
-    if let Some((ifname, queue)) = args.zcrx.clone() {
-        builder = builder.zcrx_queue(ifname, queue);
-    }
-    let results = builder
+    let results = args
+        .rt
+        .builder()
+        .conn_limit(conn_limit)
         .run(move |i| {
             let (config, counters) = (config.clone(), counters.clone());
             async move {

@@ -41,7 +41,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use examples::{cli, serve_sink, Pattern, SinkConfig, SinkTotals};
 use runtime::net::TcpListener;
-use runtime::{Runtime, ShutdownSignal};
+use runtime::ShutdownSignal;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,22 +54,8 @@ struct Args {
     #[arg(long, value_name = "ADDR:PORT", value_parser = cli::socket_addr,
           required_unless_present = "generate")]
     listen: Option<SocketAddr>,
-    /// Runtime threads (one listener each, SO_REUSEPORT), 1 to 256.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
-    /// Receive chunks per thread (1 to 32768).
-    #[arg(long, default_value = "256", value_parser = cli::chunks)]
-    chunks: usize,
-    /// Receive chunk size in bytes: a power of two from 4096 to 1048576 (K and M suffixes work).
-    #[arg(long, default_value = "32K", value_parser = cli::chunk_size)]
-    chunk_size: usize,
-    /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i). Needs a
-    /// zcrx-capable NIC with header/data split and flow steering, and CAP_NET_ADMIN.
-    #[arg(long, value_name = "IFNAME:QUEUE", value_parser = cli::zcrx_queue)]
-    zcrx: Option<(String, u32)>,
-    /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
-    #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
-    backend: cli::Backend,
+    #[command(flatten)]
+    rt: cli::RuntimeArgs,
     /// Check every connection's bytes against the pattern for this seed (decimal or 0x hex).
     #[arg(long, value_name = "SEED", value_parser = cli::seed)]
     verify: Option<u64>,
@@ -120,21 +106,16 @@ fn main() -> anyhow::Result<()> {
 
     let totals = Arc::new(SinkTotals::default());
     let signal = ShutdownSignal::new();
-    let mut builder = Runtime::builder()
-        .threads(args.threads.into())
-        .chunks(args.chunks)
-        .chunk_size(args.chunk_size)
-        .rx_backend(args.backend.into())
+    let builder = args
+        .rt
+        .builder()
         .shutdown_signal(signal.clone())
         .shutdown_grace(Duration::from_secs(2));
-    if let Some((ifname, queue)) = args.zcrx.clone() {
-        builder = builder.zcrx_queue(ifname, queue);
-    }
     eprintln!(
         "sink: listening on {listen} with {} thread(s), {} chunks of {} bytes per thread{}",
-        args.threads,
-        args.chunks,
-        args.chunk_size,
+        args.rt.threads,
+        args.rt.chunks,
+        args.rt.chunk_size,
         match (args.verify, args.iperf3) {
             (Some(seed), _) => format!(", verifying the pattern for seed {seed}"),
             (None, true) => ", as an iperf3 server".to_string(),

@@ -670,8 +670,7 @@ fn fd_count() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 
+/// Best effort: the soak still means something unpinned.
 fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    let _ = rustix::thread::sched_setaffinity(None, &set);
+    let _ = benches::pin(cpu);
 }

@@ -157,9 +157,7 @@ pub struct Sample {
 }
 
 fn pin(cpu: usize) -> Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
+    Ok(benches::pin(cpu)?)
 }
 
 fn raise_nofile() {
