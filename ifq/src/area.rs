@@ -168,11 +168,13 @@ impl Area {
     }
 
     /// Bytes per chunk.
+    #[inline]
     pub fn chunk_size(&self) -> usize {
         self.chunk_size as usize
     }
 
     /// Number of chunks.
+    #[inline]
     pub fn chunks(&self) -> u32 {
         self.chunks
     }
@@ -183,11 +185,13 @@ impl Area {
     }
 
     /// The start address (for registration with the kernel).
+    #[inline]
     pub fn addr(&self) -> u64 {
         self.map.as_ptr() as u64
     }
 
     /// Byte offset of a chunk's start.
+    #[inline]
     pub fn chunk_offset(&self, chunk: ChunkId) -> u64 {
         u64::from(chunk) << self.chunk_shift
     }
@@ -204,6 +208,7 @@ impl Area {
         ))
     }
 
+    #[inline]
     pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_ptr()
     }

@@ -285,6 +285,7 @@ impl BufRing {
     /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)
     /// and charges its bytes to `owner`. Every kernel value is checked before it becomes a slice;
     /// a bad one is an error and nothing is read.
+    #[inline]
     pub fn complete(&mut self, owner: OwnerId, res: i32, flags: u32) -> Result<Completion> {
         if !self.registered {
             return Err(Error::TornDown);
@@ -365,10 +366,8 @@ impl BufRing {
             .as_ref()
             .expect("ring memory present while registered");
         // Post each chunk as it is collected: no allocation on this path.
-        let n = core.collect_returns(|table, chunk, _entries| {
+        let n = core.recycle_returns(|chunk| {
             // One buffer-ring entry per chunk, however many completions pointed into it.
-            let published = table.publish(chunk);
-            debug_assert!(published.is_ok());
             post_entry(mem, producer, geometry, chunk);
             if *incremental {
                 filled[chunk as usize] = 0;

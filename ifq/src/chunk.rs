@@ -149,7 +149,26 @@ pub struct Snapshot {
 enum Holders {
     None,
     One(OwnerId, u64),
-    Many(Vec<(OwnerId, u64)>),
+    /// Boxed so that the common cases keep a chunk's slot small (zcrx only, rare).
+    Many(Box<[(OwnerId, u64)]>),
+}
+
+/// Everything the table knows about one chunk, in one place: a completion and a return each
+/// touch one slot.
+#[derive(Debug, Clone)]
+struct Slot {
+    state: ChunkState,
+    holders: Holders,
+}
+
+/// What a [`ChunkTable::deliver`] found, for the caller's handle counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The chunk had no handle before this completion: it came from the kernel or the refill
+    /// queue.
+    pub first: bool,
+    /// The kernel was still filling the chunk before this completion.
+    pub was_kernel_busy: bool,
 }
 
 #[derive(Default)]
@@ -267,8 +286,7 @@ impl OwnerMap {
 
 /// The ownership table of one area. See the [module docs](self).
 pub struct ChunkTable {
-    states: Vec<ChunkState>,
-    holders: Vec<Holders>,
+    slots: Vec<Slot>,
     free: Vec<ChunkId>,
     counts: Counts,
     owners: OwnerMap,
@@ -291,8 +309,13 @@ impl ChunkTable {
     /// A table of `total` chunks, all in the pool.
     pub fn new(total: u32, redelivery: Redelivery) -> Self {
         Self {
-            states: vec![ChunkState::Pool; total as usize],
-            holders: vec![Holders::None; total as usize],
+            slots: vec![
+                Slot {
+                    state: ChunkState::Pool,
+                    holders: Holders::None,
+                };
+                total as usize
+            ],
             // Reversed so chunk 0 is taken first.
             free: (0..total).rev().collect(),
             counts: Counts {
@@ -308,7 +331,7 @@ impl ChunkTable {
 
     /// Chunks in the area.
     pub fn total(&self) -> u32 {
-        self.states.len() as u32
+        self.slots.len() as u32
     }
 
     /// Chunks per state.
@@ -319,9 +342,9 @@ impl ChunkTable {
     /// The state of one chunk.
     #[inline]
     pub fn state(&self, chunk: ChunkId) -> Result<ChunkState, AccountingError> {
-        self.states
+        self.slots
             .get(chunk as usize)
-            .copied()
+            .map(|s| s.state)
             .ok_or(AccountingError::NoSuchChunk {
                 chunk,
                 total: self.total(),
@@ -368,7 +391,7 @@ impl ChunkTable {
 
     #[inline]
     fn slot(&self, chunk: ChunkId) -> Result<usize, AccountingError> {
-        if (chunk as usize) < self.states.len() {
+        if (chunk as usize) < self.slots.len() {
             Ok(chunk as usize)
         } else {
             Err(AccountingError::NoSuchChunk {
@@ -381,7 +404,7 @@ impl ChunkTable {
     fn bad(&self, chunk: ChunkId, action: &'static str) -> AccountingError {
         AccountingError::BadTransition {
             chunk,
-            from: self.states[chunk as usize].name(),
+            from: self.slots[chunk as usize].state.name(),
             action,
         }
     }
@@ -389,15 +412,15 @@ impl ChunkTable {
     /// Takes a free chunk and marks it posted to the kernel. `None` when the pool is empty.
     pub fn take_from_pool(&mut self) -> Option<ChunkId> {
         let chunk = self.free.pop()?;
-        debug_assert_eq!(self.states[chunk as usize], ChunkState::Pool);
-        self.states[chunk as usize] = ChunkState::Kernel;
+        debug_assert_eq!(self.slots[chunk as usize].state, ChunkState::Pool);
+        self.slots[chunk as usize].state = ChunkState::Kernel;
         self.counts.pool -= 1;
         self.counts.kernel += 1;
         Some(chunk)
     }
 
     /// A completion handed `len` bytes of `chunk` to `owner`. `kernel_keeps` is true when the
-    /// kernel goes on filling the same chunk (incremental mode).
+    /// kernel goes on filling the same chunk (incremental mode). Says what the chunk was before.
     #[inline]
     pub fn deliver(
         &mut self,
@@ -405,9 +428,13 @@ impl ChunkTable {
         owner: OwnerId,
         len: u32,
         kernel_keeps: bool,
-    ) -> Result<(), AccountingError> {
+    ) -> Result<Delivery, AccountingError> {
         let i = self.slot(chunk)?;
-        let deliveries = match self.states[i] {
+        let mut found = Delivery {
+            first: true,
+            was_kernel_busy: false,
+        };
+        let deliveries = match self.slots[i].state {
             ChunkState::Kernel => {
                 self.counts.kernel -= 1;
                 self.counts.user += 1;
@@ -425,6 +452,10 @@ impl ChunkTable {
                 if !allowed {
                     return Err(self.bad(chunk, "be delivered again"));
                 }
+                found = Delivery {
+                    first: false,
+                    was_kernel_busy: kernel_busy,
+                };
                 deliveries
                     .checked_add(1)
                     .ok_or_else(|| self.bad(chunk, "count more deliveries"))?
@@ -438,17 +469,17 @@ impl ChunkTable {
             }
             _ => return Err(self.bad(chunk, "be delivered")),
         };
-        self.states[i] = ChunkState::User {
+        self.slots[i].state = ChunkState::User {
             deliveries,
             kernel_busy: kernel_keeps,
         };
         self.charge(i, owner, u64::from(len));
-        Ok(())
+        Ok(found)
     }
 
     #[inline]
     fn charge(&mut self, i: usize, owner: OwnerId, bytes: u64) {
-        let new_holder = match &mut self.holders[i] {
+        let new_holder = match &mut self.slots[i].holders {
             h @ Holders::None => {
                 *h = Holders::One(owner, bytes);
                 true
@@ -461,7 +492,7 @@ impl ChunkTable {
                 let Holders::One(o, b) = *h else {
                     unreachable!()
                 };
-                *h = Holders::Many(vec![(o, b), (owner, bytes)]);
+                *h = Holders::Many(Box::new([(o, b), (owner, bytes)]));
                 true
             }
             Holders::Many(v) => match v.iter_mut().find(|(o, _)| *o == owner) {
@@ -470,7 +501,9 @@ impl ChunkTable {
                     false
                 }
                 None => {
-                    v.push((owner, bytes));
+                    let mut grown = std::mem::take(v).into_vec();
+                    grown.push((owner, bytes));
+                    *v = grown.into_boxed_slice();
                     true
                 }
             },
@@ -483,7 +516,7 @@ impl ChunkTable {
 
     #[inline]
     fn discharge(&mut self, i: usize) {
-        let holders = std::mem::replace(&mut self.holders[i], Holders::None);
+        let holders = std::mem::replace(&mut self.slots[i].holders, Holders::None);
         let mut undo = |owners: &mut OwnerMap, owner: OwnerId, bytes: u64| {
             if let Some(s) = owners.get_mut(&owner) {
                 s.bytes -= bytes;
@@ -499,6 +532,7 @@ impl ChunkTable {
             Holders::None => {}
             Holders::One(o, b) => undo(&mut self.owners, o, b),
             Holders::Many(v) => v
+                .into_vec()
                 .into_iter()
                 .for_each(|(o, b)| undo(&mut self.owners, o, b)),
         }
@@ -507,7 +541,7 @@ impl ChunkTable {
     /// The kernel stopped filling a chunk it was filling incrementally.
     pub fn kernel_done(&mut self, chunk: ChunkId) -> Result<(), AccountingError> {
         let i = self.slot(chunk)?;
-        match &mut self.states[i] {
+        match &mut self.slots[i].state {
             ChunkState::User {
                 kernel_busy: busy @ true,
                 ..
@@ -524,12 +558,12 @@ impl ChunkTable {
     #[inline]
     pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
-        match self.states[i] {
+        match self.slots[i].state {
             ChunkState::User {
                 deliveries,
                 kernel_busy: false,
             } => {
-                self.states[i] = ChunkState::Refill {
+                self.slots[i].state = ChunkState::Refill {
                     entries: deliveries,
                 };
                 self.counts.user -= 1;
@@ -541,14 +575,35 @@ impl ChunkTable {
         }
     }
 
+    /// [`release`](Self::release) and [`publish`](Self::publish) in one step, for a backend
+    /// that writes the chunk's refill entry as soon as it is released (a buffer ring). Returns
+    /// the refill entries it needed.
+    #[inline]
+    pub fn recycle(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
+        let i = self.slot(chunk)?;
+        match self.slots[i].state {
+            ChunkState::User {
+                deliveries,
+                kernel_busy: false,
+            } => {
+                self.slots[i].state = ChunkState::Kernel;
+                self.counts.user -= 1;
+                self.counts.kernel += 1;
+                self.discharge(i);
+                Ok(deliveries)
+            }
+            _ => Err(self.bad(chunk, "be recycled")),
+        }
+    }
+
     /// The chunk's refill entries were written and the ring tail published: the kernel owns it.
     /// Returns the number of entries it had.
     #[inline]
     pub fn publish(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
-        match self.states[i] {
+        match self.slots[i].state {
             ChunkState::Refill { entries } => {
-                self.states[i] = ChunkState::Kernel;
+                self.slots[i].state = ChunkState::Kernel;
                 self.counts.refill -= 1;
                 self.counts.kernel += 1;
                 Ok(entries)
@@ -561,12 +616,12 @@ impl ChunkTable {
     /// gave up its registration).
     pub fn reclaim(&mut self, chunk: ChunkId) -> Result<(), AccountingError> {
         let i = self.slot(chunk)?;
-        match self.states[i] {
+        match self.slots[i].state {
             ChunkState::Kernel => self.counts.kernel -= 1,
             ChunkState::Refill { .. } => self.counts.refill -= 1,
             _ => return Err(self.bad(chunk, "be reclaimed")),
         }
-        self.states[i] = ChunkState::Pool;
+        self.slots[i].state = ChunkState::Pool;
         self.counts.pool += 1;
         self.free.push(chunk);
         Ok(())
@@ -576,8 +631,8 @@ impl ChunkTable {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut c = Counts::default();
-        for s in &self.states {
-            match s {
+        for s in &self.slots {
+            match s.state {
                 ChunkState::Pool => c.pool += 1,
                 ChunkState::Kernel => c.kernel += 1,
                 ChunkState::User { .. } => c.user += 1,
@@ -599,14 +654,14 @@ impl ChunkTable {
         }
         let mut bytes = 0;
         let mut per: HashMap<OwnerId, OwnerStats> = HashMap::new();
-        for (i, h) in self.holders.iter().enumerate() {
-            let list: Vec<(OwnerId, u64)> = match h {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let list: Vec<(OwnerId, u64)> = match &slot.holders {
                 Holders::None => vec![],
                 Holders::One(o, b) => vec![(*o, *b)],
-                Holders::Many(v) => v.clone(),
+                Holders::Many(v) => v.to_vec(),
             };
-            if !list.is_empty() && !matches!(self.states[i], ChunkState::User { .. }) {
-                return Err(format!("chunk {i} has holders but is {:?}", self.states[i]));
+            if !list.is_empty() && !matches!(slot.state, ChunkState::User { .. }) {
+                return Err(format!("chunk {i} has holders but is {:?}", slot.state));
             }
             for (o, b) in list {
                 bytes += b;

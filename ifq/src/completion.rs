@@ -142,6 +142,7 @@ fn event(res: i32, no_buffers: i32, overflow: Option<i32>) -> Event {
 }
 
 /// Decodes a completion of a multishot receive with buffer select.
+#[inline]
 pub fn decode_bufring(res: i32, flags: u32) -> Result<Decoded<BufLoc>, CompletionError> {
     let event = event(res, Errno::NOBUFS.raw_os_error(), None);
     let loc = (flags & CQE_F_BUFFER != 0).then_some(BufLoc {
@@ -160,6 +161,7 @@ pub fn decode_bufring(res: i32, flags: u32) -> Result<Decoded<BufLoc>, Completio
 
 /// Decodes a `RECV_ZC` completion: `big` is the second half of the 32-byte CQE, whose first word
 /// is `area_id << 48 | offset`.
+#[inline]
 pub fn decode_zcrx(res: i32, flags: u32, big: [u64; 2]) -> Decoded<ZcrxLoc> {
     let event = event(
         res,

@@ -54,6 +54,11 @@ struct Padded<T>(T);
 /// Handle counts and the return stack for `n` chunks.
 pub(crate) struct ReturnStack {
     cells: Box<[Cell]>,
+    /// The owner may add a handle to a chunk whose only handle is held elsewhere (zcrx: another
+    /// fragment lands in a chunk the application holds). Without that, whoever holds a chunk's
+    /// only handle is the only one who can change its word, and its drop needs no
+    /// read-modify-write.
+    owner_adds_to_held: bool,
     head: Padded<AtomicU32>,
     /// After [`close`](Self::close): chunks that will still come back, minus those that came
     /// back (wrapping: drops may count down before the owner counts up).
@@ -61,7 +66,9 @@ pub(crate) struct ReturnStack {
 }
 
 impl ReturnStack {
-    pub(crate) fn new(n: u32) -> Self {
+    /// `owner_adds_to_held`: whether the owner may [`acquire`](Self::acquire) a chunk that has
+    /// handles without holding one of them itself (see the field).
+    pub(crate) fn new(n: u32, owner_adds_to_held: bool) -> Self {
         assert!(
             n < CLOSED & !IN_STACK,
             "too many chunks for the return stack"
@@ -73,13 +80,15 @@ impl ReturnStack {
                     next: AtomicU32::new(EMPTY),
                 })
                 .collect(),
+            owner_adds_to_held,
             head: Padded(AtomicU32::new(EMPTY)),
             orphans: Padded(AtomicU32::new(0)),
         }
     }
 
-    /// Adds a handle to `chunk`. Called by the owner for a new completion (count may be zero),
-    /// or by anyone holding a handle to the chunk (count at least one).
+    /// Adds a handle to `chunk`. Called by the owner for a new completion (count may be zero; a
+    /// nonzero count only if the stack was made with `owner_adds_to_held`, or while the owner
+    /// holds a handle itself), or by anyone holding a handle to the chunk.
     #[inline]
     pub(crate) fn acquire(&self, chunk: ChunkId) {
         let prev = self.cells[chunk as usize]
@@ -110,7 +119,16 @@ impl ReturnStack {
         let cell = &self.cells[chunk as usize];
         // One step from "one handle" to "no handle, queued": a chunk is never seen without
         // handles and unqueued between its last drop and its return (what `close` relies on).
-        let mut word = cell.word.load(Ordering::Relaxed);
+        // `Acquire`: the drops of the other handles (their `AcqRel` steps) happen before this
+        // chunk is pushed, and so before the owner reuses it.
+        let mut word = cell.word.load(Ordering::Acquire);
+        if word == 1 && !self.owner_adds_to_held {
+            // This is the only handle and not queued, and nobody else can add one: other handles
+            // would be needed to make one, and the owner only adds to chunks without handles.
+            // So nobody else writes the word until it is pushed: a plain store, no RMW.
+            cell.word.store(IN_STACK, Ordering::Relaxed);
+            return self.push(chunk);
+        }
         loop {
             debug_assert_ne!(word & !IN_STACK, 0, "handle count underflow");
             let new = if word == 1 { IN_STACK } else { word - 1 };
@@ -126,6 +144,7 @@ impl ReturnStack {
     }
 
     /// Queues a claimed chunk; true if the owner has gone and this was the last chunk out.
+    #[inline]
     fn push(&self, chunk: ChunkId) -> bool {
         let cell = &self.cells[chunk as usize];
         let mut head = self.head.0.load(Ordering::Relaxed);
@@ -218,7 +237,7 @@ mod tests {
 
     #[test]
     fn last_drop_queues_once() {
-        let s = ReturnStack::new(4);
+        let s = ReturnStack::new(4, false);
         s.acquire(2);
         s.acquire(2);
         assert!(!s.release(2));
@@ -232,7 +251,7 @@ mod tests {
 
     #[test]
     fn redelivered_before_drain_is_skipped_then_requeued() {
-        let s = ReturnStack::new(2);
+        let s = ReturnStack::new(2, true);
         s.acquire(1);
         assert!(!s.release(1)); // queued
         s.acquire(1); // owner hands it out again before draining
@@ -246,7 +265,7 @@ mod tests {
     #[test]
     fn many_threads_each_chunk_returned_exactly_once() {
         const N: u32 = 4096;
-        let s = Arc::new(ReturnStack::new(N));
+        let s = Arc::new(ReturnStack::new(N, false));
         for c in 0..N {
             s.acquire(c);
             s.acquire(c);
@@ -283,7 +302,7 @@ mod loom_tests {
     #[test]
     fn concurrent_drops_and_drain() {
         loom::model(|| {
-            let s = Arc::new(ReturnStack::new(2));
+            let s = Arc::new(ReturnStack::new(2, false));
             s.acquire(0);
             s.acquire(0);
             s.acquire(1);
@@ -315,7 +334,7 @@ mod loom_tests {
     #[test]
     fn redelivery_races_foreign_drop() {
         loom::model(|| {
-            let s = Arc::new(ReturnStack::new(1));
+            let s = Arc::new(ReturnStack::new(1, true));
             s.acquire(0);
             let t = {
                 let s = s.clone();
@@ -344,7 +363,7 @@ mod loom_tests {
     #[test]
     fn close_races_drops() {
         loom::model(|| {
-            let s = Arc::new(ReturnStack::new(3));
+            let s = Arc::new(ReturnStack::new(3, false));
             s.acquire(0);
             s.acquire(0);
             s.acquire(1);
@@ -379,7 +398,7 @@ mod loom_tests {
     #[test]
     fn close_with_requeued_chunk() {
         loom::model(|| {
-            let s = Arc::new(ReturnStack::new(1));
+            let s = Arc::new(ReturnStack::new(1, true));
             s.acquire(0);
             assert!(!s.release(0)); // queued
             s.acquire(0); // handed out again before a drain

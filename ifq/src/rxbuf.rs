@@ -24,8 +24,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(area: Area) -> Self {
-        let returns = ReturnStack::new(area.chunks());
+    /// `owner_adds_to_held`: the owner may add handles to chunks the application holds (zcrx
+    /// redelivery); see [`ReturnStack::new`].
+    pub(crate) fn new(area: Area, owner_adds_to_held: bool) -> Self {
+        let returns = ReturnStack::new(area.chunks(), owner_adds_to_held);
         Self {
             area: Some(area),
             returns,
@@ -62,8 +64,11 @@ pub(crate) struct SharedOwner(NonNull<Shared>);
 unsafe impl Send for SharedOwner {}
 
 impl SharedOwner {
-    pub(crate) fn new(area: Area) -> Self {
-        Self(NonNull::from(Box::leak(Box::new(Shared::new(area)))))
+    pub(crate) fn new(area: Area, owner_adds_to_held: bool) -> Self {
+        Self(NonNull::from(Box::leak(Box::new(Shared::new(
+            area,
+            owner_adds_to_held,
+        )))))
     }
 
     /// Makes a handle to `len` bytes at `offset` inside `chunk`, taking one handle reference.
@@ -328,7 +333,7 @@ mod tests {
             // SAFETY: inside chunk 1 of the fresh mapping; no handle exists yet.
             unsafe { base.add(4096 + i).write(i as u8) };
         }
-        SharedOwner::new(area)
+        SharedOwner::new(area, false)
     }
 
     fn returned(s: &Shared) -> Vec<ChunkId> {

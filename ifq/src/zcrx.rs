@@ -334,6 +334,47 @@ const _: fn() = || {
     send::<ZcrxIfq>();
 };
 
+/// The owner's side of the refill queue during a flush: what each kernel buffer is owed and
+/// where its entries go.
+struct RefillWriter<'a> {
+    rq: &'a RefillRing,
+    refill: &'a mut ZcrxRefill,
+    area_token: u64,
+    buf_shift: u32,
+    bufs_per_chunk: usize,
+    urefs: &'a mut [u32],
+    owed: &'a mut [u32],
+    /// Entries written.
+    rqes: u64,
+}
+
+impl RefillWriter<'_> {
+    /// Writes the refill entries `chunk` still owes. False if the queue filled up first (what
+    /// was written stays written and counted).
+    #[inline]
+    fn write_chunk(&mut self, chunk: ChunkId) -> bool {
+        let first = chunk as usize * self.bufs_per_chunk;
+        for buf in first..first + self.bufs_per_chunk {
+            if self.owed[chunk as usize] == 0 {
+                break;
+            }
+            while self.urefs[buf] > 0 {
+                let Some(slot) = self.refill.push() else {
+                    return false;
+                };
+                let off = rqe_off((buf as u64) << self.buf_shift, self.area_token);
+                // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may
+                // still read, and it is published only after this write.
+                unsafe { self.rq.write(slot, off) };
+                self.urefs[buf] -= 1;
+                self.owed[chunk as usize] -= 1;
+                self.rqes += 1;
+            }
+        }
+        true
+    }
+}
+
 /// Sizes worked out before registering.
 struct Plan {
     buf_shift: u32,
@@ -721,6 +762,7 @@ impl ZcrxIfq {
     /// its bytes to `owner`. `big_cqe` is the second half of the 32-byte CQE
     /// (`cqueue::Entry32::big_cqe()`). Every kernel value is checked before it becomes a slice;
     /// a bad one is an error and nothing is read or recorded.
+    #[inline]
     pub fn complete(
         &mut self,
         owner: OwnerId,
@@ -796,70 +838,78 @@ impl ZcrxIfq {
     /// flush. Call it once per event-loop turn, and before re-arming after
     /// [`RecvEvent::NoBuffers`].
     pub fn flush(&mut self) -> usize {
-        {
-            let Self {
-                core,
-                pending,
-                queued,
-                ..
-            } = self;
-            core.collect_returns(|_, chunk, _| {
-                if !std::mem::replace(&mut queued[chunk as usize], true) {
-                    pending.push_back(chunk);
-                }
-            });
-        }
-        self.refill.observe(self.rq.head());
+        let Self {
+            core,
+            rq,
+            refill,
+            area_token,
+            buf_shift,
+            bufs_per_chunk,
+            urefs,
+            owed,
+            pending,
+            queued,
+            stats,
+            ..
+        } = self;
+        refill.observe(rq.head());
+        let mut out = RefillWriter {
+            rq,
+            refill,
+            area_token: *area_token,
+            buf_shift: *buf_shift,
+            bufs_per_chunk: *bufs_per_chunk,
+            urefs,
+            owed,
+            rqes: 0,
+        };
         let mut returned = 0;
-        while let Some(&chunk) = self.pending.front() {
-            if !matches!(self.core.table.state(chunk), Ok(ChunkState::Refill { .. })) {
+        let mut full = false;
+        // Chunks that waited for room go first, in order.
+        while let Some(&chunk) = pending.front() {
+            if !matches!(core.table.state(chunk), Ok(ChunkState::Refill { .. })) {
                 // The kernel handed out another buffer of this chunk while it waited: it comes
                 // back when its new handles drop.
-                self.pending.pop_front();
-                self.queued[chunk as usize] = false;
+                pending.pop_front();
+                queued[chunk as usize] = false;
                 continue;
             }
-            if !self.write_chunk(chunk) {
-                self.stats.rq_full += 1;
+            if !out.write_chunk(chunk) {
+                full = true;
                 break;
             }
-            let published = self.core.table.publish(chunk);
+            let published = core.table.publish(chunk);
             debug_assert!(published.is_ok(), "a refill chunk publishes");
-            self.pending.pop_front();
-            self.queued[chunk as usize] = false;
+            pending.pop_front();
+            queued[chunk as usize] = false;
             returned += 1;
         }
-        if let Some(tail) = self.refill.publish() {
-            self.rq.publish_tail(tail);
-            self.stats.publishes += 1;
+        // Then the chunks whose handles dropped since: written straight away while there is
+        // room, else queued behind the others.
+        core.collect_returns(|table, chunk, _| {
+            if !full && pending.is_empty() {
+                if out.write_chunk(chunk) {
+                    let published = table.publish(chunk);
+                    debug_assert!(published.is_ok(), "a released chunk publishes");
+                    returned += 1;
+                    return;
+                }
+                full = true;
+            }
+            if !std::mem::replace(&mut queued[chunk as usize], true) {
+                pending.push_back(chunk);
+            }
+        });
+        stats.rqes += out.rqes;
+        if full {
+            stats.rq_full += 1;
         }
-        self.stats.returned_chunks += returned as u64;
+        if let Some(tail) = out.refill.publish() {
+            out.rq.publish_tail(tail);
+            stats.publishes += 1;
+        }
+        stats.returned_chunks += returned as u64;
         returned
-    }
-
-    /// Writes the refill entries `chunk` still owes. False if the queue filled up first (what
-    /// was written stays written and counted).
-    #[inline]
-    fn write_chunk(&mut self, chunk: ChunkId) -> bool {
-        let first = chunk as usize * self.bufs_per_chunk;
-        for buf in first..first + self.bufs_per_chunk {
-            if self.owed[chunk as usize] == 0 {
-                break;
-            }
-            while self.urefs[buf] > 0 {
-                let Some(slot) = self.refill.push() else {
-                    return false;
-                };
-                let off = rqe_off((buf as u64) << self.buf_shift, self.area_token);
-                // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may
-                // still read, and it is published only after this write.
-                unsafe { self.rq.write(slot, off) };
-                self.urefs[buf] -= 1;
-                self.owed[chunk as usize] -= 1;
-                self.stats.rqes += 1;
-            }
-        }
-        true
     }
 
     /// Released chunks still waiting for room in the refill queue.

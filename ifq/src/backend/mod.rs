@@ -79,7 +79,7 @@ impl Core {
     pub(crate) fn new(area: Area, redelivery: Redelivery) -> Self {
         let table = ChunkTable::new(area.chunks(), redelivery);
         Self {
-            shared: SharedOwner::new(area),
+            shared: SharedOwner::new(area, redelivery == Redelivery::Always),
             table,
         }
     }
@@ -110,17 +110,8 @@ impl Core {
             }
             .into());
         }
-        let before = self.table.state(chunk)?;
-        let was_busy = matches!(
-            before,
-            ChunkState::User {
-                kernel_busy: true,
-                ..
-            }
-        );
-        // A chunk that is not in the user state has no handle and is not queued for return.
-        let first = !matches!(before, ChunkState::User { .. });
-        self.table
+        let found = self
+            .table
             .deliver(chunk, owner, len, kernel_keeps)
             .map_err(|e| match e {
                 crate::chunk::AccountingError::BadTransition { chunk, .. } => {
@@ -128,11 +119,12 @@ impl Core {
                 }
                 e => e.into(),
             })?;
+        // A chunk that was not in the user state has no handle and is not queued for return.
         let buf = self
             .shared
-            .handle(chunk, offset, len, first)
+            .handle(chunk, offset, len, found.first)
             .expect("range checked above");
-        match (was_busy, kernel_keeps) {
+        match (found.was_kernel_busy, kernel_keeps) {
             (false, true) => self.shared.returns.acquire(chunk),
             (true, false) => {
                 let last = self.shared.returns.release(chunk);
@@ -141,6 +133,19 @@ impl Core {
             _ => {}
         }
         Ok(buf)
+    }
+
+    /// Moves every chunk whose handles are all gone straight back to the kernel state and calls
+    /// `post` with it: the caller writes its refill entry before it publishes the tail (a buffer
+    /// ring). Returns how many chunks went back.
+    #[inline]
+    pub(crate) fn recycle_returns(&mut self, mut post: impl FnMut(ChunkId)) -> usize {
+        let Self { shared, table } = self;
+        shared.returns.drain(|chunk| match table.recycle(chunk) {
+            Ok(_) => post(chunk),
+            // Unreachable by construction, as in `collect_returns`.
+            Err(e) => debug_assert!(false, "recycle refused: {e}"),
+        })
     }
 
     /// Moves every chunk whose handles are all gone to the refill state and calls `publish` with

@@ -45,6 +45,7 @@ impl PbufProducer {
     }
 
     /// Entries written but not yet published.
+    #[inline]
     pub fn pending(&self) -> u16 {
         self.tail.wrapping_sub(self.published)
     }
@@ -52,6 +53,7 @@ impl PbufProducer {
     /// Reserves the next slot; the caller writes the entry at the returned index. `None` when
     /// every slot holds an unconsumed entry (writing would overwrite one the kernel may still
     /// read).
+    #[inline]
     pub fn push(&mut self) -> Option<u16> {
         if self.in_ring >= self.entries {
             return None;
@@ -63,6 +65,7 @@ impl PbufProducer {
     }
 
     /// Returns the tail to store (with release ordering) if anything is pending.
+    #[inline]
     pub fn publish(&mut self) -> Option<u16> {
         if self.tail == self.published {
             return None;
@@ -73,6 +76,7 @@ impl PbufProducer {
 
     /// The kernel finished one posted buffer (a completion without `F_BUF_MORE`).
     /// Returns false (and changes nothing) if no entry was outstanding: a bogus completion.
+    #[inline]
     pub fn consumed(&mut self) -> bool {
         let outstanding = self.in_ring - u32::from(self.pending());
         if outstanding == 0 {

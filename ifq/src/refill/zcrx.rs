@@ -80,6 +80,7 @@ impl ZcrxRefill {
     }
 
     /// The last kernel head accepted.
+    #[inline]
     pub fn head(&self) -> u32 {
         self.head
     }
@@ -97,6 +98,7 @@ impl ZcrxRefill {
     /// Records a kernel head (read with load-acquire). Returns false, and keeps the previous one,
     /// if `head` is not between the previous head and the published tail: the kernel only ever
     /// moves its head forward and never past the tail it was shown.
+    #[inline]
     pub fn observe(&mut self, head: u32) -> bool {
         let moved = head.wrapping_sub(self.head);
         if moved > self.published.wrapping_sub(self.head) {
@@ -114,6 +116,7 @@ impl ZcrxRefill {
 
     /// Reserves the next slot; the caller writes the entry at the returned index (in
     /// `0..entries`). `None` when every slot holds an entry the kernel may not have read yet.
+    #[inline]
     pub fn push(&mut self) -> Option<u32> {
         if self.in_flight() >= self.entries {
             return None;
@@ -125,6 +128,7 @@ impl ZcrxRefill {
 
     /// Returns the tail to store (with release ordering) if entries were written since the last
     /// publish.
+    #[inline]
     pub fn publish(&mut self) -> Option<u32> {
         if self.tail == self.published {
             return None;
