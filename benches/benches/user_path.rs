@@ -119,7 +119,7 @@ impl BufRingSim {
 
     fn with_owners(batch: u32, incremental: bool, segments: u32, owners: u32) -> Self {
         assert!(batch <= CHUNKS / 2 && (segments == 1 || incremental));
-        let ring = BufRing::simulated(
+        let mut ring = BufRing::simulated(
             area(),
             BufRingConfig {
                 incremental,
@@ -127,6 +127,8 @@ impl BufRingSim {
             },
         )
         .expect("simulated ring");
+        // As the runtime does: the benchmark thread is the ring's home.
+        assert!(ring.set_home_thread());
         let mut this = Self {
             ring,
             head: 0,
@@ -254,7 +256,8 @@ struct ZcrxSim {
 impl ZcrxSim {
     fn new(batch: u32) -> Self {
         assert!(batch <= CHUNKS);
-        let ifq = ZcrxIfq::simulated(area(), CHUNKS, TOKEN).expect("simulated zcrx");
+        let mut ifq = ZcrxIfq::simulated(area(), CHUNKS, TOKEN).expect("simulated zcrx");
+        assert!(ifq.set_home_thread());
         assert_eq!(ifq.buffer_size(), CHUNK, "one kernel buffer per chunk");
         let mut this = Self {
             ifq,

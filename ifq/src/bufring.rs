@@ -346,6 +346,18 @@ impl BufRing {
         Ok(buf)
     }
 
+    /// Makes the calling thread this queue's home: a handle whose last drop happens on this
+    /// thread returns its chunk without an atomic read-modify-write (other threads take the
+    /// shared lock-free path as before). Call it once, on the thread that runs the event loop.
+    ///
+    /// Returns false if another thread is home already. Keep the queue on its home thread:
+    /// chunks whose handles drop there after the queue moved away come back only when it flushes
+    /// there again, and if it is dropped on another thread they stay out of circulation and the
+    /// area is never unmapped (leaked, never reused).
+    pub fn set_home_thread(&mut self) -> bool {
+        self.core.shared.returns.bind_home()
+    }
+
     /// Publishes every chunk whose handles have all dropped (on any thread) back to the kernel,
     /// with one release store of the ring tail. Returns how many chunks went back. Call it once
     /// per event-loop turn, and before re-arming after [`RecvEvent::NoBuffers`].

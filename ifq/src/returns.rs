@@ -21,15 +21,24 @@
 //!   every read through every handle happens before the chunk is written to the ring, whose tail
 //!   store is `Release` for the kernel.
 //!
+//! The owner's own thread can skip the shared stack: once the owner has made its thread the
+//! stack's [home](ReturnStack::bind_home), a last drop *on that thread* pushes onto a second,
+//! home-only stack with plain loads and stores, and the owner drains both. Only the home thread
+//! ever touches the home stack: every access checks `home` against the caller's thread number
+//! (unique for the life of the process), and `home` changes only on the home thread (set once
+//! from zero, cleared by `close`). If the owner leaves its home thread, chunks dropped there wait
+//! until it drains there again; if it is dropped elsewhere, they (and the structure) are leaked,
+//! never reused.
+//!
 //! Handles hold no reference count on the structure around the stack: when the owner goes it
 //! [closes](ReturnStack::close) the stack (the head becomes `CLOSED`) and counts the chunks still
 //! out; each of those is "pushed" exactly once more, which counts down instead, and whoever brings
 //! the count to zero (the owner, or the drop of the last handle) frees the structure.
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::chunk::ChunkId;
 
@@ -46,6 +55,25 @@ struct Cell {
     next: AtomicU32,
 }
 
+/// Thread numbers handed out so far (not a synchronisation point: only uniqueness matters).
+static THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static THREAD: u64 = THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD: u64 = THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+}
+
+/// The calling thread's number: never zero, never reused (unlike OS thread ids or the addresses
+/// of thread-locals, which come back after a thread exits).
+#[inline]
+fn thread_number() -> u64 {
+    THREAD.with(|n| *n)
+}
+
 /// Keeps the stack head (written by every dropping thread) off the cache line of the read-mostly
 /// fields next to it.
 #[repr(align(64))]
@@ -60,6 +88,11 @@ pub(crate) struct ReturnStack {
     /// read-modify-write.
     owner_adds_to_held: bool,
     head: Padded<AtomicU32>,
+    /// The number of the owner's thread once it [bound](Self::bind_home) it, else 0.
+    home: AtomicU64,
+    /// The home thread's stack (see the module docs): only the home thread reads or writes it,
+    /// so relaxed loads and stores, no read-modify-write.
+    local: Padded<AtomicU32>,
     /// After [`close`](Self::close): chunks that will still come back, minus those that came
     /// back (wrapping: drops may count down before the owner counts up).
     orphans: Padded<AtomicU32>,
@@ -82,8 +115,31 @@ impl ReturnStack {
                 .collect(),
             owner_adds_to_held,
             head: Padded(AtomicU32::new(EMPTY)),
+            home: AtomicU64::new(0),
+            local: Padded(AtomicU32::new(EMPTY)),
             orphans: Padded(AtomicU32::new(0)),
         }
+    }
+
+    /// Makes the calling thread the home thread (see the module docs). Owner only. True if it is
+    /// home now; false if another thread already is, or the stack is closed.
+    pub(crate) fn bind_home(&self) -> bool {
+        let me = thread_number();
+        match self
+            .home
+            .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => true,
+            Err(home) => home == me,
+        }
+    }
+
+    /// Whether the caller is on the home thread.
+    #[inline]
+    fn at_home(&self) -> bool {
+        // A thread reads its own writes of `home`; other threads' values never equal its number.
+        let home = self.home.load(Ordering::Relaxed);
+        home != 0 && home == thread_number()
     }
 
     /// Adds a handle to `chunk`. Called by the owner for a new completion (count may be zero; a
@@ -147,6 +203,14 @@ impl ReturnStack {
     #[inline]
     fn push(&self, chunk: ChunkId) -> bool {
         let cell = &self.cells[chunk as usize];
+        if self.at_home() {
+            // Not closed: `close` runs on the home thread (else `home` stays set forever and
+            // nothing here is ever read again) and clears `home`.
+            cell.next
+                .store(self.local.0.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.local.0.store(chunk, Ordering::Relaxed);
+            return false;
+        }
         let mut head = self.head.0.load(Ordering::Relaxed);
         loop {
             if head == CLOSED {
@@ -168,10 +232,22 @@ impl ReturnStack {
     /// Takes every queued chunk; calls `f` for each whose handle count is still zero (the rest
     /// were handed out again meanwhile and will be queued when their handles drop). Owner only.
     #[inline]
-    pub(crate) fn drain(&self, f: impl FnMut(ChunkId)) -> usize {
-        let at = self.head.0.swap(EMPTY, Ordering::Acquire);
-        debug_assert_ne!(at, CLOSED, "drained after close");
-        self.walk(at, f)
+    pub(crate) fn drain(&self, mut f: impl FnMut(ChunkId)) -> usize {
+        let mut n = 0;
+        if self.at_home() {
+            let at = self.local.0.load(Ordering::Relaxed);
+            if at != EMPTY {
+                self.local.0.store(EMPTY, Ordering::Relaxed);
+                n += self.walk(at, &mut f);
+            }
+        }
+        // Skip the swap (a read-modify-write) when nothing is queued.
+        if self.head.0.load(Ordering::Relaxed) != EMPTY {
+            let at = self.head.0.swap(EMPTY, Ordering::Acquire);
+            debug_assert_ne!(at, CLOSED, "drained after close");
+            n += self.walk(at, f);
+        }
+        n
     }
 
     #[inline]
@@ -209,6 +285,12 @@ impl ReturnStack {
     pub(crate) fn close(&self) -> bool {
         let queued = self.head.0.swap(CLOSED, Ordering::AcqRel);
         self.walk(queued, |_| {});
+        if self.at_home() {
+            // From here on drops on this thread go the shared way too (and count down).
+            self.home.store(0, Ordering::Relaxed);
+            let at = self.local.0.swap(EMPTY, Ordering::Relaxed);
+            self.walk(at, |_| {});
+        }
         let out = self
             .cells
             .iter()
@@ -289,6 +371,78 @@ mod tests {
         });
         s.drain(|c| seen[c as usize] += 1);
         assert!(seen.iter().all(|&n| n == 1), "every chunk exactly once");
+    }
+    #[test]
+    fn home_drops_skip_the_shared_stack_and_drain_once() {
+        let s = ReturnStack::new(4, false);
+        assert!(s.bind_home());
+        assert!(s.bind_home(), "binding again at home is fine");
+        std::thread::scope(|sc| {
+            sc.spawn(|| assert!(!s.bind_home(), "one home only"));
+        });
+        for c in 0..4 {
+            s.acquire(c);
+        }
+        assert!(!s.release(0)); // at home
+        assert!(!s.release(1));
+        std::thread::scope(|sc| {
+            sc.spawn(|| assert!(!s.release(2))); // away: the shared stack
+        });
+        assert!(!s.is_empty(), "the foreign drop is on the shared stack");
+        let mut got = vec![];
+        assert_eq!(s.drain(|c| got.push(c)), 3);
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 1, 2]);
+        assert_eq!(s.drain(|_| panic!("drained twice")), 0);
+        assert_eq!(s.handles(3), 1);
+    }
+
+    #[test]
+    fn home_stack_waits_for_the_owner_at_home() {
+        let s = ReturnStack::new(2, false);
+        assert!(s.bind_home());
+        s.acquire(0);
+        assert!(!s.release(0)); // on the home stack
+        std::thread::scope(|sc| {
+            // The owner drains away from home: it cannot see the home stack.
+            sc.spawn(|| assert_eq!(s.drain(|_| panic!("home stack read away from home")), 0));
+        });
+        let mut got = vec![];
+        s.drain(|c| got.push(c));
+        assert_eq!(got, vec![0]);
+    }
+
+    #[test]
+    fn close_at_home_counts_home_stack_and_later_drops() {
+        let s = ReturnStack::new(3, false);
+        assert!(s.bind_home());
+        s.acquire(0);
+        s.acquire(1);
+        s.acquire(2);
+        assert!(!s.release(0)); // queued at home, not drained: idle at close
+        assert!(!s.close(), "chunks 1 and 2 are out");
+        assert!(!s.release(1), "after close, drops at home count down");
+        let last = std::thread::scope(|sc| sc.spawn(|| s.release(2)).join().unwrap());
+        assert!(last, "the last drop learns it");
+    }
+
+    #[test]
+    fn close_away_from_home_leaks_instead_of_freeing_early() {
+        let s = ReturnStack::new(2, false);
+        assert!(s.bind_home());
+        s.acquire(0);
+        s.acquire(1);
+        assert!(!s.release(0)); // on the home stack, which only home can read
+        let freed = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let owner = s.close();
+                let last = s.release(1);
+                owner || last
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(!freed, "chunk 0 never comes back: nobody may free");
     }
 }
 
@@ -405,6 +559,55 @@ mod loom_tests {
             let t = {
                 let s = s.clone();
                 loom::thread::spawn(move || s.release(0))
+            };
+            let owner = s.close();
+            let last = t.join().unwrap();
+            assert!(owner != last, "exactly one frees");
+        });
+    }
+
+    /// The owner binds its thread as home; a chunk's two handles drop at home and on another
+    /// thread while the owner drains: returned exactly once, after both drops.
+    #[test]
+    fn home_and_foreign_drops_race_drain() {
+        loom::model(|| {
+            let s = Arc::new(ReturnStack::new(2, false));
+            assert!(s.bind_home());
+            s.acquire(0);
+            s.acquire(0);
+            s.acquire(1);
+            let t = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    assert!(!s.release(0));
+                    assert!(!s.release(1));
+                })
+            };
+            let mut seen = [0u32; 2];
+            s.drain(|c| seen[c as usize] += 1);
+            assert!(!s.release(0)); // the home drop
+            s.drain(|c| seen[c as usize] += 1);
+            t.join().unwrap();
+            s.drain(|c| {
+                assert_eq!(s.handles(c), 0);
+                seen[c as usize] += 1
+            });
+            assert_eq!(seen, [1, 1]);
+        });
+    }
+
+    /// The owner closes at home while a foreign thread drops: exactly one party frees.
+    #[test]
+    fn close_at_home_races_foreign_drop() {
+        loom::model(|| {
+            let s = Arc::new(ReturnStack::new(2, false));
+            assert!(s.bind_home());
+            s.acquire(0);
+            s.acquire(1);
+            assert!(!s.release(0)); // on the home stack
+            let t = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.release(1))
             };
             let owner = s.close();
             let last = t.join().unwrap();

@@ -832,6 +832,18 @@ impl ZcrxIfq {
         Ok(handle)
     }
 
+    /// Makes the calling thread this queue's home: a handle whose last drop happens on this
+    /// thread returns its chunk without an atomic read-modify-write (other threads take the
+    /// shared lock-free path as before). Call it once, on the thread that runs the event loop.
+    ///
+    /// Returns false if another thread is home already. Keep the queue on its home thread:
+    /// chunks whose handles drop there after the queue moved away come back only when it flushes
+    /// there again, and if it is dropped on another thread they stay out of circulation and the
+    /// area is never unmapped (leaked, never reused).
+    pub fn set_home_thread(&mut self) -> bool {
+        self.core.shared.returns.bind_home()
+    }
+
     /// Hands every chunk whose handles have all dropped (on any thread) back to the kernel: one
     /// refill entry per reference, then one release store of the tail. Returns how many chunks
     /// went back. If the refill queue is full the rest stays queued, in order, for the next

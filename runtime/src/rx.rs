@@ -47,12 +47,14 @@ impl Rx {
                 zc = zc.owner_limit(l);
             }
             match ZcrxIfq::register(r, area()?, zc) {
-                Ok(ifq) => {
+                Ok(mut ifq) => {
+                    // The runtime is thread-per-core: the queue never leaves this thread.
+                    ifq.set_home_thread();
                     return Ok((
                         ring,
                         Rx::Zcrx(ifq),
                         format!("zcrx on {ifname} queue {queue}"),
-                    ))
+                    ));
                 }
                 Err(e) if config.backend == RxBackend::Zcrx => {
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
@@ -68,7 +70,7 @@ impl Rx {
         let Ring::Small(r) = &ring else {
             unreachable!()
         };
-        let buf = BufRing::register(
+        let mut buf = BufRing::register(
             r,
             area()?,
             BufRingConfig {
@@ -78,6 +80,8 @@ impl Rx {
             },
         )
         .map_err(io::Error::other)?;
+        // The runtime is thread-per-core: the ring never leaves this thread.
+        buf.set_home_thread();
         let what = if config.incremental {
             "buffer ring (incremental)"
         } else {
