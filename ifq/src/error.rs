@@ -248,6 +248,12 @@ pub enum Error {
     /// The queue was already torn down.
     #[error("the interface queue was torn down; build a new one")]
     TornDown,
+    /// A zcrx queue was asked to complete a receive away from the home thread it was given
+    /// with `set_home_thread`.
+    #[error(
+        "this zcrx queue's home is another thread (set_home_thread): complete its receives on          that thread; the buffer of this completion stays out of circulation until teardown"
+    )]
+    AwayFromHome,
     /// Any other OS error.
     #[error("{what}: {source}")]
     Os {

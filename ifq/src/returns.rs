@@ -134,6 +134,15 @@ impl ReturnStack {
         }
     }
 
+    /// Whether a home thread is set and the caller is not on it. An owner that
+    /// `owner_adds_to_held` must not add handles then: the home thread's drops rely on it
+    /// (see `release`).
+    #[inline]
+    pub(crate) fn away_from_home(&self) -> bool {
+        let home = self.home.load(Ordering::Relaxed);
+        home != 0 && home != thread_number()
+    }
+
     /// Whether the caller is on the home thread.
     #[inline]
     fn at_home(&self) -> bool {
@@ -178,10 +187,12 @@ impl ReturnStack {
         // `Acquire`: the drops of the other handles (their `AcqRel` steps) happen before this
         // chunk is pushed, and so before the owner reuses it.
         let mut word = cell.word.load(Ordering::Acquire);
-        if word == 1 && !self.owner_adds_to_held {
+        if word == 1 && (!self.owner_adds_to_held || self.at_home()) {
             // This is the only handle and not queued, and nobody else can add one: other handles
-            // would be needed to make one, and the owner only adds to chunks without handles.
-            // So nobody else writes the word until it is pushed: a plain store, no RMW.
+            // would be needed to make one, and the owner adds to held chunks only if
+            // `owner_adds_to_held`, and then only on its home thread (see `away_from_home`),
+            // which is this thread. So nobody else writes the word until it is pushed: a plain
+            // store, no RMW.
             cell.word.store(IN_STACK, Ordering::Relaxed);
             return self.push(chunk);
         }
@@ -612,6 +623,33 @@ mod loom_tests {
             let owner = s.close();
             let last = t.join().unwrap();
             assert!(owner != last, "exactly one frees");
+        });
+    }
+
+    /// zcrx mode (the owner adds handles to held chunks) with a home thread: the owner at home
+    /// hands out another piece of a chunk while a foreign thread drops its handle, then drops
+    /// the new handle at home (a plain store when it is the last). Never returned while a
+    /// handle lives; returned exactly once.
+    #[test]
+    fn zcrx_home_redelivery_races_foreign_drop() {
+        loom::model(|| {
+            let s = Arc::new(ReturnStack::new(1, true));
+            assert!(s.bind_home());
+            s.acquire(0); // the foreign thread's handle
+            let t = {
+                let s = s.clone();
+                loom::thread::spawn(move || assert!(!s.release(0)))
+            };
+            let mut returned = 0;
+            s.drain(|_| returned += 1);
+            if returned == 0 {
+                s.acquire(0); // redelivery at home
+                s.drain(|_| panic!("returned while a handle is live"));
+                assert!(!s.release(0)); // dropped at home
+            }
+            t.join().unwrap();
+            s.drain(|_| returned += 1);
+            assert_eq!(returned, 1);
         });
     }
 }

@@ -795,6 +795,11 @@ impl ZcrxIfq {
 
     #[inline]
     fn take(&mut self, owner: OwnerId, loc: ZcrxLoc, len: u32) -> Result<RxBuf> {
+        if self.core.shared.returns.away_from_home() {
+            // The kernel may hand out more of a chunk the application holds, and drops on the
+            // home thread count on the owner adding such handles only there.
+            return Err(Error::AwayFromHome);
+        }
         if loc.area_id != self.area_id {
             return Err(CompletionError::WrongArea {
                 area_id: loc.area_id,
@@ -836,10 +841,12 @@ impl ZcrxIfq {
     /// thread returns its chunk without an atomic read-modify-write (other threads take the
     /// shared lock-free path as before). Call it once, on the thread that runs the event loop.
     ///
-    /// Returns false if another thread is home already. Keep the queue on its home thread:
-    /// chunks whose handles drop there after the queue moved away come back only when it flushes
-    /// there again, and if it is dropped on another thread they stay out of circulation and the
-    /// area is never unmapped (leaked, never reused).
+    /// Returns false if another thread is home already. The queue then belongs to its home
+    /// thread: [`complete`](Self::complete) elsewhere fails with [`Error::AwayFromHome`] (the
+    /// kernel may hand out more of a chunk the application holds, and the home thread's drops
+    /// rely on such handles being added only there); if the queue is dropped on another thread,
+    /// chunks dropped at home stay out of circulation and the area is never unmapped (leaked,
+    /// never reused).
     pub fn set_home_thread(&mut self) -> bool {
         self.core.shared.returns.bind_home()
     }
@@ -898,18 +905,25 @@ impl ZcrxIfq {
         }
         // Then the chunks whose handles dropped since: written straight away while there is
         // room, else queued behind the others.
-        core.collect_returns(|table, chunk, _| {
+        core.drain_returns(|table, chunk| {
             if !full && pending.is_empty() {
                 if out.write_chunk(chunk) {
-                    let published = table.publish(chunk);
-                    debug_assert!(published.is_ok(), "a released chunk publishes");
+                    // Entries written: straight back to the kernel state.
+                    let recycled = table.recycle(chunk);
+                    debug_assert!(recycled.is_ok(), "a returned chunk recycles: {recycled:?}");
                     returned += 1;
                     return;
                 }
                 full = true;
             }
-            if !std::mem::replace(&mut queued[chunk as usize], true) {
-                pending.push_back(chunk);
+            match table.release(chunk) {
+                Ok(_) => {
+                    if !std::mem::replace(&mut queued[chunk as usize], true) {
+                        pending.push_back(chunk);
+                    }
+                }
+                // Unreachable by construction, as in `Core::collect_returns`.
+                Err(e) => debug_assert!(false, "release refused: {e}"),
             }
         });
         stats.rqes += out.rqes;

@@ -128,7 +128,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(chunks: usize, incremental: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(chunks: usize, incremental: bool, home: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let area = Area::builder()
         .chunk_size(CHUNK)
         .chunks(chunks)
@@ -142,6 +142,10 @@ fn run(chunks: usize, incremental: bool, ops: Vec<Op>) -> Result<(), TestCaseErr
         },
     )
     .unwrap();
+    if home {
+        // As the runtime does: drops on this thread take the home path.
+        prop_assert!(ring.set_home_thread());
+    }
     let mut k = Kernel {
         head: 0,
         tail: 0,
@@ -229,13 +233,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn plain_ring_against_kernel_model(chunks in 1usize..9, ops in proptest::collection::vec(op(), 1..300)) {
-        run(chunks, false, ops)?;
+    fn plain_ring_against_kernel_model(chunks in 1usize..9, home in any::<bool>(), ops in proptest::collection::vec(op(), 1..300)) {
+        run(chunks, false, home, ops)?;
     }
 
     #[test]
-    fn incremental_ring_against_kernel_model(chunks in 1usize..9, ops in proptest::collection::vec(op(), 1..300)) {
-        run(chunks, true, ops)?;
+    fn incremental_ring_against_kernel_model(chunks in 1usize..9, home in any::<bool>(), ops in proptest::collection::vec(op(), 1..300)) {
+        run(chunks, true, home, ops)?;
     }
 }
 

@@ -346,6 +346,7 @@ fn run(
     rq_entries: u32,
     ops: Vec<Op>,
     teardown_at: Option<usize>,
+    home: bool,
 ) -> Result<(), TestCaseError> {
     let page = rustix::param::page_size();
     let chunk_size = page * chunk_pages as usize;
@@ -356,6 +357,10 @@ fn run(
         .unwrap();
     let area_len = area.len();
     let mut ifq = ZcrxIfq::simulated(area, rq_entries, TOKEN).unwrap();
+    if home {
+        // As the runtime does: drops on this thread take the home path.
+        prop_assert!(ifq.set_home_thread());
+    }
     ifq.sim_set_owner_limit(Some(3000));
     prop_assert_eq!(ifq.area_token(), TOKEN);
     prop_assert_eq!(ifq.buffer_size(), page);
@@ -529,8 +534,9 @@ proptest! {
         chunks in 1u32..6,
         rq_log2 in 0u32..5,
         ops in proptest::collection::vec(op(), 1..300),
+        home in any::<bool>(),
     ) {
-        run(chunk_pages, chunks, 1 << rq_log2, ops, None)?;
+        run(chunk_pages, chunks, 1 << rq_log2, ops, None, home)?;
     }
 
     /// The same, torn down at a random point with handles still alive.
@@ -541,9 +547,10 @@ proptest! {
         rq_log2 in 0u32..4,
         ops in proptest::collection::vec(op(), 1..150),
         at in any::<usize>(),
+        home in any::<bool>(),
     ) {
         let at = at % (ops.len() + 1);
-        run(chunk_pages, chunks, 1 << rq_log2, ops, Some(at))?;
+        run(chunk_pages, chunks, 1 << rq_log2, ops, Some(at), home)?;
     }
 }
 
@@ -750,4 +757,47 @@ fn full_refill_queue_keeps_the_rest_pending() {
     assert_eq!(ifq.sim_tail(), 7);
     assert_eq!(ifq.sim_read_rqe(6).0, TOKEN | (5 * page));
     assert_eq!(ifq.pending_chunks(), 0);
+}
+
+/// A queue with a home thread completes receives only there: elsewhere the completion is a typed
+/// error (the home thread's drops rely on redeliveries happening at home), and back at home it
+/// works again.
+#[test]
+fn home_thread_owns_completions() {
+    let page = rustix::param::page_size() as u64;
+    let area = Area::builder()
+        .chunk_size(page as usize)
+        .chunks(2)
+        .build()
+        .unwrap();
+    let mut ifq = ZcrxIfq::simulated(area, 2, TOKEN).unwrap();
+    assert!(ifq.set_home_thread());
+    let c = ifq
+        .complete(OwnerId(1), 10, CQE_F_MORE, [TOKEN, 0])
+        .unwrap();
+    let RecvEvent::Data(held) = c.event else {
+        panic!("data expected")
+    };
+    let mut ifq = std::thread::spawn(move || {
+        assert!(!ifq.set_home_thread(), "the home is taken");
+        let e = ifq
+            .complete(OwnerId(1), 10, CQE_F_MORE, [TOKEN | 100, 0])
+            .unwrap_err();
+        assert!(matches!(e, ifq::Error::AwayFromHome), "{e}");
+        assert!(e.to_string().contains("set_home_thread"));
+        ifq
+    })
+    .join()
+    .unwrap();
+    // At home again: a second fragment of the held chunk, then both drop here.
+    let c = ifq
+        .complete(OwnerId(1), 10, CQE_F_MORE, [TOKEN | 200, 0])
+        .unwrap();
+    let RecvEvent::Data(again) = c.event else {
+        panic!("data expected")
+    };
+    assert_eq!(ifq.snapshot().counts.user, 1);
+    drop((held, again));
+    assert_eq!(ifq.flush(), 1);
+    assert_eq!(ifq.sim_tail(), 2, "one entry per delivery");
 }

@@ -148,6 +148,14 @@ impl Core {
         })
     }
 
+    /// Calls `f` with every chunk whose handles are all gone, still in the user state: `f` moves
+    /// it on (`ChunkTable::recycle` or `ChunkTable::release`). Returns how many there were.
+    #[inline]
+    pub(crate) fn drain_returns(&mut self, mut f: impl FnMut(&mut ChunkTable, ChunkId)) -> usize {
+        let Self { shared, table } = self;
+        shared.returns.drain(|chunk| f(table, chunk))
+    }
+
     /// Moves every chunk whose handles are all gone to the refill state and calls `publish` with
     /// it and its refill entry count. Returns how many chunks were released.
     #[inline]
