@@ -43,6 +43,7 @@ enum Op {
     },
     KernelDone(Chunk),
     Release(Chunk),
+    Recycle(Chunk),
     Publish(Chunk),
     Reclaim(Chunk),
     Limit(Option<u64>),
@@ -112,8 +113,21 @@ fuzz_target!(|input: Input| {
                     }
                     _ => None,
                 });
+                let before = model.get(c as usize).copied();
                 let r = t.deliver(c, OwnerId(o), len, keeps);
                 assert_eq!(r.is_ok(), expect.is_some(), "deliver {c}: {r:?}");
+                if let Ok(found) = r {
+                    // What the chunk was: no handle unless it was already with the user.
+                    let user = matches!(before, Some(ChunkState::User { .. }));
+                    let busy = matches!(
+                        before,
+                        Some(ChunkState::User {
+                            kernel_busy: true,
+                            ..
+                        })
+                    );
+                    assert_eq!((found.first, found.was_kernel_busy), (!user, busy));
+                }
                 if let Some(d) = expect {
                     model[c as usize] = ChunkState::User {
                         deliveries: d,
@@ -125,7 +139,7 @@ fuzz_target!(|input: Input| {
                         None => h.push((o, u64::from(len))),
                     }
                 }
-                r
+                r.map(|_| ())
             }
             Op::KernelDone(c) => {
                 let c = chunk(c);
@@ -154,6 +168,22 @@ fuzz_target!(|input: Input| {
                         model[c as usize] = ChunkState::Refill {
                             entries: deliveries,
                         };
+                        charged[c as usize].clear();
+                    }
+                    _ => assert!(r.is_err()),
+                }
+                r.map(|_| ())
+            }
+            Op::Recycle(c) => {
+                let c = chunk(c);
+                let r = t.recycle(c);
+                match model.get(c as usize) {
+                    Some(&ChunkState::User {
+                        deliveries,
+                        kernel_busy: false,
+                    }) => {
+                        assert_eq!(r, Ok(deliveries));
+                        model[c as usize] = ChunkState::Kernel;
                         charged[c as usize].clear();
                     }
                     _ => assert!(r.is_err()),
