@@ -948,6 +948,11 @@ impl ZcrxIfq {
         self.core.table.over_limit(owner)
     }
 
+    /// What one owner holds.
+    pub fn owner(&self, owner: OwnerId) -> crate::chunk::OwnerStats {
+        self.core.table.owner(owner)
+    }
+
     /// Who holds what.
     pub fn snapshot(&self) -> Snapshot {
         self.core.snapshot()

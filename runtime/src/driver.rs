@@ -337,9 +337,7 @@ impl Driver {
             // - and a connection that already holds buffers may not promise itself the reserve:
             //   the last chunks stay for connections that hold nothing, so one of them (a
             //   proxy's other side, say) can always make progress and free the rest.
-            let limit = rx.owner_limit().unwrap_or(u64::MAX);
-            let held = rx.owner_footprint(owner, self.incremental);
-            let free = u64::from(rx.available()) * self.chunk;
+            let Footprint { limit, held, free } = self.footprint(rx, owner);
             let mut room = free.saturating_sub(self.committed);
             if held > 0 {
                 room = room.saturating_sub(self.reserve);
@@ -370,6 +368,16 @@ impl Driver {
         self.committed += budget;
         self.stats.recv_arms += 1;
         self.push(&sqe);
+    }
+
+    /// A connection's limit, what it keeps out of the pool, and what the pool has free: what the
+    /// capped-receive rules (`arm_recv`, `stop_if_overdrawn`) decide on.
+    fn footprint(&self, rx: &Rx, owner: OwnerId) -> Footprint {
+        Footprint {
+            limit: rx.owner_limit().unwrap_or(u64::MAX),
+            held: rx.owner_footprint(owner, self.incremental),
+            free: u64::from(rx.available()) * self.chunk,
+        }
     }
 
     /// Parks a connection until buffers come back; `over_limit` says whether it is its own fault
@@ -421,9 +429,7 @@ impl Driver {
         let Some(rx) = self.rx.as_ref().filter(|rx| rx.can_cap()) else {
             return;
         };
-        let limit = rx.owner_limit().unwrap_or(u64::MAX);
-        let held = rx.owner_footprint(conn.owner, self.incremental);
-        let free = u64::from(rx.available()) * self.chunk;
+        let Footprint { limit, held, free } = self.footprint(rx, conn.owner);
         let at_limit = held + self.chunk > limit;
         let into_reserve = held > 0 && free < self.reserve + self.chunk;
         if !at_limit && !into_reserve {
@@ -939,4 +945,14 @@ impl Driver {
             .expect("interface queue present");
         (report, leaked)
     }
+}
+
+/// See [`Driver::footprint`] (bytes).
+struct Footprint {
+    /// The most the connection may hold.
+    limit: u64,
+    /// What it keeps out of the pool (whole chunks unless incremental).
+    held: u64,
+    /// Posted and not yet filled.
+    free: u64,
 }

@@ -158,12 +158,7 @@ impl Rx {
                     s.bytes.max(u64::from(s.chunks) * b.chunk_size() as u64)
                 }
             }
-            Rx::Zcrx(z) => z
-                .snapshot()
-                .owners
-                .iter()
-                .find(|(o, _)| *o == owner)
-                .map_or(0, |(_, s)| s.bytes),
+            Rx::Zcrx(z) => z.owner(owner).bytes,
         }
     }
 
