@@ -12,6 +12,8 @@
 //! let mut ring = IoUring::new(256)?;
 //! let area = Area::builder().chunk_size(32 * 1024).chunks(256).build()?;
 //! let mut rx = BufRing::register(&ring, area, BufRingConfig::default())?;
+//! // This thread runs the loop: buffers dropped here go back without atomics.
+//! rx.set_home_thread();
 //! # let sock = std::net::TcpStream::connect("127.0.0.1:1")?;
 //! # use std::os::fd::AsRawFd;
 //! let sqe = rx.recv_multishot(Fd(sock.as_raw_fd())).user_data(1);

@@ -122,7 +122,7 @@ impl ReturnStack {
     }
 
     /// Makes the calling thread the home thread (see the module docs). Owner only. True if it is
-    /// home now; false if another thread already is, or the stack is closed.
+    /// home now; false if another thread already is.
     pub(crate) fn bind_home(&self) -> bool {
         let me = thread_number();
         match self

@@ -140,8 +140,7 @@ impl Core {
     /// ring). Returns how many chunks went back.
     #[inline]
     pub(crate) fn recycle_returns(&mut self, mut post: impl FnMut(ChunkId)) -> usize {
-        let Self { shared, table } = self;
-        shared.returns.drain(|chunk| match table.recycle(chunk) {
+        self.drain_returns(|table, chunk| match table.recycle(chunk) {
             Ok(_) => post(chunk),
             // Unreachable by construction, as in `collect_returns`.
             Err(e) => debug_assert!(false, "recycle refused: {e}"),
@@ -163,8 +162,7 @@ impl Core {
         &mut self,
         mut publish: impl FnMut(&mut ChunkTable, ChunkId, u32),
     ) -> usize {
-        let Self { shared, table } = self;
-        shared.returns.drain(|chunk| match table.release(chunk) {
+        self.drain_returns(|table, chunk| match table.release(chunk) {
             Ok(entries) => publish(table, chunk, entries),
             // Unreachable by construction (the core's bias reference keeps busy chunks out of the
             // stack); if it happens the chunk is kept out of circulation rather than reused.
