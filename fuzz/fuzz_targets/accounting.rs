@@ -156,34 +156,27 @@ fuzz_target!(|input: Input| {
                 }
                 r
             }
-            Op::Release(c) => {
+            Op::Release(c) | Op::Recycle(c) => {
                 let c = chunk(c);
-                let r = t.release(c);
+                let to_kernel = matches!(op, Op::Recycle(_));
+                let r = if to_kernel {
+                    t.recycle(c)
+                } else {
+                    t.release(c)
+                };
                 match model.get(c as usize) {
                     Some(&ChunkState::User {
                         deliveries,
                         kernel_busy: false,
                     }) => {
                         assert_eq!(r, Ok(deliveries));
-                        model[c as usize] = ChunkState::Refill {
-                            entries: deliveries,
+                        model[c as usize] = if to_kernel {
+                            ChunkState::Kernel
+                        } else {
+                            ChunkState::Refill {
+                                entries: deliveries,
+                            }
                         };
-                        charged[c as usize].clear();
-                    }
-                    _ => assert!(r.is_err()),
-                }
-                r.map(|_| ())
-            }
-            Op::Recycle(c) => {
-                let c = chunk(c);
-                let r = t.recycle(c);
-                match model.get(c as usize) {
-                    Some(&ChunkState::User {
-                        deliveries,
-                        kernel_busy: false,
-                    }) => {
-                        assert_eq!(r, Ok(deliveries));
-                        model[c as usize] = ChunkState::Kernel;
                         charged[c as usize].clear();
                     }
                     _ => assert!(r.is_err()),

@@ -557,22 +557,7 @@ impl ChunkTable {
     /// published. Returns how many refill entries it needs (one per delivery).
     #[inline]
     pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
-        let i = self.slot(chunk)?;
-        match self.slots[i].state {
-            ChunkState::User {
-                deliveries,
-                kernel_busy: false,
-            } => {
-                self.slots[i].state = ChunkState::Refill {
-                    entries: deliveries,
-                };
-                self.counts.user -= 1;
-                self.counts.refill += 1;
-                self.discharge(i);
-                Ok(deliveries)
-            }
-            _ => Err(self.bad(chunk, "be released")),
-        }
+        self.leave_user(chunk, false)
     }
 
     /// [`release`](Self::release) and [`publish`](Self::publish) in one step, for a backend
@@ -580,20 +565,37 @@ impl ChunkTable {
     /// the refill entries it needed.
     #[inline]
     pub fn recycle(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
+        self.leave_user(chunk, true)
+    }
+
+    /// A user chunk whose handles are gone goes to the refill state, or straight to the kernel.
+    #[inline]
+    fn leave_user(&mut self, chunk: ChunkId, to_kernel: bool) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
-        match self.slots[i].state {
-            ChunkState::User {
-                deliveries,
-                kernel_busy: false,
-            } => {
-                self.slots[i].state = ChunkState::Kernel;
-                self.counts.user -= 1;
-                self.counts.kernel += 1;
-                self.discharge(i);
-                Ok(deliveries)
-            }
-            _ => Err(self.bad(chunk, "be recycled")),
+        let ChunkState::User {
+            deliveries,
+            kernel_busy: false,
+        } = self.slots[i].state
+        else {
+            let action = if to_kernel {
+                "be recycled"
+            } else {
+                "be released"
+            };
+            return Err(self.bad(chunk, action));
+        };
+        self.counts.user -= 1;
+        if to_kernel {
+            self.slots[i].state = ChunkState::Kernel;
+            self.counts.kernel += 1;
+        } else {
+            self.slots[i].state = ChunkState::Refill {
+                entries: deliveries,
+            };
+            self.counts.refill += 1;
         }
+        self.discharge(i);
+        Ok(deliveries)
     }
 
     /// The chunk's refill entries were written and the ring tail published: the kernel owns it.
