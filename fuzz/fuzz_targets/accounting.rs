@@ -7,11 +7,12 @@
 //! (snapshot, every chunk's state, limits).
 #![no_main]
 
-use std::collections::BTreeMap;
-
 use arbitrary::Arbitrary;
 use ifq::chunk::{AccountingError, ChunkState, ChunkTable, OwnerId, Redelivery};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/mod.rs"]
+mod common;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -258,21 +259,6 @@ fuzz_target!(|input: Input| {
         assert_eq!(t.owner_limit(), limit);
         let snap = t.snapshot();
         assert_eq!(snap.counts.total(), n);
-        let mut per: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
-        for h in &charged {
-            for (o, b) in h {
-                let e = per.entry(*o).or_default();
-                e.0 += 1;
-                e.1 += b;
-            }
-        }
-        assert_eq!(snap.held_bytes, per.values().map(|v| v.1).sum::<u64>());
-        let got: Vec<(u32, (u32, u64))> = snap
-            .owners
-            .iter()
-            .map(|(o, s)| (o.0, (s.chunks, s.bytes)))
-            .collect();
-        let want: Vec<(u32, (u32, u64))> = per.into_iter().collect();
-        assert_eq!(got, want, "per-owner stats");
+        common::check_owner_stats(&snap, charged.iter().map(|h| h.as_slice()));
     }
 });

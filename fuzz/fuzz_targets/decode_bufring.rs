@@ -14,7 +14,7 @@
 //! - the counters, held bytes and per-owner stats match the model.
 #![no_main]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use arbitrary::Arbitrary;
 use ifq::bufring::{BufRing, BufRingConfig};
@@ -24,6 +24,10 @@ use ifq::completion::{
 };
 use ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{apply, check_owner_stats, owner_id, touch_all, HandleOp, Live};
 
 const CHUNK: u32 = 4096;
 const ENOBUFS: i32 = 105;
@@ -65,16 +69,8 @@ enum Op {
         owner: u8,
         want: u16,
     },
-    Drop(u16),
-    Slice {
-        i: u16,
-        from: u16,
-        to: u16,
-    },
-    Split {
-        i: u16,
-        at: u16,
-    },
+    /// Drop, slice or split a live handle.
+    Handle(HandleOp),
     Flush,
     /// Tears the ring down while handles live; the rest of the input only uses handles.
     Teardown,
@@ -93,22 +89,6 @@ enum M {
         /// Bytes charged per owner since it left the ring.
         owners: Vec<(u32, u64)>,
     },
-}
-
-struct Live {
-    buf: RxBuf,
-    /// The chunk and the byte range in the area it was given.
-    chunk: u32,
-    start: u64,
-    end: u64,
-}
-
-fn owner_id(o: u8) -> u32 {
-    // A few far-apart ids (collide in the owner table's direct-mapped slots), mostly small ones.
-    match o {
-        250..=255 => u32::MAX - u32::from(o - 250) * 8,
-        _ => u32::from(o % 24),
-    }
 }
 
 fn flags_of(bid: u16, bits: u8) -> u32 {
@@ -357,12 +337,9 @@ impl Harness {
         }
         // Touch the bytes: an out-of-bounds slice would fault or trip ASan.
         std::hint::black_box(buf.iter().fold(0u8, |a, b| a ^ b));
-        self.live.push(Live {
-            buf,
-            chunk,
-            start,
-            end,
-        });
+        let live = Live::new(buf, chunk);
+        assert_eq!((live.start, live.end), (start, end));
+        self.live.push(live);
     }
 
     fn honest(&mut self, owner: u32, want: u16) {
@@ -437,25 +414,13 @@ impl Harness {
         assert_eq!(snap.counts.user, self.chunks - ring);
         assert_eq!(snap.counts.refill, 0);
         assert_eq!(self.ring.available(), ring);
-        let mut per: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
-        for m in &self.model {
-            if let M::Held { owners, .. } = m {
-                for (o, b) in owners {
-                    let e = per.entry(*o).or_default();
-                    e.0 += 1;
-                    e.1 += b;
-                }
-            }
-        }
-        let held: u64 = per.values().map(|v| v.1).sum();
-        assert_eq!(snap.held_bytes, held);
-        let got: Vec<(u32, (u32, u64))> = snap
-            .owners
-            .iter()
-            .map(|(o, s)| (o.0, (s.chunks, s.bytes)))
-            .collect();
-        let want: Vec<(u32, (u32, u64))> = per.iter().map(|(o, v)| (*o, *v)).collect();
-        assert_eq!(got, want, "per-owner stats");
+        let per = check_owner_stats(
+            &snap,
+            self.model.iter().filter_map(|m| match m {
+                M::Held { owners, .. } => Some(owners.as_slice()),
+                _ => None,
+            }),
+        );
         for (o, (_, bytes)) in per.iter().take(4) {
             assert_eq!(
                 self.ring.over_limit(OwnerId(*o)),
@@ -465,62 +430,10 @@ impl Harness {
     }
 }
 
-/// Handle operations (also valid after teardown). Returns false for other operations.
-fn handle_op(live: &mut Vec<Live>, op: &Op) -> bool {
-    match *op {
-        Op::Drop(i) => {
-            if !live.is_empty() {
-                let i = usize::from(i) % live.len();
-                live.swap_remove(i);
-            }
-        }
-        Op::Slice { i, from, to } => {
-            if !live.is_empty() {
-                let l = &live[usize::from(i) % live.len()];
-                let len = l.buf.len();
-                let (a, b) = (usize::from(from) % (len + 1), usize::from(to) % (len + 1));
-                let (a, b) = (a.min(b), a.max(b));
-                let s = l.buf.slice(a..b);
-                assert_eq!(s.area_offset(), l.start + a as u64);
-                let (chunk, start) = (l.chunk, l.start);
-                live.push(Live {
-                    buf: s,
-                    chunk,
-                    start: start + a as u64,
-                    end: start + b as u64,
-                });
-            }
-        }
-        Op::Split { i, at } => {
-            if !live.is_empty() {
-                let n = live.len();
-                let l = &mut live[usize::from(i) % n];
-                let at = usize::from(at) % (l.buf.len() + 1);
-                let head = l.buf.split_to(at);
-                let (chunk, start) = (l.chunk, l.start);
-                l.start += at as u64;
-                assert_eq!(l.buf.area_offset(), l.start);
-                live.push(Live {
-                    buf: head,
-                    chunk,
-                    start,
-                    end: start + at as u64,
-                });
-            }
-        }
-        _ => return false,
-    }
-    true
-}
-
 fuzz_target!(|input: Input| {
     let mut h = Harness::new(&input);
     let mut ops = input.ops.iter().take(512);
     for op in ops.by_ref() {
-        if handle_op(&mut h.live, op) {
-            h.check();
-            continue;
-        }
         match *op {
             Op::Raw { owner, res, flags } => h.complete(owner_id(owner), res, flags),
             Op::Data {
@@ -557,14 +470,14 @@ fuzz_target!(|input: Input| {
                 assert_eq!(report.held_chunks, chunks.len() as u32, "{report:?}");
                 assert_eq!(report.counts.user, report.held_chunks);
                 for op in ops {
-                    handle_op(&mut live, op);
-                    for l in &live {
-                        std::hint::black_box(l.buf.iter().fold(0u8, |a, b| a ^ b));
+                    if let Op::Handle(op) = op {
+                        apply(&mut live, op);
                     }
+                    touch_all(&live);
                 }
                 return;
             }
-            Op::Drop(_) | Op::Slice { .. } | Op::Split { .. } => unreachable!(),
+            Op::Handle(ref op) => apply(&mut h.live, op),
         }
         h.check();
     }

@@ -16,14 +16,17 @@
 //!   comes back exactly once.
 #![no_main]
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use ifq::completion::{decode_zcrx, Event, ZcrxLoc, CQE_F_MORE, ZCRX_AREA_SHIFT, ZCRX_OFFSET_MASK};
 use ifq::zcrx::ZcrxIfq;
-use ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
+use ifq::{Area, Error, OwnerId, RecvEvent};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{apply, check_owner_stats, owner_id, touch_all, HandleOp, Live};
 
 const ENOMEM: i32 = 12;
 const ENOSPC: i32 = 28;
@@ -62,16 +65,8 @@ enum Op {
         flags: u8,
         big: u64,
     },
-    Drop(u16),
-    Slice {
-        i: u16,
-        from: u16,
-        to: u16,
-    },
-    Split {
-        i: u16,
-        at: u16,
-    },
+    /// Drop, slice or split a live handle.
+    Handle(HandleOp),
     Flush,
     /// The kernel stores a refill head.
     Head(Head),
@@ -89,18 +84,6 @@ enum Head {
     Beyond(u8),
     /// Any value.
     Any(u32),
-}
-
-struct Live {
-    buf: RxBuf,
-    chunk: u32,
-}
-
-fn owner_id(o: u8) -> u32 {
-    match o {
-        250..=255 => u32::MAX - u32::from(o - 250) * 8,
-        _ => u32::from(o % 24),
-    }
 }
 
 struct Harness {
@@ -244,7 +227,7 @@ impl Harness {
                             Some((_, b)) => *b += len,
                             None => owners.push((owner, len)),
                         }
-                        self.live.push(Live { buf, chunk });
+                        self.live.push(Live::new(buf, chunk));
                     }
                     other => {
                         match other {
@@ -348,23 +331,10 @@ impl Harness {
             "chunks waiting for refill entries"
         );
         assert!(self.ifq.pending_chunks() as u32 >= refill);
-        let mut per: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
         for (c, owners) in self.owners.iter().enumerate() {
             assert!(owners.is_empty() || self.user[c]);
-            for (o, b) in owners {
-                let e = per.entry(*o).or_default();
-                e.0 += 1;
-                e.1 += b;
-            }
         }
-        assert_eq!(snap.held_bytes, per.values().map(|v| v.1).sum::<u64>());
-        let got: Vec<(u32, (u32, u64))> = snap
-            .owners
-            .iter()
-            .map(|(o, s)| (o.0, (s.chunks, s.bytes)))
-            .collect();
-        let want: Vec<(u32, (u32, u64))> = per.iter().map(|(o, v)| (*o, *v)).collect();
-        assert_eq!(got, want, "per-owner stats");
+        let per = check_owner_stats(&snap, self.owners.iter().map(|o| o.as_slice()));
         for (o, (_, bytes)) in per.iter().take(4) {
             assert_eq!(
                 self.ifq.over_limit(OwnerId(*o)),
@@ -390,49 +360,10 @@ fn page_size() -> u64 {
     })
 }
 
-/// Handle operations (also valid after teardown). Returns false for other operations.
-fn handle_op(live: &mut Vec<Live>, op: &Op) -> bool {
-    match op {
-        Op::Drop(i) => {
-            if !live.is_empty() {
-                let i = usize::from(*i) % live.len();
-                live.swap_remove(i);
-            }
-        }
-        Op::Slice { i, from, to } => {
-            if !live.is_empty() {
-                let l = &live[usize::from(*i) % live.len()];
-                let len = l.buf.len();
-                let (a, b) = (usize::from(*from) % (len + 1), usize::from(*to) % (len + 1));
-                let s = l.buf.slice(a.min(b)..a.max(b));
-                assert_eq!(s.area_offset(), l.buf.area_offset() + a.min(b) as u64);
-                let chunk = l.chunk;
-                live.push(Live { buf: s, chunk });
-            }
-        }
-        Op::Split { i, at } => {
-            if !live.is_empty() {
-                let n = live.len();
-                let l = &mut live[usize::from(*i) % n];
-                let at = usize::from(*at) % (l.buf.len() + 1);
-                let head = l.buf.split_to(at);
-                let chunk = l.chunk;
-                live.push(Live { buf: head, chunk });
-            }
-        }
-        _ => return false,
-    }
-    true
-}
-
 fuzz_target!(|input: Input| {
     let mut h = Harness::new(&input);
     let mut ops = input.ops.iter().take(512);
     for op in ops.by_ref() {
-        if handle_op(&mut h.live, op) {
-            h.check();
-            continue;
-        }
         match op {
             Op::Raw {
                 owner,
@@ -473,14 +404,14 @@ fuzz_target!(|input: Input| {
                 let report = ifq.teardown();
                 assert_eq!(report.held_chunks, chunks.len() as u32, "{report:?}");
                 for op in ops {
-                    handle_op(&mut live, op);
-                    for l in &live {
-                        std::hint::black_box(l.buf.iter().fold(0u8, |a, b| a ^ b));
+                    if let Op::Handle(op) = op {
+                        apply(&mut live, op);
                     }
+                    touch_all(&live);
                 }
                 return;
             }
-            Op::Drop(_) | Op::Slice { .. } | Op::Split { .. } => unreachable!(),
+            Op::Handle(op) => apply(&mut h.live, op),
         }
         h.check();
     }
