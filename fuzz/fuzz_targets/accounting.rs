@@ -45,6 +45,7 @@ enum Op {
     KernelDone(Chunk),
     Release(Chunk),
     Recycle(Chunk),
+    Shelve(Chunk),
     Publish(Chunk),
     Reclaim(Chunk),
     Limit(Option<u64>),
@@ -157,13 +158,12 @@ fuzz_target!(|input: Input| {
                 }
                 r
             }
-            Op::Release(c) | Op::Recycle(c) => {
+            Op::Release(c) | Op::Recycle(c) | Op::Shelve(c) => {
                 let c = chunk(c);
-                let to_kernel = matches!(op, Op::Recycle(_));
-                let r = if to_kernel {
-                    t.recycle(c)
-                } else {
-                    t.release(c)
+                let r = match op {
+                    Op::Recycle(_) => t.recycle(c),
+                    Op::Shelve(_) => t.shelve(c),
+                    _ => t.release(c),
                 };
                 match model.get(c as usize) {
                     Some(&ChunkState::User {
@@ -171,12 +171,12 @@ fuzz_target!(|input: Input| {
                         kernel_busy: false,
                     }) => {
                         assert_eq!(r, Ok(deliveries));
-                        model[c as usize] = if to_kernel {
-                            ChunkState::Kernel
-                        } else {
-                            ChunkState::Refill {
+                        model[c as usize] = match op {
+                            Op::Recycle(_) => ChunkState::Kernel,
+                            Op::Shelve(_) => ChunkState::Pool,
+                            _ => ChunkState::Refill {
                                 entries: deliveries,
-                            }
+                            },
                         };
                         charged[c as usize].clear();
                     }

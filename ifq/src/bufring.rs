@@ -62,6 +62,9 @@ pub struct BufRingConfig {
     pub incremental: bool,
     /// Most bytes one owner may hold before [`BufRing::over_limit`] says to stop reading it.
     pub owner_limit: Option<u64>,
+    /// Most chunks posted to the kernel at once (default: every chunk). See
+    /// [`BufRing::set_max_posted`].
+    pub max_posted: Option<u32>,
 }
 
 /// Counters of a buffer ring's life.
@@ -73,7 +76,8 @@ pub struct BufRingStats {
     pub bytes: u64,
     /// `-ENOBUFS` completions (the ring ran dry).
     pub no_buffers: u64,
-    /// Chunks published back to the kernel.
+    /// Chunks whose handles all dropped, collected by [`BufRing::flush`] (posted again, or kept
+    /// in the pool above [`BufRing::max_posted`]).
     pub republished: u64,
     /// Tail stores (one per non-empty flush).
     pub publishes: u64,
@@ -90,6 +94,8 @@ pub struct BufRing {
     /// Incremental mode: bytes of each chunk the kernel has filled since it was posted.
     filled: Vec<u32>,
     incremental: bool,
+    /// Most chunks in the ring at once; the rest wait in the table's pool.
+    max_posted: u32,
     bgid: u16,
     /// A duplicate of the io_uring fd (`None` in simulated mode).
     ring_fd: Option<OwnedFd>,
@@ -201,16 +207,25 @@ impl BufRing {
             tail,
             producer: PbufProducer::new(entries as u32),
             incremental: config.incremental,
+            max_posted: config.max_posted.unwrap_or(u32::MAX).max(1),
             bgid: config.bgid,
             ring_fd,
             registered: true,
             stats: BufRingStats::default(),
         };
-        while let Some(chunk) = this.core.table.take_from_pool() {
-            this.post(chunk);
-        }
+        this.top_up();
         this.publish();
         this
+    }
+
+    /// Posts pooled chunks (the most recently used first) until the ring holds `max_posted`.
+    fn top_up(&mut self) {
+        while self.producer.in_ring() < self.max_posted {
+            let Some(chunk) = self.core.table.take_from_pool() else {
+                break;
+            };
+            self.post(chunk);
+        }
     }
 
     /// Simulated mode: reads ring slot `slot` as the kernel would: `(addr, len, bid)`.
@@ -361,8 +376,9 @@ impl BufRing {
     }
 
     /// Publishes every chunk whose handles have all dropped (on any thread) back to the kernel,
-    /// with one release store of the ring tail. Returns how many chunks went back. Call it once
-    /// per event-loop turn, and before re-arming after [`RecvEvent::NoBuffers`].
+    /// with one release store of the ring tail, keeping at most [`max_posted`](Self::max_posted)
+    /// chunks in the ring (the rest wait in the pool). Returns how many chunks came back. Call
+    /// it once per event-loop turn, and before re-arming after [`RecvEvent::NoBuffers`].
     pub fn flush(&mut self) -> usize {
         if !self.registered {
             return 0;
@@ -374,22 +390,70 @@ impl BufRing {
             producer,
             filled,
             incremental,
+            max_posted,
             ..
         } = self;
         let mem = ring_mem
             .as_ref()
             .expect("ring memory present while registered");
-        // Post each chunk as it is collected: no allocation on this path.
-        let n = core.recycle_returns(|chunk| {
-            // One buffer-ring entry per chunk, however many completions pointed into it.
-            post_entry(mem, producer, geometry, chunk);
-            if *incremental {
-                filled[chunk as usize] = 0;
-            }
+        let mut room = max_posted.saturating_sub(producer.in_ring());
+        // Post each chunk as it is collected, no allocation on this path; past `max_posted`,
+        // put it on top of the pool, to be posted first when there is room again.
+        let n = core.drain_returns(|table, chunk| {
+            let moved = if room > 0 {
+                room -= 1;
+                table.recycle(chunk).map(|_| {
+                    // One buffer-ring entry per chunk, however many completions pointed into it.
+                    post_entry(mem, producer, geometry, chunk);
+                    if *incremental {
+                        filled[chunk as usize] = 0;
+                    }
+                })
+            } else {
+                table.shelve(chunk).map(drop)
+            };
+            // Unreachable by construction: the stack only holds user chunks the kernel is done
+            // with. If it happens the chunk is kept out of circulation rather than reused.
+            debug_assert!(
+                moved.is_ok(),
+                "a returned chunk leaves the user state: {moved:?}"
+            );
         });
         self.stats.republished += n as u64;
+        if room > 0 {
+            self.top_up();
+        }
         self.publish();
         n
+    }
+
+    /// Most chunks posted to the kernel at once.
+    pub fn max_posted(&self) -> u32 {
+        self.max_posted.min(self.chunks())
+    }
+
+    /// Keeps at most `n` chunks (at least one) posted to the kernel; the rest wait in the pool,
+    /// and [`flush`](Self::flush) posts them as the kernel uses posted ones, the most recently
+    /// returned first.
+    ///
+    /// Every chunk posted is a chunk the kernel may fill in one go. With a deep ring and
+    /// backlogged sockets, one loop turn copies megabytes into chunks that have not been
+    /// touched since the whole pool last went round, out of the CPU's cache; a shallow ring
+    /// bounds what one turn takes and keeps reusing the same, still cached, chunks. On loopback
+    /// with 8 bulk flows, 32 of 256 chunks of 32 KiB posted: 6.0 GB/s instead of 4.4, at half
+    /// the CPU per byte (`docs/benchmarks.md`). Small messages want the opposite: each takes a
+    /// whole chunk (unless [`incremental`](BufRingConfig::incremental)), and a ring that runs
+    /// dry ends multishot receives with [`RecvEvent::NoBuffers`].
+    ///
+    /// Lowering takes effect as the kernel uses what is posted; raising, at the next flush.
+    pub fn set_max_posted(&mut self, n: u32) {
+        self.max_posted = n.max(1);
+    }
+
+    /// Chunks posted to the kernel and not yet used: what receives can fill before the next
+    /// [`flush`](Self::flush).
+    pub fn posted(&self) -> u32 {
+        self.producer.in_ring()
     }
 
     /// Whether `owner` holds at least the configured per-owner limit of bytes.
@@ -397,9 +461,11 @@ impl BufRing {
         self.core.table.over_limit(owner)
     }
 
-    /// Chunks posted to the kernel, available for receives.
+    /// Free chunks: posted to the kernel, or waiting in the pool for [`flush`](Self::flush) to
+    /// post them.
     pub fn available(&self) -> u32 {
-        self.core.table.counts().kernel
+        let counts = self.core.table.counts();
+        counts.kernel + counts.pool
     }
 
     /// What one owner holds.

@@ -35,6 +35,14 @@ impl fmt::Display for OwnerId {
     }
 }
 
+/// Where a chunk goes when its last handle is gone.
+#[derive(Clone, Copy)]
+enum Leave {
+    Refill,
+    Kernel,
+    Pool,
+}
+
 /// Where one chunk is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkState {
@@ -409,7 +417,9 @@ impl ChunkTable {
         }
     }
 
-    /// Takes a free chunk and marks it posted to the kernel. `None` when the pool is empty.
+    /// Takes a free chunk, the one freed last, and marks it posted to the kernel. `None` when
+    /// the pool is empty.
+    #[inline]
     pub fn take_from_pool(&mut self) -> Option<ChunkId> {
         let chunk = self.free.pop()?;
         debug_assert_eq!(self.slots[chunk as usize].state, ChunkState::Pool);
@@ -557,7 +567,7 @@ impl ChunkTable {
     /// published. Returns how many refill entries it needs (one per delivery).
     #[inline]
     pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
-        self.leave_user(chunk, false)
+        self.leave_user(chunk, Leave::Refill)
     }
 
     /// [`release`](Self::release) and [`publish`](Self::publish) in one step, for a backend
@@ -565,34 +575,51 @@ impl ChunkTable {
     /// the refill entries it needed.
     #[inline]
     pub fn recycle(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
-        self.leave_user(chunk, true)
+        self.leave_user(chunk, Leave::Kernel)
     }
 
-    /// A user chunk whose handles are gone goes to the refill state, or straight to the kernel.
+    /// Every handle into `chunk` is gone and the kernel no longer fills it: it goes back to the
+    /// free pool, on top ([`take_from_pool`](Self::take_from_pool) hands it out next, while its
+    /// lines are still in cache). For a backend that keeps fewer chunks posted than it has.
     #[inline]
-    fn leave_user(&mut self, chunk: ChunkId, to_kernel: bool) -> Result<u32, AccountingError> {
+    pub fn shelve(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
+        self.leave_user(chunk, Leave::Pool)
+    }
+
+    /// A user chunk whose handles are gone goes to the refill state, straight to the kernel, or
+    /// back to the pool.
+    #[inline]
+    fn leave_user(&mut self, chunk: ChunkId, to: Leave) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
         let ChunkState::User {
             deliveries,
             kernel_busy: false,
         } = self.slots[i].state
         else {
-            let action = if to_kernel {
-                "be recycled"
-            } else {
-                "be released"
+            let action = match to {
+                Leave::Refill => "be released",
+                Leave::Kernel => "be recycled",
+                Leave::Pool => "be shelved",
             };
             return Err(self.bad(chunk, action));
         };
         self.counts.user -= 1;
-        if to_kernel {
-            self.slots[i].state = ChunkState::Kernel;
-            self.counts.kernel += 1;
-        } else {
-            self.slots[i].state = ChunkState::Refill {
-                entries: deliveries,
-            };
-            self.counts.refill += 1;
+        match to {
+            Leave::Refill => {
+                self.slots[i].state = ChunkState::Refill {
+                    entries: deliveries,
+                };
+                self.counts.refill += 1;
+            }
+            Leave::Kernel => {
+                self.slots[i].state = ChunkState::Kernel;
+                self.counts.kernel += 1;
+            }
+            Leave::Pool => {
+                self.slots[i].state = ChunkState::Pool;
+                self.counts.pool += 1;
+                self.free.push(chunk);
+            }
         }
         self.discharge(i);
         Ok(deliveries)
@@ -699,6 +726,8 @@ mod tests {
         },
         KernelDone(u32),
         Release(u32),
+        Recycle(u32),
+        Shelve(u32),
         Publish(u32),
         Reclaim(u32),
     }
@@ -721,6 +750,8 @@ mod tests {
                 }),
             c.clone().prop_map(Op::KernelDone),
             c.clone().prop_map(Op::Release),
+            c.clone().prop_map(Op::Recycle),
+            c.clone().prop_map(Op::Shelve),
             c.clone().prop_map(Op::Publish),
             c.prop_map(Op::Reclaim),
         ]
@@ -742,11 +773,14 @@ mod tests {
             let mut t = ChunkTable::new(n, policy);
             let mut model: Vec<ChunkState> = vec![ChunkState::Pool; n as usize];
             let mut bytes: Vec<Vec<(u32, u64)>> = vec![vec![]; n as usize];
+            // The pool hands out the chunk freed last first (chunk 0 first at the start).
+            let mut free: Vec<u32> = (0..n).rev().collect();
             for op in ops {
                 let before = t.snapshot();
                 let ok = match op {
                     Op::Take => {
                         let got = t.take_from_pool();
+                        prop_assert_eq!(got, free.pop(), "the pool is a stack");
                         match got {
                             Some(c) => {
                                 prop_assert_eq!(model[c as usize], ChunkState::Pool);
@@ -796,6 +830,24 @@ mod tests {
                             _ => { prop_assert!(r.is_err()); false }
                         }
                     }
+                    Op::Recycle(c) | Op::Shelve(c) => {
+                        let shelve = matches!(op, Op::Shelve(_));
+                        let r = if shelve { t.shelve(c) } else { t.recycle(c) };
+                        match model.get(c as usize) {
+                            Some(&ChunkState::User { deliveries, kernel_busy: false }) => {
+                                prop_assert_eq!(r, Ok(deliveries));
+                                model[c as usize] = if shelve {
+                                    free.push(c);
+                                    ChunkState::Pool
+                                } else {
+                                    ChunkState::Kernel
+                                };
+                                bytes[c as usize].clear();
+                                true
+                            }
+                            _ => { prop_assert!(r.is_err()); false }
+                        }
+                    }
                     Op::Publish(c) => {
                         let r = t.publish(c);
                         match model.get(c as usize) {
@@ -813,6 +865,7 @@ mod tests {
                             Some(ChunkState::Kernel | ChunkState::Refill { .. }) => {
                                 prop_assert!(r.is_ok());
                                 model[c as usize] = ChunkState::Pool;
+                                free.push(c);
                                 true
                             }
                             _ => { prop_assert!(r.is_err()); false }

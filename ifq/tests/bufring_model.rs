@@ -116,6 +116,7 @@ enum Op {
     DropOnThread(usize),
     Split(usize, usize),
     Flush,
+    SetMaxPosted(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -125,10 +126,17 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::DropOnThread),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(i, at)| Op::Split(i, at)),
         2 => Just(Op::Flush),
+        1 => (1u32..10).prop_map(Op::SetMaxPosted),
     ]
 }
 
-fn run(chunks: usize, incremental: bool, home: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(
+    chunks: usize,
+    incremental: bool,
+    home: bool,
+    max_posted: Option<u32>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let area = Area::builder()
         .chunk_size(CHUNK)
         .chunks(chunks)
@@ -138,10 +146,12 @@ fn run(chunks: usize, incremental: bool, home: bool, ops: Vec<Op>) -> Result<(),
         area,
         BufRingConfig {
             incremental,
+            max_posted,
             ..Default::default()
         },
     )
     .unwrap();
+    let mut max = max_posted.map_or(chunks, |m| m as usize);
     if home {
         // As the runtime does: drops on this thread take the home path.
         prop_assert!(ring.set_home_thread());
@@ -156,7 +166,11 @@ fn run(chunks: usize, incremental: bool, home: bool, ops: Vec<Op>) -> Result<(),
     let mut held: Vec<Held> = vec![];
     let held_chunks = |held: &Vec<Held>| held.iter().map(|h| h.buf.chunk()).collect::<HashSet<_>>();
     k.sync(&ring, &held_chunks(&held))?;
-    prop_assert_eq!(k.in_ring.len(), chunks, "every chunk posted at start");
+    prop_assert_eq!(
+        k.in_ring.len(),
+        chunks.min(max),
+        "every chunk posted at start, up to max_posted"
+    );
     for op in ops {
         let flushed = matches!(op, Op::Flush);
         match op {
@@ -194,10 +208,26 @@ fn run(chunks: usize, incremental: bool, home: bool, ops: Vec<Op>) -> Result<(),
             }
             Op::Flush => {
                 let publishes = ring.stats().publishes;
+                let before = ring.posted() as usize;
                 let n = ring.flush();
-                // One tail store per flush that returned anything, none otherwise.
-                prop_assert_eq!(ring.stats().publishes, publishes + u64::from(n > 0));
+                let posted = ring.posted() as usize;
+                // One tail store per flush that posted anything, none otherwise.
+                prop_assert_eq!(
+                    ring.stats().publishes,
+                    publishes + u64::from(posted > before)
+                );
+                prop_assert!(posted <= before.max(max), "never posts past max_posted");
+                let pool = ring.snapshot().counts.pool as usize;
+                prop_assert!(
+                    pool == 0 || posted >= max,
+                    "tops up from the pool to max_posted"
+                );
+                prop_assert!(n == 0 || posted > before || posted >= max || pool == 0);
                 k.sync(&ring, &held_chunks(&held))?;
+            }
+            Op::SetMaxPosted(m) => {
+                ring.set_max_posted(m);
+                max = m as usize;
             }
             _ => {}
         }
@@ -206,6 +236,10 @@ fn run(chunks: usize, incremental: bool, home: bool, ops: Vec<Op>) -> Result<(),
         }
         let snap = ring.snapshot();
         prop_assert_eq!(snap.counts.total() as usize, chunks, "counters balance");
+        // What the model's kernel can still take: the entries it has not finished (the chunk it
+        // is filling incrementally stays at the head until full).
+        prop_assert_eq!(ring.posted() as usize, k.in_ring.len());
+        prop_assert_eq!(ring.available(), snap.counts.kernel + snap.counts.pool);
         let user_chunks = held_chunks(&held).len() as u32;
         // Dropped handles' chunks stay `user` until a flush collects them; the chunk the kernel
         // is filling incrementally counts as user once delivered into.
@@ -233,13 +267,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn plain_ring_against_kernel_model(chunks in 1usize..9, home in any::<bool>(), ops in proptest::collection::vec(op(), 1..300)) {
-        run(chunks, false, home, ops)?;
+    fn plain_ring_against_kernel_model(chunks in 1usize..9, home in any::<bool>(), max in proptest::option::of(1u32..10), ops in proptest::collection::vec(op(), 1..300)) {
+        run(chunks, false, home, max, ops)?;
     }
 
     #[test]
-    fn incremental_ring_against_kernel_model(chunks in 1usize..9, home in any::<bool>(), ops in proptest::collection::vec(op(), 1..300)) {
-        run(chunks, true, home, ops)?;
+    fn incremental_ring_against_kernel_model(chunks in 1usize..9, home in any::<bool>(), max in proptest::option::of(1u32..10), ops in proptest::collection::vec(op(), 1..300)) {
+        run(chunks, true, home, max, ops)?;
     }
 }
 

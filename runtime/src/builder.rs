@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) incremental: bool,
     pub(crate) coalesce: (Duration, u32),
     pub(crate) conn_limit: Option<u64>,
+    pub(crate) max_posted: Option<u32>,
     pub(crate) grace: Duration,
     pub(crate) signal: ShutdownSignal,
 }
@@ -65,6 +66,7 @@ impl Default for Builder {
                 incremental: false,
                 coalesce: (Duration::from_micros(50), 32),
                 conn_limit: None,
+                max_posted: None,
                 grace: Duration::from_secs(5),
                 signal: ShutdownSignal::new(),
             },
@@ -158,6 +160,24 @@ impl Builder {
         self
     }
 
+    /// Most chunks the buffer ring keeps posted to the kernel at once (at least 1; default:
+    /// every chunk). The rest wait in the pool and go back into the ring as the kernel uses
+    /// what is posted, the most recently returned (still cached) first.
+    ///
+    /// A shallow ring bounds what one loop turn can take, so the kernel copies into chunks that
+    /// are still in the CPU's cache. On loopback with 8 and 16 bulk flows into 256 chunks of
+    /// 32 KiB, 32 posted received about 7 GB/s at 0.10 CPU-s/GB, against 5-7 GB/s at
+    /// 0.11-0.17 with all 256 posted; with 64 flows it did worse (4.4 against 6.0 GB/s in most
+    /// runs), because each turn then serves only a few of the backlogged sockets
+    /// (`docs/benchmarks.md`). Measure with your own traffic. Receives smaller than a chunk
+    /// take a whole one unless [`incremental`](Self::incremental) is on, so a shallow ring runs
+    /// dry sooner with small messages (the receives re-arm; nothing is lost). Ignored with zcrx,
+    /// whose page pool the kernel sizes.
+    pub fn max_posted(mut self, chunks: u32) -> Self {
+        self.config.max_posted = Some(chunks);
+        self
+    }
+
     /// How long shutdown waits for tasks to finish before cancelling them.
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.config.grace = d;
@@ -185,6 +205,12 @@ impl Builder {
                     "coalesce delay {:?} is too long: at most 1 s (tens of microseconds is typical)",
                     c.coalesce.0
                 ),
+            ));
+        }
+        if c.max_posted == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_posted must be at least 1 chunk (leave it unset to post every chunk)",
             ));
         }
         if c.conn_limit.is_none() {

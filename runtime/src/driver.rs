@@ -663,10 +663,12 @@ impl Driver {
         let Some(rx) = self.rx.as_ref() else {
             return 1;
         };
+        // A shallow buffer ring (`Builder::max_posted`) delivers at most what is posted.
+        let posted = u64::from(rx.posted());
         let deliverable = if self.capped_recv && rx.can_cap() {
-            self.committed / self.chunk
+            (self.committed / self.chunk).min(posted)
         } else {
-            u64::from(rx.available())
+            posted
         };
         (deliverable / 2).clamp(1, u64::from(self.batch.0)) as usize
     }

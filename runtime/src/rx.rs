@@ -77,6 +77,7 @@ impl Rx {
                 bgid: 0,
                 incremental: config.incremental,
                 owner_limit: config.conn_limit,
+                max_posted: config.max_posted,
             },
         )
         .map_err(io::Error::other)?;
@@ -173,7 +174,16 @@ impl Rx {
         }
     }
 
-    /// Chunks the kernel can receive into right now.
+    /// Chunks receives can fill before the loop's next flush: posted to the buffer ring (which
+    /// may hold fewer than are free, see `Builder::max_posted`), or free in the zcrx pool.
+    pub(crate) fn posted(&self) -> u32 {
+        match self {
+            Rx::Buf(b) => b.posted(),
+            Rx::Zcrx(_) => self.available(),
+        }
+    }
+
+    /// Chunks the kernel can receive into right now, or once the loop flushes.
     pub(crate) fn available(&self) -> u32 {
         match self {
             Rx::Buf(b) => b.available(),

@@ -237,3 +237,57 @@ fn default_completion_queue_does_not_overflow() {
     assert_eq!(r.bytes, 16 * (8 << 20));
     assert_eq!(r.stats.cq_overflows, 0, "{:?}", r.stats);
 }
+
+/// A ring that keeps only 4 of 64 chunks posted (`Builder::max_posted`): the kernel runs it dry
+/// over and over while 16 flows stream, and the pooled chunks go back in as it does. Every
+/// byte arrives in order.
+#[test]
+fn shallow_ring_loses_nothing() {
+    let r = run_flows(
+        Builder::new()
+            .chunks(64)
+            .chunk_size(16 * 1024)
+            .max_posted(4),
+        16,
+        8 << 20,
+        Consumer {
+            sleep_one_in: 64,
+            sleep_max: Duration::from_micros(200),
+            keep_one_in: 16,
+        },
+    );
+    eprintln!(
+        "shallow ring: {} MiB with 4 of 64 chunks posted in {:.2?}; {:?}",
+        r.bytes >> 20,
+        r.elapsed,
+        r.stats
+    );
+    assert_eq!(r.bytes, 16 * (8 << 20));
+    assert!(
+        r.stats.no_buffers > 0,
+        "4 posted chunks ran dry: {:?}",
+        r.stats
+    );
+}
+
+/// The limit holds from the start: 4 chunks in the ring, the other 60 in the pool.
+#[test]
+fn max_posted_keeps_the_rest_in_the_pool() {
+    let rt = Builder::new()
+        .chunks(64)
+        .chunk_size(16 * 1024)
+        .max_posted(4)
+        .build()
+        .unwrap();
+    let counts = rt.block_on(async { runtime::rx_snapshot().expect("a receive pool").counts });
+    assert_eq!((counts.kernel, counts.pool), (4, 60), "{counts:?}");
+}
+
+#[test]
+fn max_posted_zero_is_refused() {
+    let Err(err) = Builder::new().max_posted(0).build() else {
+        panic!("max_posted(0) was accepted");
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("max_posted"), "{err}");
+}

@@ -135,20 +135,8 @@ impl Core {
         Ok(buf)
     }
 
-    /// Moves every chunk whose handles are all gone straight back to the kernel state and calls
-    /// `post` with it: the caller writes its refill entry before it publishes the tail (a buffer
-    /// ring). Returns how many chunks went back.
-    #[inline]
-    pub(crate) fn recycle_returns(&mut self, mut post: impl FnMut(ChunkId)) -> usize {
-        self.drain_returns(|table, chunk| match table.recycle(chunk) {
-            Ok(_) => post(chunk),
-            // Unreachable by construction, as in `collect_returns`.
-            Err(e) => debug_assert!(false, "recycle refused: {e}"),
-        })
-    }
-
     /// Calls `f` with every chunk whose handles are all gone, still in the user state: `f` moves
-    /// it on (`ChunkTable::recycle` or `ChunkTable::release`). Returns how many there were.
+    /// it on (`ChunkTable::recycle`, `shelve` or `release`). Returns how many there were.
     #[inline]
     pub(crate) fn drain_returns(&mut self, mut f: impl FnMut(&mut ChunkTable, ChunkId)) -> usize {
         let Self { shared, table } = self;
