@@ -40,6 +40,7 @@ fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool) -> Result<()> {
                 }
             });
         }
+        crate::child::ready(&l)?;
         let l = runtime::net::TcpListener::from_std(l);
         loop {
             let (s, _) = l.accept().await?;
@@ -74,6 +75,7 @@ fn tokio_rt(l: TcpListener, t: Arc<Tally>, multi: bool) -> Result<()> {
     };
     l.set_nonblocking(true)?;
     rt.block_on(async move {
+        crate::child::ready(&l)?;
         let l = tokio::net::TcpListener::from_std(l)?;
         loop {
             let (mut s, _) = l.accept().await?;
@@ -103,6 +105,7 @@ fn tokio_rt(l: TcpListener, t: Arc<Tally>, multi: bool) -> Result<()> {
 
 fn tokio_uring_rt(l: TcpListener, t: Arc<Tally>) -> Result<()> {
     tokio_uring::start(async move {
+        crate::child::ready(&l)?;
         let l = tokio_uring::net::TcpListener::from_std(l);
         loop {
             let (s, _) = l.accept().await?;
@@ -145,6 +148,7 @@ fn monoio_rt(l: TcpListener, t: Arc<Tally>) -> Result<()> {
         .build()
         .context("starting monoio")?;
     rt.block_on(async move {
+        crate::child::ready(&l)?;
         let l = monoio::net::TcpListener::from_std(l)?;
         loop {
             let (mut s, _) = l.accept().await?;
@@ -181,6 +185,7 @@ fn monoio_rt(l: TcpListener, t: Arc<Tally>) -> Result<()> {
 
 /// A thread per connection with blocking reads.
 fn std_threads(l: TcpListener, t: Arc<Tally>) -> Result<()> {
+    crate::child::ready(&l)?;
     loop {
         let (mut s, _) = l.accept()?;
         if t.echo() {
@@ -286,6 +291,8 @@ mod uring_loop {
         let mut conns: HashMap<i32, OwnedFd> = HashMap::new();
         let mut starved: Vec<i32> = vec![];
         let mut cqes = Vec::with_capacity(4096);
+        ring.submit()?;
+        crate::child::ready(&l)?;
         loop {
             ring.submit_and_wait(1)?;
             cqes.extend(
