@@ -264,10 +264,7 @@ impl BufRing {
             .ring_mem
             .as_ref()
             .expect("ring memory present while registered");
-        post_entry(mem, &mut self.producer, geometry, chunk);
-        if self.incremental {
-            self.filled[chunk as usize] = 0;
-        }
+        post_entry(mem, &mut self.producer, &mut self.filled, geometry, chunk);
     }
 
     fn publish(&mut self) {
@@ -389,7 +386,6 @@ impl BufRing {
             ring_mem,
             producer,
             filled,
-            incremental,
             max_posted,
             ..
         } = self;
@@ -402,13 +398,10 @@ impl BufRing {
         let n = core.drain_returns(|table, chunk| {
             let moved = if room > 0 {
                 room -= 1;
-                table.recycle(chunk).map(|_| {
-                    // One buffer-ring entry per chunk, however many completions pointed into it.
-                    post_entry(mem, producer, geometry, chunk);
-                    if *incremental {
-                        filled[chunk as usize] = 0;
-                    }
-                })
+                // One buffer-ring entry per chunk, however many completions pointed into it.
+                table
+                    .recycle(chunk)
+                    .map(|_| post_entry(mem, producer, filled, geometry, chunk))
             } else {
                 table.shelve(chunk).map(drop)
             };
@@ -618,9 +611,19 @@ impl Geometry {
     }
 }
 
-/// Writes the ring entry for `chunk` at the producer's next slot (published later).
+/// Writes the ring entry for `chunk` at the producer's next slot (published later) and, in
+/// incremental mode (`filled` has one counter per chunk, else it is empty), restarts its fill.
 #[inline]
-fn post_entry(mem: &Mmap, producer: &mut PbufProducer, g: Geometry, chunk: ChunkId) {
+fn post_entry(
+    mem: &Mmap,
+    producer: &mut PbufProducer,
+    filled: &mut [u32],
+    g: Geometry,
+    chunk: ChunkId,
+) {
+    if let Some(f) = filled.get_mut(chunk as usize) {
+        *f = 0;
+    }
     let slot = producer
         .push()
         .expect("the ring has a slot for every chunk");
