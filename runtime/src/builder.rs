@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) coalesce: (Duration, u32),
     pub(crate) conn_limit: Option<u64>,
     pub(crate) max_posted: Option<u32>,
+    pub(crate) adaptive_depth: bool,
     pub(crate) grace: Duration,
     pub(crate) signal: ShutdownSignal,
 }
@@ -67,6 +68,7 @@ impl Default for Builder {
                 coalesce: (Duration::from_micros(50), 32),
                 conn_limit: None,
                 max_posted: None,
+                adaptive_depth: false,
                 grace: Duration::from_secs(5),
                 signal: ShutdownSignal::new(),
             },
@@ -164,17 +166,35 @@ impl Builder {
     /// every chunk). The rest wait in the pool and go back into the ring as the kernel uses
     /// what is posted, the most recently returned (still cached) first.
     ///
-    /// A shallow ring bounds what one loop turn can take, so the kernel copies into chunks that
-    /// are still in the CPU's cache. On loopback with 8 and 16 bulk flows into 256 chunks of
-    /// 32 KiB, 32 posted received about 7 GB/s at 0.10 CPU-s/GB, against 5-7 GB/s at
-    /// 0.11-0.17 with all 256 posted; with 64 flows it did worse (4.4 against 6.0 GB/s in most
-    /// runs), because each turn then serves only a few of the backlogged sockets
-    /// (`docs/benchmarks.md`). Measure with your own traffic. Receives smaller than a chunk
-    /// take a whole one unless [`incremental`](Self::incremental) is on, so a shallow ring runs
-    /// dry sooner with small messages (the receives re-arm; nothing is lost). Ignored with zcrx,
-    /// whose page pool the kernel sizes.
+    /// Every posted chunk is one the kernel may fill in one loop turn. A deep ring lets one
+    /// turn copy megabytes into chunks that are cold in the CPU's cache; a shallow one bounds
+    /// the intake and keeps reusing cached chunks, but starves sockets when many have data. On
+    /// loopback (256 chunks of 32 KiB) 32 posted helped 8 to 32 bulk flows in some sessions and
+    /// left 64 flows at about 4 GB/s in most runs; posting every chunk kept 64 flows at 6 GB/s
+    /// (`docs/benchmarks.md`). Measure with your own traffic, or let the runtime follow it with
+    /// [`adaptive_depth`](Self::adaptive_depth). Receives smaller than a chunk take a whole one
+    /// unless [`incremental`](Self::incremental) is on, so a shallow ring runs dry sooner with
+    /// small messages (the receives re-arm; nothing is lost). Ignored with zcrx, whose page
+    /// pool the kernel sizes.
     pub fn max_posted(mut self, chunks: u32) -> Self {
         self.config.max_posted = Some(chunks);
+        self
+    }
+
+    /// Lets the runtime choose, every loop turn, how many chunks the buffer ring keeps posted
+    /// (default: off, every chunk posted; see [`max_posted`](Self::max_posted) for why the
+    /// depth matters). The depth starts at 32 chunks (or 1 MiB of smaller ones), doubles when
+    /// receives find the ring empty many times for what a turn took (one for every two chunks)
+    /// or turn after turn (four a turn on average over 16 turns), and comes down a quarter at a
+    /// time, never below twice the largest turn, after 256 turns that each left more than half
+    /// of it unused. [`stats`](crate::stats) counts the changes (`depth_raises`, `depth_cuts`).
+    ///
+    /// On loopback it matched posting every chunk, 8 to 64 bulk flows, within the run-to-run
+    /// spread (`docs/benchmarks.md`), at the same or lower CPU per byte; it is not the default
+    /// because it did not beat it clearly. Cannot be combined with `max_posted`, which fixes
+    /// the depth. Ignored with zcrx.
+    pub fn adaptive_depth(mut self, on: bool) -> Self {
+        self.config.adaptive_depth = on;
         self
     }
 
@@ -211,6 +231,12 @@ impl Builder {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "max_posted must be at least 1 chunk (leave it unset to post every chunk)",
+            ));
+        }
+        if c.adaptive_depth && c.max_posted.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_posted fixes the buffer ring's depth and adaptive_depth adapts it: set one of them",
             ));
         }
         if c.conn_limit.is_none() {

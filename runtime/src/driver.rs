@@ -22,6 +22,7 @@ use ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 use slab::Slab;
 
 use crate::builder::Config;
+use crate::depth::Depth;
 use crate::ring::{Cqe, Ring};
 use crate::rx::Rx;
 
@@ -59,6 +60,11 @@ pub struct DriverStats {
     /// Waits that coalesced completions because bulk data was flowing (see
     /// [`Builder::coalesce`](crate::Builder::coalesce)).
     pub coalesced_waits: u64,
+    /// Times the buffer ring's depth doubled because receives found it empty (see
+    /// [`Builder::adaptive_depth`](crate::Builder::adaptive_depth)).
+    pub depth_raises: u64,
+    /// Times the buffer ring's depth came down after turns that left most of it unused.
+    pub depth_cuts: u64,
 }
 
 enum OpState {
@@ -173,6 +179,13 @@ pub(crate) struct Driver {
     live_conns: usize,
     /// Incremental buffer ring: completions share chunks (otherwise each takes a whole one).
     incremental: bool,
+    /// The buffer ring's depth, adapted each turn (`Builder::adaptive_depth`; `None`: fixed,
+    /// or zcrx).
+    depth: Option<Depth>,
+    /// Chunks posted right after the last flush, and `no_buffers` then: what the next turn's
+    /// depth decision compares against.
+    posted_at_flush: u32,
+    no_buffers_at_flush: u64,
     pub(crate) stats: DriverStats,
 }
 
@@ -180,6 +193,10 @@ impl Driver {
     pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
         let (ring, rx, backend) = Rx::setup(config, index)?;
         let (chunk, chunks) = rx.geometry();
+        // An adaptive buffer ring starts at its floor (`Rx::setup`) and follows what the turns
+        // take.
+        let depth = (config.adaptive_depth && rx.can_cap())
+            .then(|| Depth::new(crate::depth::floor(chunk, chunks), chunks as u32));
         let (delay, completions) = config.coalesce;
         let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {
             (completions, delay.as_micros().clamp(1, 1_000_000) as u32)
@@ -213,6 +230,9 @@ impl Driver {
             pool: chunk * chunks,
             live_conns: 0,
             incremental: config.incremental,
+            depth,
+            posted_at_flush: 0,
+            no_buffers_at_flush: 0,
             stats: DriverStats::default(),
         })
     }
@@ -675,7 +695,24 @@ impl Driver {
 
     fn prepare(&mut self) {
         if let Some(rx) = self.rx.as_mut() {
+            if let Some(depth) = self.depth.as_mut() {
+                let taken = self.posted_at_flush.saturating_sub(rx.posted());
+                let starved = self.stats.no_buffers - self.no_buffers_at_flush;
+                self.no_buffers_at_flush = self.stats.no_buffers;
+                match depth.turn(taken, starved.min(u64::from(u32::MAX)) as u32) {
+                    Some(Ok(n)) => {
+                        self.stats.depth_raises += 1;
+                        rx.set_max_posted(n);
+                    }
+                    Some(Err(n)) => {
+                        self.stats.depth_cuts += 1;
+                        rx.set_max_posted(n);
+                    }
+                    None => {}
+                }
+            }
             rx.flush();
+            self.posted_at_flush = rx.posted();
         }
         if !self.wake_armed {
             self.wake_armed = true;

@@ -32,6 +32,7 @@
 
 mod builder;
 mod context;
+mod depth;
 mod driver;
 mod executor;
 pub mod net;

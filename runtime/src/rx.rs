@@ -77,7 +77,15 @@ impl Rx {
                 bgid: 0,
                 incremental: config.incremental,
                 owner_limit: config.conn_limit,
-                max_posted: config.max_posted,
+                // An adaptive depth starts at its floor; the driver moves it from there.
+                max_posted: if config.adaptive_depth {
+                    Some(crate::depth::floor(
+                        config.chunk_size as u64,
+                        config.chunks as u64,
+                    ))
+                } else {
+                    config.max_posted
+                },
             },
         )
         .map_err(io::Error::other)?;
@@ -180,6 +188,13 @@ impl Rx {
         match self {
             Rx::Buf(b) => b.posted(),
             Rx::Zcrx(_) => self.available(),
+        }
+    }
+
+    /// Keeps at most `n` chunks posted (the buffer ring; zcrx's page pool is the kernel's).
+    pub(crate) fn set_max_posted(&mut self, n: u32) {
+        if let Rx::Buf(b) = self {
+            b.set_max_posted(n);
         }
     }
 

@@ -28,6 +28,8 @@ struct Run {
     elapsed: Duration,
     bytes: u64,
     stats: DriverStats,
+    /// Chunks posted to the kernel once every flow has ended and dropped its buffers.
+    posted_at_end: u32,
     flows: usize,
 }
 
@@ -37,7 +39,7 @@ struct Run {
 fn run_flows(builder: Builder, flows: u64, per_flow: u64, consumer: Consumer) -> Run {
     let rt = builder.build().unwrap();
     let t0 = Instant::now();
-    let (results, bytes) = rt.block_on(async move {
+    let (results, bytes, posted_at_end) = rt.block_on(async move {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let senders: Vec<_> = (0..flows)
@@ -121,7 +123,14 @@ fn run_flows(builder: Builder, flows: u64, per_flow: u64, consumer: Consumer) ->
             assert_eq!(digest, sdigest, "flow {seed}: digest");
             bytes += len;
         }
-        (got.len(), bytes)
+        // A turn flushes what the flows dropped, topping the ring up to its depth.
+        runtime::yield_now().await;
+        runtime::yield_now().await;
+        let posted = runtime::rx_snapshot()
+            .expect("a receive pool")
+            .counts
+            .kernel;
+        (got.len(), bytes, posted)
     });
     let elapsed = t0.elapsed();
     let stats = rt.stats();
@@ -131,6 +140,7 @@ fn run_flows(builder: Builder, flows: u64, per_flow: u64, consumer: Consumer) ->
         elapsed,
         bytes,
         stats,
+        posted_at_end,
         flows: results,
     }
 }
@@ -281,6 +291,78 @@ fn max_posted_keeps_the_rest_in_the_pool() {
         .unwrap();
     let counts = rt.block_on(async { runtime::rx_snapshot().expect("a receive pool").counts });
     assert_eq!((counts.kernel, counts.pool), (4, 60), "{counts:?}");
+}
+
+/// By default every chunk is posted; an adaptive ring starts at its floor: 32 chunks (or 1 MiB
+/// of smaller ones), the rest in the pool.
+#[test]
+fn adaptive_depth_starts_at_its_floor() {
+    for (adaptive, chunk, chunks, posted) in [
+        (false, 32 * 1024, 256, 256),
+        (true, 32 * 1024, 256, 32),
+        (true, 4096, 512, 256),
+        (true, 4096, 64, 64),
+    ] {
+        let rt = Builder::new()
+            .chunks(chunks)
+            .chunk_size(chunk)
+            .adaptive_depth(adaptive)
+            .build()
+            .unwrap();
+        let counts = rt.block_on(async { runtime::rx_snapshot().expect("a receive pool").counts });
+        assert_eq!(
+            (counts.kernel, counts.pool),
+            (posted, chunks as u32 - posted),
+            "adaptive {adaptive}, {chunks} chunks of {chunk}: {counts:?}"
+        );
+    }
+}
+
+/// 64 backlogged flows need more than the floor's 32 chunks a turn: the receives that find the
+/// ring empty, turn after turn, make it grow (the driver feeds the depth controller and applies
+/// what it says), and every byte still arrives in order.
+#[test]
+fn adaptive_depth_grows_for_many_backlogged_flows() {
+    let r = run_flows(
+        Builder::new()
+            .chunks(256)
+            .chunk_size(32 * 1024)
+            .adaptive_depth(true),
+        64,
+        8 << 20,
+        Consumer {
+            sleep_one_in: 256,
+            sleep_max: Duration::from_micros(100),
+            keep_one_in: 1 << 40,
+        },
+    );
+    eprintln!(
+        "adaptive depth: {} MiB in {:.2?}; {:?}",
+        r.bytes >> 20,
+        r.elapsed,
+        r.stats
+    );
+    assert_eq!(r.bytes, 64 * (8 << 20));
+    assert!(
+        r.stats.no_buffers > 0 && r.stats.depth_raises > 0,
+        "32 posted chunks for 64 flows: {:?}",
+        r.stats
+    );
+    assert!(
+        r.posted_at_end > 32,
+        "the ring grew: {} posted at the end; {:?}",
+        r.posted_at_end,
+        r.stats
+    );
+}
+
+#[test]
+fn max_posted_and_adaptive_depth_together_are_refused() {
+    let Err(err) = Builder::new().max_posted(32).adaptive_depth(true).build() else {
+        panic!("both were accepted");
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("set one of them"), "{err}");
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub enum Contender {
     Ours,
     /// This runtime, buffer ring with incremental consumption.
     OursInc,
+    /// This runtime, buffer ring with an adaptive depth (`Builder::adaptive_depth`).
+    OursAdaptive,
     /// A hand-written io_uring loop (multishot receive, shared buffer ring).
     UringLoop,
     /// tokio, current_thread runtime.
@@ -67,6 +69,7 @@ impl Contender {
         match self {
             Self::Ours => "ours (buffer ring)",
             Self::OursInc => "ours (incremental)",
+            Self::OursAdaptive => "ours (adaptive depth)",
             Self::UringLoop => "hand-written io_uring",
             Self::TokioCt => "tokio current_thread",
             Self::TokioMt => "tokio multi-thread",
@@ -339,7 +342,10 @@ fn measure(exe: &std::path::Path, args: &Args, scenario: Scenario, c: Contender)
             sample.rss_kib = rss_kib(pid);
             sample.rss_delta_kib = sample.rss_kib.saturating_sub(before);
             sample.rx_buffer_bytes = match c {
-                Contender::Ours | Contender::OursInc | Contender::UringLoop => 256 * 32 * 1024,
+                Contender::Ours
+                | Contender::OursInc
+                | Contender::OursAdaptive
+                | Contender::UringLoop => 256 * 32 * 1024,
                 _ => expected as u64 * child::CONN_BUF as u64,
             };
             drop(conns);

@@ -272,7 +272,10 @@ fn svg(args: &Args, rows: &[Row]) -> String {
         for r in rows {
             let v = r.headline();
             let w = v.map_or(0.0, |v| v / max * plot_w);
-            let ours = matches!(r.contender, Contender::Ours | Contender::OursInc);
+            let ours = matches!(
+                r.contender,
+                Contender::Ours | Contender::OursInc | Contender::OursAdaptive
+            );
             let color = if ours { "#d95f02" } else { "#7570b3" };
             let _ = writeln!(
                 body,

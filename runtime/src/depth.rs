@@ -1,0 +1,270 @@
+//! How many chunks the buffer ring keeps posted: a controller the driver feeds once per loop
+//! turn with what the kernel took since the last flush.
+//!
+//! Every posted chunk is one the kernel may fill in one go. Posting the whole pool lets one turn
+//! copy megabytes into chunks the CPU has not touched since the pool last went round (cold in
+//! cache: 2.6x the cost per byte on loopback), and a slower turn lets the sockets fill up, which
+//! slows the next turn further. Posting too few ends multishot receives with `-ENOBUFS`, each
+//! costing a completion and a re-arm, and leaves sockets unserved for a turn while their
+//! backlog grows. A receive that finds the ring empty now and then is cheap (the data waits in
+//! its socket one turn); many, turn after turn, are not. So the depth starts at a cache-sized
+//! floor and doubles when a turn's starved receives are many for what it took (one for every
+//! two chunks), or when they average four a turn over [`SUSTAIN`] turns. It comes down by a
+//! quarter at a time, never below twice the largest turn of the window, after a window of
+//! [`WINDOW`] turns that each left more than half of it unused.
+//!
+//! On loopback (256 chunks of 32 KiB, `docs/benchmarks.md`) this is what keeps 8 to 32 bulk
+//! flows at about 7.5 GB/s and 0.10 CPU-s/GB, where posting every chunk gave 4.7-7 GB/s, while
+//! 64 flows, which need most of the pool posted, get it.
+
+/// Turns per shrink decision.
+const WINDOW: u32 = 256;
+/// Turns over which sustained starvation is judged.
+const SUSTAIN: u32 = 16;
+/// Starved receives per turn, on average over [`SUSTAIN`] turns, that make the ring grow.
+const SUSTAINED_STARVED: u32 = 4;
+
+/// The depth a pool of `chunks` chunks of `chunk` bytes starts at and never goes below: 32
+/// chunks, or 1 MiB of smaller ones, a working set that stays in the CPU's cache.
+pub(crate) fn floor(chunk: u64, chunks: u64) -> u32 {
+    (1u64 << 20)
+        .div_ceil(chunk.max(1))
+        .max(32)
+        .min(chunks)
+        .min(u64::from(u32::MAX)) as u32
+}
+
+/// The ring depth controller (pure logic: no ring, no syscalls).
+#[derive(Debug, Clone)]
+pub(crate) struct Depth {
+    floor: u32,
+    ceiling: u32,
+    depth: u32,
+    /// Turns seen in the current window.
+    turns: u32,
+    /// Most chunks one turn took in the current window.
+    peak: u32,
+    /// Turns, and starved receives, since the last sustained-starvation decision.
+    sustain_turns: u32,
+    sustain_starved: u32,
+}
+
+impl Depth {
+    /// A controller between `floor` and `ceiling` chunks (`floor` is clamped into
+    /// `1..=ceiling`), starting at the floor.
+    pub(crate) fn new(floor: u32, ceiling: u32) -> Self {
+        let ceiling = ceiling.max(1);
+        let floor = floor.clamp(1, ceiling);
+        Self {
+            floor,
+            ceiling,
+            depth: floor,
+            turns: 0,
+            peak: 0,
+            sustain_turns: 0,
+            sustain_starved: 0,
+        }
+    }
+
+    /// The depth to post.
+    #[cfg(test)]
+    pub(crate) fn get(&self) -> u32 {
+        self.depth
+    }
+
+    /// One turn: the kernel took `taken` chunks since the last flush, and `starved` receives
+    /// ended for lack of buffers. Returns the new depth when it changes: grown (`Ok`) or cut
+    /// (`Err`).
+    pub(crate) fn turn(&mut self, taken: u32, starved: u32) -> Option<Result<u32, u32>> {
+        self.sustain_turns += 1;
+        self.sustain_starved = self.sustain_starved.saturating_add(starved);
+        let sustained = self.sustain_starved >= SUSTAINED_STARVED * SUSTAIN;
+        if sustained || self.sustain_turns >= SUSTAIN {
+            self.sustain_turns = 0;
+            self.sustain_starved = 0;
+        }
+        if sustained || starved.saturating_mul(2) > taken {
+            self.turns = 0;
+            self.peak = 0;
+            let grown = self.depth.saturating_mul(2).min(self.ceiling);
+            return self.set(grown).map(Ok);
+        }
+        self.peak = self.peak.max(taken);
+        self.turns += 1;
+        if self.turns < WINDOW {
+            return None;
+        }
+        let peak = std::mem::take(&mut self.peak);
+        self.turns = 0;
+        let want = peak.saturating_mul(2);
+        if want >= self.depth {
+            return None;
+        }
+        let shrunk = (self.depth - self.depth / 4).max(want).max(self.floor);
+        self.set(shrunk).map(Err)
+    }
+
+    fn set(&mut self, depth: u32) -> Option<u32> {
+        (depth != self.depth).then(|| {
+            self.depth = depth;
+            depth
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `n` turns that each took `taken` chunks with `starved` starved receives.
+    fn turns(d: &mut Depth, n: u32, taken: u32, starved: u32) {
+        for _ in 0..n {
+            d.turn(taken, starved);
+        }
+    }
+
+    #[test]
+    fn starts_at_the_floor_and_doubles_on_heavy_starvation_up_to_the_ceiling() {
+        let mut d = Depth::new(32, 256);
+        assert_eq!(d.get(), 32);
+        assert_eq!(d.turn(32, 17), Some(Ok(64)), "17 starved for 32 taken");
+        assert_eq!(d.turn(64, 33), Some(Ok(128)));
+        assert_eq!(d.turn(128, 65), Some(Ok(256)));
+        assert_eq!(d.turn(256, 200), None, "at the ceiling");
+        assert_eq!(d.get(), 256);
+    }
+
+    #[test]
+    fn a_few_starved_receives_now_and_then_do_not_grow_it() {
+        let mut d = Depth::new(32, 256);
+        // 8 flows through 32 chunks: a starved receive or two most turns.
+        for i in 0..10 * WINDOW {
+            assert_eq!(d.turn(32, 1 + i % 2), None);
+        }
+        assert_eq!(
+            d.turn(32, 16),
+            None,
+            "16 starved for 32 taken is not yet one in two"
+        );
+        assert_eq!(d.get(), 32);
+    }
+
+    #[test]
+    fn sustained_starvation_grows_it() {
+        let mut d = Depth::new(32, 256);
+        // 64 flows through 32 chunks: a dozen starved receives every turn, each turn taking
+        // the whole ring.
+        let mut grown_at = None;
+        for turn in 0..SUSTAIN {
+            if d.turn(32, 12).is_some() {
+                grown_at = Some(turn);
+                break;
+            }
+        }
+        assert_eq!(grown_at, Some(SUSTAINED_STARVED * SUSTAIN / 12));
+        assert_eq!(d.get(), 64);
+        // Three a turn is below the sustained rate: no more growth.
+        turns(&mut d, 4 * SUSTAIN, 64, 3);
+        assert_eq!(d.get(), 64);
+    }
+
+    #[test]
+    fn shrinks_a_quarter_per_quiet_window_not_below_twice_the_peak() {
+        let mut d = Depth::new(32, 256);
+        d.turn(0, 1);
+        d.turn(0, 1);
+        d.turn(0, 1);
+        assert_eq!(d.get(), 256);
+        turns(&mut d, WINDOW - 1, 10, 0);
+        assert_eq!(d.turn(10, 0), Some(Err(192)));
+        turns(&mut d, WINDOW, 60, 0);
+        assert_eq!(
+            d.get(),
+            144,
+            "a quarter at a time (twice the peak is only 120)"
+        );
+        turns(&mut d, WINDOW, 65, 0);
+        assert_eq!(d.get(), 130, "not below twice the window's peak");
+        turns(&mut d, WINDOW, 65, 0);
+        assert_eq!(d.get(), 130, "twice the peak is what it holds at");
+        turns(&mut d, 4 * WINDOW, 0, 0);
+        assert_eq!(d.get(), 42, "130 -> 98 -> 74 -> 56 -> 42");
+        turns(&mut d, 4 * WINDOW, 0, 0);
+        assert_eq!(d.get(), 32, "not below the floor");
+    }
+
+    #[test]
+    fn a_ceiling_below_the_floor_wins() {
+        let d = Depth::new(32, 8);
+        assert_eq!(d.get(), 8);
+        assert_eq!(Depth::new(0, 0).get(), 1);
+    }
+
+    #[test]
+    fn the_floor_is_32_chunks_or_a_mebibyte() {
+        assert_eq!(floor(32 * 1024, 256), 32);
+        assert_eq!(floor(4096, 4096), 256);
+        assert_eq!(floor(4096, 100), 100, "not more than the pool");
+        assert_eq!(floor(0, 8), 8);
+    }
+
+    proptest! {
+        /// Whatever the turns look like, the depth stays within its bounds, grows when a turn's
+        /// starved receives are one for every two chunks it took (unless at the ceiling), and
+        /// never shrinks below twice what a turn of the window took.
+        #[test]
+        fn bounded_and_responsive(
+            floor in 1u32..64,
+            ceiling in 1u32..1024,
+            script in proptest::collection::vec((0u32..1024, 0u32..70), 0..3000),
+        ) {
+            let mut d = Depth::new(floor, ceiling);
+            let floor = floor.min(ceiling);
+            let mut peak = 0;
+            for (taken, starved) in script {
+                let before = d.get();
+                let changed = d.turn(taken, starved);
+                let after = d.get();
+                prop_assert!(after >= floor && after <= ceiling);
+                match changed {
+                    None => prop_assert_eq!(after, before),
+                    Some(Ok(n)) => prop_assert!(n == after && after > before),
+                    Some(Err(n)) => prop_assert!(n == after && after < before),
+                }
+                if starved * 2 > taken {
+                    prop_assert!(after > before || after == ceiling);
+                }
+                match changed {
+                    Some(Ok(_)) => peak = 0,
+                    Some(Err(_)) => {
+                        peak = peak.max(taken);
+                        prop_assert!(after >= 2 * peak || after == floor);
+                        peak = 0;
+                    }
+                    None if d.turns == 0 => peak = 0,
+                    None => peak = peak.max(taken),
+                }
+            }
+        }
+
+        /// A steady load of `load` chunks a turn, where a turn that finds too few posted has
+        /// `starved` receives go without, settles at a depth that covers the load, within twice
+        /// of what it needs, and stops starving.
+        #[test]
+        fn settles_on_a_steady_load(load in 1u32..256, starved in 1u32..64) {
+            let mut d = Depth::new(32, 256);
+            let mut starved_late = 0;
+            for turn in 0..40 * WINDOW {
+                let short = load > d.get();
+                d.turn(load.min(d.get()), if short { starved.max(load) } else { 0 });
+                if turn > 20 * WINDOW && short {
+                    starved_late += 1;
+                }
+            }
+            prop_assert_eq!(starved_late, 0);
+            prop_assert!(d.get() >= load);
+            prop_assert!(d.get() <= (2 * load).max(32).next_power_of_two().min(256));
+        }
+    }
+}
