@@ -1149,16 +1149,28 @@ pub mod cli {
         /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
         #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
         pub backend: Backend,
+        /// Fix how many chunks the buffer ring keeps posted at once (default: the runtime adapts
+        /// it every loop turn); the rest wait in the pool, most recently used first.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+              conflicts_with = "all_posted")]
+        pub max_posted: Option<u32>,
+        /// Keep every chunk posted to the buffer ring, as a plain buffer ring does.
+        #[arg(long)]
+        pub all_posted: bool,
     }
 
     impl RuntimeArgs {
         /// A runtime builder with these threads, pool and backend.
         pub fn builder(&self) -> runtime::Builder {
-            let b = runtime::Runtime::builder()
+            let mut b = runtime::Runtime::builder()
                 .threads(self.threads.into())
                 .chunks(self.chunks)
                 .chunk_size(self.chunk_size)
-                .rx_backend(self.backend.into());
+                .rx_backend(self.backend.into())
+                .adaptive_depth(!self.all_posted && self.max_posted.is_none());
+            if let Some(n) = self.max_posted {
+                b = b.max_posted(n);
+            }
             match &self.zcrx {
                 Some((ifname, queue)) => b.zcrx_queue(ifname.clone(), *queue),
                 None => b,

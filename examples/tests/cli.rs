@@ -130,6 +130,22 @@ fn help_and_flag_validation() {
             &["--listen", "127.0.0.1:9000", "--connections", "0"],
             "--connections",
         ),
+        (
+            &sink,
+            &["--listen", "127.0.0.1:9000", "--max-posted", "0"],
+            "--max-posted",
+        ),
+        (
+            &sink,
+            &[
+                "--listen",
+                "127.0.0.1:9000",
+                "--max-posted",
+                "32",
+                "--all-posted",
+            ],
+            "cannot be used with",
+        ),
         (&sink, &["--generate", "1M"], "--verify"),
         (
             &sink,

@@ -35,9 +35,17 @@ pub(crate) struct Config {
     pub(crate) coalesce: (Duration, u32),
     pub(crate) conn_limit: Option<u64>,
     pub(crate) max_posted: Option<u32>,
-    pub(crate) adaptive_depth: bool,
+    /// `None`: adaptive unless `max_posted` fixes the depth.
+    pub(crate) adaptive_depth: Option<bool>,
     pub(crate) grace: Duration,
     pub(crate) signal: ShutdownSignal,
+}
+
+impl Config {
+    /// Whether the driver adapts the buffer ring's depth: unless fixed or turned off.
+    pub(crate) fn adaptive(&self) -> bool {
+        self.adaptive_depth.unwrap_or(self.max_posted.is_none())
+    }
 }
 
 /// Builds a [`Runtime`] for this thread, or runs one pinned runtime per thread.
@@ -68,7 +76,7 @@ impl Default for Builder {
                 coalesce: (Duration::from_micros(50), 32),
                 conn_limit: None,
                 max_posted: None,
-                adaptive_depth: false,
+                adaptive_depth: None,
                 grace: Duration::from_secs(5),
                 signal: ShutdownSignal::new(),
             },
@@ -162,39 +170,44 @@ impl Builder {
         self
     }
 
-    /// Most chunks the buffer ring keeps posted to the kernel at once (at least 1; default:
-    /// every chunk). The rest wait in the pool and go back into the ring as the kernel uses
-    /// what is posted, the most recently returned (still cached) first.
+    /// Fixes how many chunks the buffer ring keeps posted to the kernel at once (at least 1),
+    /// instead of the adaptive depth (see [`adaptive_depth`](Self::adaptive_depth)). The rest
+    /// wait in the pool and go back into the ring as the kernel uses what is posted, the most
+    /// recently returned (still cached) first. To post every chunk, as a plain buffer ring does,
+    /// give the pool's chunk count.
     ///
-    /// Every posted chunk is one the kernel may fill in one loop turn. A deep ring lets one
-    /// turn copy megabytes into chunks that are cold in the CPU's cache; a shallow one bounds
-    /// the intake and keeps reusing cached chunks, but starves sockets when many have data. On
-    /// loopback (256 chunks of 32 KiB) 32 posted helped 8 to 32 bulk flows in some sessions and
-    /// left 64 flows at about 4 GB/s in most runs; posting every chunk kept 64 flows at 6 GB/s
-    /// (`docs/benchmarks.md`). Measure with your own traffic, or let the runtime follow it with
-    /// [`adaptive_depth`](Self::adaptive_depth). Receives smaller than a chunk take a whole one
-    /// unless [`incremental`](Self::incremental) is on, so a shallow ring runs dry sooner with
-    /// small messages (the receives re-arm; nothing is lost). Ignored with zcrx, whose page
-    /// pool the kernel sizes.
+    /// Receives smaller than a chunk take a whole one unless
+    /// [`incremental`](Self::incremental) is on, so a shallow ring runs dry sooner with small
+    /// messages (the receives re-arm; nothing is lost). Ignored with zcrx, whose page pool the
+    /// kernel sizes.
     pub fn max_posted(mut self, chunks: u32) -> Self {
         self.config.max_posted = Some(chunks);
         self
     }
 
-    /// Lets the runtime choose, every loop turn, how many chunks the buffer ring keeps posted
-    /// (default: off, every chunk posted; see [`max_posted`](Self::max_posted) for why the
-    /// depth matters). The depth starts at 32 chunks (or 1 MiB of smaller ones), doubles when
-    /// receives find the ring empty many times for what a turn took (one for every two chunks)
-    /// or turn after turn (four a turn on average over 16 turns), and comes down a quarter at a
-    /// time, never below twice the largest turn, after 256 turns that each left more than half
-    /// of it unused. [`stats`](crate::stats) counts the changes (`depth_raises`, `depth_cuts`).
+    /// Whether the runtime chooses, every loop turn, how many chunks the buffer ring keeps
+    /// posted (default: on, unless [`max_posted`](Self::max_posted) fixes the depth; off
+    /// without `max_posted` posts every chunk).
     ///
-    /// On loopback it matched posting every chunk, 8 to 64 bulk flows, within the run-to-run
-    /// spread (`docs/benchmarks.md`), at the same or lower CPU per byte; it is not the default
-    /// because it did not beat it clearly. Cannot be combined with `max_posted`, which fixes
-    /// the depth. Ignored with zcrx.
+    /// Every posted chunk is one the kernel may fill in one loop turn. A ring holding the whole
+    /// pool lets one turn copy megabytes into chunks that are cold in the CPU's cache; the turn
+    /// gets slower, the sockets fill up, and on loopback the receiver can stay in that slow
+    /// state for good. Too few posted and receives find the ring empty (`-ENOBUFS`, a
+    /// completion and a re-arm each) while their sockets fill. So the depth starts at 32
+    /// chunks (or 1 MiB of smaller ones) and doubles when receives find the ring empty many
+    /// times for what a turn took (one for every two chunks) or turn after turn (four a turn
+    /// on average over 16 turns). After 256 turns in which no receive went without, it probes
+    /// a quarter lower; after 256 turns that each used less than half of it, it comes down to
+    /// twice the largest. [`stats`](crate::stats) counts the moves (`depth_raises`,
+    /// `depth_cuts`).
+    ///
+    /// On loopback, 256 chunks of 32 KiB, in one alternated batch of 6 runs each (median GB/s,
+    /// adaptive against every chunk posted): 8 flows 6.9 against 4.7, 16 flows 7.8 against
+    /// 7.4, 32 flows 7.1 against 7.1, 64 flows 6.0 against 6.2, one flow 5.6 against 5.8, at
+    /// 3-8% less CPU per byte throughout (`docs/benchmarks.md`). Cannot be turned on together
+    /// with `max_posted`. Ignored with zcrx.
     pub fn adaptive_depth(mut self, on: bool) -> Self {
-        self.config.adaptive_depth = on;
+        self.config.adaptive_depth = Some(on);
         self
     }
 
@@ -230,10 +243,10 @@ impl Builder {
         if c.max_posted == Some(0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "max_posted must be at least 1 chunk (leave it unset to post every chunk)",
+                "max_posted must be at least 1 chunk (leave it unset for the adaptive depth, or give the chunk count to post every chunk)",
             ));
         }
-        if c.adaptive_depth && c.max_posted.is_some() {
+        if c.adaptive_depth == Some(true) && c.max_posted.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "max_posted fixes the buffer ring's depth and adaptive_depth adapts it: set one of them",

@@ -44,6 +44,8 @@ pub(crate) struct Depth {
     turns: u32,
     /// Most chunks one turn took in the current window.
     peak: u32,
+    /// Starved receives in the current window.
+    starved_in_window: u32,
     /// Turns, and starved receives, since the last sustained-starvation decision.
     sustain_turns: u32,
     sustain_starved: u32,
@@ -61,6 +63,7 @@ impl Depth {
             depth: floor,
             turns: 0,
             peak: 0,
+            starved_in_window: 0,
             sustain_turns: 0,
             sustain_starved: 0,
         }
@@ -86,22 +89,29 @@ impl Depth {
         if sustained || starved.saturating_mul(2) > taken {
             self.turns = 0;
             self.peak = 0;
+            self.starved_in_window = 0;
             let grown = self.depth.saturating_mul(2).min(self.ceiling);
             return self.set(grown).map(Ok);
         }
         self.peak = self.peak.max(taken);
+        self.starved_in_window = self.starved_in_window.saturating_add(starved);
         self.turns += 1;
         if self.turns < WINDOW {
             return None;
         }
         let peak = std::mem::take(&mut self.peak);
+        let starved_in_window = std::mem::take(&mut self.starved_in_window);
         self.turns = 0;
-        let want = peak.saturating_mul(2);
-        if want >= self.depth {
+        let cut = self.depth - self.depth / 4;
+        let shrunk = if starved_in_window == 0 {
+            // Nothing went without: probe lower, whatever the turns took.
+            cut
+        } else if peak.saturating_mul(2) < self.depth {
+            cut.max(peak.saturating_mul(2))
+        } else {
             return None;
-        }
-        let shrunk = (self.depth - self.depth / 4).max(want).max(self.floor);
-        self.set(shrunk).map(Err)
+        };
+        self.set(shrunk.max(self.floor)).map(Err)
     }
 
     fn set(&mut self, depth: u32) -> Option<u32> {
@@ -170,28 +180,43 @@ mod tests {
     }
 
     #[test]
-    fn shrinks_a_quarter_per_quiet_window_not_below_twice_the_peak() {
+    fn a_window_without_starvation_probes_lower_whatever_the_turns_took() {
         let mut d = Depth::new(32, 256);
-        d.turn(0, 1);
-        d.turn(0, 1);
-        d.turn(0, 1);
+        for _ in 0..3 {
+            d.turn(0, 1);
+        }
         assert_eq!(d.get(), 256);
-        turns(&mut d, WINDOW - 1, 10, 0);
-        assert_eq!(d.turn(10, 0), Some(Err(192)));
-        turns(&mut d, WINDOW, 60, 0);
-        assert_eq!(
-            d.get(),
-            144,
-            "a quarter at a time (twice the peak is only 120)"
-        );
-        turns(&mut d, WINDOW, 65, 0);
+        // Backlogged sockets fill whatever is posted, so a full turn does not prove the depth
+        // is needed; only receives that went without do.
+        turns(&mut d, WINDOW - 1, 256, 0);
+        assert_eq!(d.turn(256, 0), Some(Err(192)));
+        turns(&mut d, WINDOW, 192, 0);
+        assert_eq!(d.get(), 144);
+        turns(&mut d, 8 * WINDOW, 100, 0);
+        assert_eq!(d.get(), 32, "down to the floor, not below");
+    }
+
+    #[test]
+    fn with_some_starvation_it_shrinks_only_to_twice_the_peak() {
+        let mut d = Depth::new(32, 256);
+        for _ in 0..3 {
+            d.turn(0, 1);
+        }
+        // One starved receive a window, far too few to grow it.
+        let window = |d: &mut Depth, taken| {
+            d.turn(taken, 1);
+            turns(d, WINDOW - 1, taken, 0);
+        };
+        window(&mut d, 10);
+        assert_eq!(d.get(), 192, "a quarter at a time");
+        window(&mut d, 60);
+        assert_eq!(d.get(), 144);
+        window(&mut d, 65);
         assert_eq!(d.get(), 130, "not below twice the window's peak");
-        turns(&mut d, WINDOW, 65, 0);
-        assert_eq!(d.get(), 130, "twice the peak is what it holds at");
-        turns(&mut d, 4 * WINDOW, 0, 0);
-        assert_eq!(d.get(), 42, "130 -> 98 -> 74 -> 56 -> 42");
-        turns(&mut d, 4 * WINDOW, 0, 0);
-        assert_eq!(d.get(), 32, "not below the floor");
+        window(&mut d, 65);
+        assert_eq!(d.get(), 130, "twice the peak is where it holds");
+        window(&mut d, 70);
+        assert_eq!(d.get(), 130, "a larger peak does not grow it either");
     }
 
     #[test]
@@ -211,8 +236,9 @@ mod tests {
 
     proptest! {
         /// Whatever the turns look like, the depth stays within its bounds, grows when a turn's
-        /// starved receives are one for every two chunks it took (unless at the ceiling), and
-        /// never shrinks below twice what a turn of the window took.
+        /// starved receives are one for every two chunks it took (unless at the ceiling), comes
+        /// down at most a quarter at a time, and never below twice what a turn of the window
+        /// took if any receive of the window starved.
         #[test]
         fn bounded_and_responsive(
             floor in 1u32..64,
@@ -222,6 +248,7 @@ mod tests {
             let mut d = Depth::new(floor, ceiling);
             let floor = floor.min(ceiling);
             let mut peak = 0;
+            let mut window_starved = 0;
             for (taken, starved) in script {
                 let before = d.get();
                 let changed = d.turn(taken, starved);
@@ -236,21 +263,38 @@ mod tests {
                     prop_assert!(after > before || after == ceiling);
                 }
                 match changed {
-                    Some(Ok(_)) => peak = 0,
+                    Some(Ok(_)) => {
+                        peak = 0;
+                        window_starved = 0;
+                    }
                     Some(Err(_)) => {
                         peak = peak.max(taken);
-                        prop_assert!(after >= 2 * peak || after == floor);
+                        window_starved += starved;
+                        prop_assert!(
+                            window_starved == 0 || after >= 2 * peak || after == floor,
+                            "cut to {} below twice the peak {} with {} starved",
+                            after, peak, window_starved
+                        );
+                        prop_assert!(after >= before - before / 4);
                         peak = 0;
+                        window_starved = 0;
                     }
-                    None if d.turns == 0 => peak = 0,
-                    None => peak = peak.max(taken),
+                    None if d.turns == 0 => {
+                        peak = 0;
+                        window_starved = 0;
+                    }
+                    None => {
+                        peak = peak.max(taken);
+                        window_starved += starved;
+                    }
                 }
             }
         }
 
         /// A steady load of `load` chunks a turn, where a turn that finds too few posted has
-        /// `starved` receives go without, settles at a depth that covers the load, within twice
-        /// of what it needs, and stops starving.
+        /// `starved` receives go without: the depth covers the load nearly all the time. It
+        /// probes lower after each window without starvation, so it may starve once per probe,
+        /// at most once a window, and never stays more than a quarter below the load.
         #[test]
         fn settles_on_a_steady_load(load in 1u32..256, starved in 1u32..64) {
             let mut d = Depth::new(32, 256);
@@ -258,13 +302,13 @@ mod tests {
             for turn in 0..40 * WINDOW {
                 let short = load > d.get();
                 d.turn(load.min(d.get()), if short { starved.max(load) } else { 0 });
-                if turn > 20 * WINDOW && short {
-                    starved_late += 1;
+                if turn > 20 * WINDOW {
+                    prop_assert!(d.get() >= load - load / 4);
+                    prop_assert!(d.get() <= (2 * load).max(32).next_power_of_two().min(256));
+                    starved_late += u32::from(short);
                 }
             }
-            prop_assert_eq!(starved_late, 0);
-            prop_assert!(d.get() >= load);
-            prop_assert!(d.get() <= (2 * load).max(32).next_power_of_two().min(256));
+            prop_assert!(starved_late <= 20, "{} starved turns in 20 windows", starved_late);
         }
     }
 }

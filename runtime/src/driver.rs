@@ -195,7 +195,7 @@ impl Driver {
         let (chunk, chunks) = rx.geometry();
         // An adaptive buffer ring starts at its floor (`Rx::setup`) and follows what the turns
         // take.
-        let depth = (config.adaptive_depth && rx.can_cap())
+        let depth = (config.adaptive() && rx.can_cap())
             .then(|| Depth::new(crate::depth::floor(chunk, chunks), chunks as u32));
         let (delay, completions) = config.coalesce;
         let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {

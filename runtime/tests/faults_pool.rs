@@ -293,27 +293,27 @@ fn max_posted_keeps_the_rest_in_the_pool() {
     assert_eq!((counts.kernel, counts.pool), (4, 60), "{counts:?}");
 }
 
-/// By default every chunk is posted; an adaptive ring starts at its floor: 32 chunks (or 1 MiB
-/// of smaller ones), the rest in the pool.
+/// By default the ring starts at its adaptive floor: 32 chunks (or 1 MiB of smaller ones), the
+/// rest in the pool; with the adaptive depth off, every chunk is posted.
 #[test]
 fn adaptive_depth_starts_at_its_floor() {
     for (adaptive, chunk, chunks, posted) in [
-        (false, 32 * 1024, 256, 256),
-        (true, 32 * 1024, 256, 32),
-        (true, 4096, 512, 256),
-        (true, 4096, 64, 64),
+        (Some(false), 32 * 1024, 256, 256),
+        (None, 32 * 1024, 256, 32),
+        (Some(true), 32 * 1024, 256, 32),
+        (None, 4096, 512, 256),
+        (None, 4096, 64, 64),
     ] {
-        let rt = Builder::new()
-            .chunks(chunks)
-            .chunk_size(chunk)
-            .adaptive_depth(adaptive)
-            .build()
-            .unwrap();
+        let mut b = Builder::new().chunks(chunks).chunk_size(chunk);
+        if let Some(on) = adaptive {
+            b = b.adaptive_depth(on);
+        }
+        let rt = b.build().unwrap();
         let counts = rt.block_on(async { runtime::rx_snapshot().expect("a receive pool").counts });
         assert_eq!(
             (counts.kernel, counts.pool),
             (posted, chunks as u32 - posted),
-            "adaptive {adaptive}, {chunks} chunks of {chunk}: {counts:?}"
+            "adaptive {adaptive:?}, {chunks} chunks of {chunk}: {counts:?}"
         );
     }
 }
@@ -324,10 +324,7 @@ fn adaptive_depth_starts_at_its_floor() {
 #[test]
 fn adaptive_depth_grows_for_many_backlogged_flows() {
     let r = run_flows(
-        Builder::new()
-            .chunks(256)
-            .chunk_size(32 * 1024)
-            .adaptive_depth(true),
+        Builder::new().chunks(256).chunk_size(32 * 1024),
         64,
         8 << 20,
         Consumer {

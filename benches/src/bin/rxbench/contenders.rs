@@ -12,9 +12,9 @@ use crate::Contender;
 
 pub fn serve(c: Contender, l: TcpListener, t: Arc<Tally>) -> Result<()> {
     match c {
-        Contender::Ours => ours(l, t, false, false),
-        Contender::OursInc => ours(l, t, true, false),
-        Contender::OursAdaptive => ours(l, t, false, true),
+        Contender::Ours => ours(l, t, false, true),
+        Contender::OursInc => ours(l, t, true, true),
+        Contender::OursAllPosted => ours(l, t, false, false),
         Contender::UringLoop => uring_loop::serve(l, t),
         Contender::TokioCt => tokio_rt(l, t, false),
         Contender::TokioMt => tokio_rt(l, t, true),
@@ -25,19 +25,19 @@ pub fn serve(c: Contender, l: TcpListener, t: Arc<Tally>) -> Result<()> {
 }
 
 /// This runtime: multishot receive into the shared pool; ping-pong echoes with `send_buf`.
-/// `RXBENCH_MAX_POSTED=n` fixes the buffer ring's depth (`Builder::max_posted`), for
-/// experiments.
+/// `adaptive`: the default adaptive ring depth, or every chunk posted. `RXBENCH_MAX_POSTED=n`
+/// fixes the depth instead (`Builder::max_posted`), for experiments.
 fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool, adaptive: bool) -> Result<()> {
     let mut b = runtime::Runtime::builder()
         .chunks(256)
         .chunk_size(32 * 1024)
-        .incremental(incremental)
-        .adaptive_depth(adaptive);
-    if let Some(n) = std::env::var("RXBENCH_MAX_POSTED")
+        .incremental(incremental);
+    match std::env::var("RXBENCH_MAX_POSTED")
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        b = b.max_posted(n);
+        Some(n) => b = b.max_posted(n),
+        None => b = b.adaptive_depth(adaptive),
     }
     let rt = b.build().context("starting the runtime")?;
     rt.block_on(async move {

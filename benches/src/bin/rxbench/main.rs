@@ -44,12 +44,12 @@ pub enum Scenario {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Contender {
-    /// This runtime, buffer-ring backend.
+    /// This runtime, buffer-ring backend (adaptive ring depth, the default).
     Ours,
     /// This runtime, buffer ring with incremental consumption.
     OursInc,
-    /// This runtime, buffer ring with an adaptive depth (`Builder::adaptive_depth`).
-    OursAdaptive,
+    /// This runtime, buffer ring with every chunk posted (`Builder::adaptive_depth(false)`).
+    OursAllPosted,
     /// A hand-written io_uring loop (multishot receive, shared buffer ring).
     UringLoop,
     /// tokio, current_thread runtime.
@@ -69,7 +69,7 @@ impl Contender {
         match self {
             Self::Ours => "ours (buffer ring)",
             Self::OursInc => "ours (incremental)",
-            Self::OursAdaptive => "ours (adaptive depth)",
+            Self::OursAllPosted => "ours (all posted)",
             Self::UringLoop => "hand-written io_uring",
             Self::TokioCt => "tokio current_thread",
             Self::TokioMt => "tokio multi-thread",
@@ -116,6 +116,9 @@ pub struct Args {
     /// Connections in the idle scenario.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     idle: u32,
+    /// Pause before each measurement, in milliseconds, for the previous receiver's teardown.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    settle_ms: u32,
     /// CPU the receiver is pinned to.
     #[arg(long, default_value_t = 0)]
     receiver_cpu: usize,
@@ -247,6 +250,10 @@ fn measure(exe: &std::path::Path, args: &Args, scenario: Scenario, c: Contender)
         Scenario::PingPong => args.conns as usize,
         Scenario::Idle => args.idle as usize,
     };
+    // Let the previous receiver's teardown finish first (a killed io_uring process is torn down
+    // by a kernel worker, and its sockets close): a measurement that starts while that still
+    // runs starts behind a backlog.
+    std::thread::sleep(Duration::from_millis(u64::from(args.settle_ms)));
     let mut child = Command::new(exe)
         .args(["--serve", c.to_possible_value().unwrap().get_name()])
         .args([
@@ -344,7 +351,7 @@ fn measure(exe: &std::path::Path, args: &Args, scenario: Scenario, c: Contender)
             sample.rx_buffer_bytes = match c {
                 Contender::Ours
                 | Contender::OursInc
-                | Contender::OursAdaptive
+                | Contender::OursAllPosted
                 | Contender::UringLoop => 256 * 32 * 1024,
                 _ => expected as u64 * child::CONN_BUF as u64,
             };

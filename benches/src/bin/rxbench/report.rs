@@ -274,7 +274,7 @@ fn svg(args: &Args, rows: &[Row]) -> String {
             let w = v.map_or(0.0, |v| v / max * plot_w);
             let ours = matches!(
                 r.contender,
-                Contender::Ours | Contender::OursInc | Contender::OursAdaptive
+                Contender::Ours | Contender::OursInc | Contender::OursAllPosted
             );
             let color = if ours { "#d95f02" } else { "#7570b3" };
             let _ = writeln!(
