@@ -193,19 +193,19 @@ impl Builder {
     /// pool lets one turn copy megabytes into chunks that are cold in the CPU's cache; the turn
     /// gets slower, the sockets fill up, and on loopback the receiver can stay in that slow
     /// state for good. Too few posted and receives find the ring empty (`-ENOBUFS`, a
-    /// completion and a re-arm each) while their sockets fill. So the depth starts at 32
-    /// chunks (or 1 MiB of smaller ones) and doubles when receives find the ring empty many
+    /// completion and a re-arm each) while their sockets fill. So the depth starts at 64
+    /// chunks (or 2 MiB of smaller ones) and doubles when receives find the ring empty many
     /// times for what a turn took (one for every two chunks) or turn after turn (four a turn
     /// on average over 16 turns). After 256 turns in which no receive went without, it probes
     /// a quarter lower; after 256 turns that each used less than half of it, it comes down to
     /// twice the largest. [`stats`](crate::stats) counts the moves (`depth_raises`,
     /// `depth_cuts`).
     ///
-    /// On loopback, 256 chunks of 32 KiB, in one alternated batch of 6 runs each (median GB/s,
-    /// adaptive against every chunk posted): 8 flows 6.9 against 4.7, 16 flows 7.8 against
-    /// 7.4, 32 flows 7.1 against 7.1, 64 flows 6.0 against 6.2, one flow 5.6 against 5.8, at
-    /// 3-8% less CPU per byte throughout (`docs/benchmarks.md`). Cannot be turned on together
-    /// with `max_posted`. Ignored with zcrx.
+    /// On loopback, 256 chunks of 32 KiB, alternated with posting every chunk (median GB/s of
+    /// 4-5 runs each, adaptive first): one flow 5.33 against 5.32, 8 flows 6.85 against 5.30,
+    /// 16 flows 6.93 against 6.52, 64 flows 5.67 against 5.94, with less CPU per byte except
+    /// at 64 flows (`docs/benchmarks.md`). Cannot be turned on together with `max_posted`.
+    /// Ignored with zcrx.
     pub fn adaptive_depth(mut self, on: bool) -> Self {
         self.config.adaptive_depth = Some(on);
         self

@@ -8,14 +8,17 @@
 //! costing a completion and a re-arm, and leaves sockets unserved for a turn while their
 //! backlog grows. A receive that finds the ring empty now and then is cheap (the data waits in
 //! its socket one turn); many, turn after turn, are not. So the depth starts at a cache-sized
-//! floor and doubles when a turn's starved receives are many for what it took (one for every
-//! two chunks), or when they average four a turn over [`SUSTAIN`] turns. It comes down by a
-//! quarter at a time, never below twice the largest turn of the window, after a window of
-//! [`WINDOW`] turns that each left more than half of it unused.
+//! floor ([`floor`]) and doubles when a turn's starved receives are many for what it took (one
+//! for every two chunks), or when they average four a turn over [`SUSTAIN`] turns. After a window of
+//! [`WINDOW`] turns in which no receive went without, it probes a quarter lower, whatever the
+//! turns took: backlogged sockets fill whatever is posted, so a full turn does not show that
+//! the depth is needed (without the probe a ring that grew at the start, when every socket
+//! holds data, stayed at the whole pool). After a window with some starvation, but in which
+//! every turn used less than half, it comes down to twice the largest turn.
 //!
-//! On loopback (256 chunks of 32 KiB, `docs/benchmarks.md`) this is what keeps 8 to 32 bulk
-//! flows at about 7.5 GB/s and 0.10 CPU-s/GB, where posting every chunk gave 4.7-7 GB/s, while
-//! 64 flows, which need most of the pool posted, get it.
+//! On loopback (256 chunks of 32 KiB, `docs/benchmarks.md`), against posting every chunk:
+//! 8 bulk flows 6.85 against 5.30 GB/s (medians), 16 flows 6.93 against 6.52, one flow even,
+//! 64 flows 5% behind.
 
 /// Turns per shrink decision.
 const WINDOW: u32 = 256;
@@ -24,12 +27,14 @@ const SUSTAIN: u32 = 16;
 /// Starved receives per turn, on average over [`SUSTAIN`] turns, that make the ring grow.
 const SUSTAINED_STARVED: u32 = 4;
 
-/// The depth a pool of `chunks` chunks of `chunk` bytes starts at and never goes below: 32
-/// chunks, or 1 MiB of smaller ones, a working set that stays in the CPU's cache.
+/// The depth a pool of `chunks` chunks of `chunk` bytes starts at and never goes below: 64
+/// chunks, or 2 MiB of smaller ones. Small enough to stay in the CPU's cache, and twice the
+/// default coalescing batch (32 completions): a coalescing wait asks for at most half of what
+/// is posted, so a shallower floor would also halve the batch.
 pub(crate) fn floor(chunk: u64, chunks: u64) -> u32 {
-    (1u64 << 20)
+    (2u64 << 20)
         .div_ceil(chunk.max(1))
-        .max(32)
+        .max(64)
         .min(chunks)
         .min(u64::from(u32::MAX)) as u32
 }
@@ -227,9 +232,9 @@ mod tests {
     }
 
     #[test]
-    fn the_floor_is_32_chunks_or_a_mebibyte() {
-        assert_eq!(floor(32 * 1024, 256), 32);
-        assert_eq!(floor(4096, 4096), 256);
+    fn the_floor_is_64_chunks_or_two_mebibytes() {
+        assert_eq!(floor(32 * 1024, 256), 64);
+        assert_eq!(floor(4096, 4096), 512);
         assert_eq!(floor(4096, 100), 100, "not more than the pool");
         assert_eq!(floor(0, 8), 8);
     }

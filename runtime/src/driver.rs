@@ -63,7 +63,8 @@ pub struct DriverStats {
     /// Times the buffer ring's depth doubled because receives found it empty (see
     /// [`Builder::adaptive_depth`](crate::Builder::adaptive_depth)).
     pub depth_raises: u64,
-    /// Times the buffer ring's depth came down after turns that left most of it unused.
+    /// Times the buffer ring's depth came down: a probe after a window of turns in which no
+    /// receive found it empty, or a cut after turns that each used less than half of it.
     pub depth_cuts: u64,
 }
 

@@ -293,15 +293,15 @@ fn max_posted_keeps_the_rest_in_the_pool() {
     assert_eq!((counts.kernel, counts.pool), (4, 60), "{counts:?}");
 }
 
-/// By default the ring starts at its adaptive floor: 32 chunks (or 1 MiB of smaller ones), the
+/// By default the ring starts at its adaptive floor: 64 chunks (or 2 MiB of smaller ones), the
 /// rest in the pool; with the adaptive depth off, every chunk is posted.
 #[test]
 fn adaptive_depth_starts_at_its_floor() {
     for (adaptive, chunk, chunks, posted) in [
         (Some(false), 32 * 1024, 256, 256),
-        (None, 32 * 1024, 256, 32),
-        (Some(true), 32 * 1024, 256, 32),
-        (None, 4096, 512, 256),
+        (None, 32 * 1024, 256, 64),
+        (Some(true), 32 * 1024, 256, 64),
+        (None, 4096, 1024, 512),
         (None, 4096, 64, 64),
     ] {
         let mut b = Builder::new().chunks(chunks).chunk_size(chunk);
@@ -318,7 +318,7 @@ fn adaptive_depth_starts_at_its_floor() {
     }
 }
 
-/// 64 backlogged flows need more than the floor's 32 chunks a turn: the receives that find the
+/// 64 backlogged flows need more than the floor's 64 chunks a turn: the receives that find the
 /// ring empty, turn after turn, make it grow (the driver feeds the depth controller and applies
 /// what it says), and every byte still arrives in order.
 #[test]
@@ -342,11 +342,11 @@ fn adaptive_depth_grows_for_many_backlogged_flows() {
     assert_eq!(r.bytes, 64 * (8 << 20));
     assert!(
         r.stats.no_buffers > 0 && r.stats.depth_raises > 0,
-        "32 posted chunks for 64 flows: {:?}",
+        "64 posted chunks for 64 flows: {:?}",
         r.stats
     );
     assert!(
-        r.posted_at_end > 32,
+        r.posted_at_end > 64,
         "the ring grew: {} posted at the end; {:?}",
         r.posted_at_end,
         r.stats
