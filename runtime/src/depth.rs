@@ -9,9 +9,9 @@
 //! backlog grows. A receive that finds the ring empty now and then is cheap (the data waits in
 //! its socket one turn); many, turn after turn, are not. So the depth starts at a cache-sized
 //! floor ([`floor`]) and doubles when a turn's starved receives are many for what it took (one
-//! for every two chunks), or when they average four a turn over [`SUSTAIN`] turns. After a window of
-//! [`WINDOW`] turns in which no receive went without, it probes a quarter lower, whatever the
-//! turns took: backlogged sockets fill whatever is posted, so a full turn does not show that
+//! for every two chunks), or when they average four a turn over [`SUSTAIN`] turns. After a
+//! window of [`WINDOW`] turns in which no receive went without, it probes a quarter lower,
+//! whatever the turns took: backlogged sockets fill whatever is posted, so a full turn does not show that
 //! the depth is needed (without the probe a ring that grew at the start, when every socket
 //! holds data, stayed at the whole pool). After a window with some starvation, but in which
 //! every turn used less than half, it comes down to twice the largest turn.
@@ -37,6 +37,15 @@ pub(crate) fn floor(chunk: u64, chunks: u64) -> u32 {
         .max(64)
         .min(chunks)
         .min(u64::from(u32::MAX)) as u32
+}
+
+/// A change of depth [`Depth::turn`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Doubled: receives went without.
+    Raised(u32),
+    /// Down a quarter (a probe) or to twice the largest turn.
+    Cut(u32),
 }
 
 /// The ring depth controller (pure logic: no ring, no syscalls).
@@ -81,9 +90,8 @@ impl Depth {
     }
 
     /// One turn: the kernel took `taken` chunks since the last flush, and `starved` receives
-    /// ended for lack of buffers. Returns the new depth when it changes: grown (`Ok`) or cut
-    /// (`Err`).
-    pub(crate) fn turn(&mut self, taken: u32, starved: u32) -> Option<Result<u32, u32>> {
+    /// ended for lack of buffers. Returns the new depth when it changes.
+    pub(crate) fn turn(&mut self, taken: u32, starved: u32) -> Option<Change> {
         self.sustain_turns += 1;
         self.sustain_starved = self.sustain_starved.saturating_add(starved);
         let sustained = self.sustain_starved >= SUSTAINED_STARVED * SUSTAIN;
@@ -96,7 +104,7 @@ impl Depth {
             self.peak = 0;
             self.starved_in_window = 0;
             let grown = self.depth.saturating_mul(2).min(self.ceiling);
-            return self.set(grown).map(Ok);
+            return self.set(grown).map(Change::Raised);
         }
         self.peak = self.peak.max(taken);
         self.starved_in_window = self.starved_in_window.saturating_add(starved);
@@ -116,7 +124,7 @@ impl Depth {
         } else {
             return None;
         };
-        self.set(shrunk.max(self.floor)).map(Err)
+        self.set(shrunk.max(self.floor)).map(Change::Cut)
     }
 
     fn set(&mut self, depth: u32) -> Option<u32> {
@@ -143,9 +151,13 @@ mod tests {
     fn starts_at_the_floor_and_doubles_on_heavy_starvation_up_to_the_ceiling() {
         let mut d = Depth::new(32, 256);
         assert_eq!(d.get(), 32);
-        assert_eq!(d.turn(32, 17), Some(Ok(64)), "17 starved for 32 taken");
-        assert_eq!(d.turn(64, 33), Some(Ok(128)));
-        assert_eq!(d.turn(128, 65), Some(Ok(256)));
+        assert_eq!(
+            d.turn(32, 17),
+            Some(Change::Raised(64)),
+            "17 starved for 32 taken"
+        );
+        assert_eq!(d.turn(64, 33), Some(Change::Raised(128)));
+        assert_eq!(d.turn(128, 65), Some(Change::Raised(256)));
         assert_eq!(d.turn(256, 200), None, "at the ceiling");
         assert_eq!(d.get(), 256);
     }
@@ -194,7 +206,7 @@ mod tests {
         // Backlogged sockets fill whatever is posted, so a full turn does not prove the depth
         // is needed; only receives that went without do.
         turns(&mut d, WINDOW - 1, 256, 0);
-        assert_eq!(d.turn(256, 0), Some(Err(192)));
+        assert_eq!(d.turn(256, 0), Some(Change::Cut(192)));
         turns(&mut d, WINDOW, 192, 0);
         assert_eq!(d.get(), 144);
         turns(&mut d, 8 * WINDOW, 100, 0);
@@ -261,18 +273,18 @@ mod tests {
                 prop_assert!(after >= floor && after <= ceiling);
                 match changed {
                     None => prop_assert_eq!(after, before),
-                    Some(Ok(n)) => prop_assert!(n == after && after > before),
-                    Some(Err(n)) => prop_assert!(n == after && after < before),
+                    Some(Change::Raised(n)) => prop_assert!(n == after && after > before),
+                    Some(Change::Cut(n)) => prop_assert!(n == after && after < before),
                 }
                 if starved * 2 > taken {
                     prop_assert!(after > before || after == ceiling);
                 }
                 match changed {
-                    Some(Ok(_)) => {
+                    Some(Change::Raised(_)) => {
                         peak = 0;
                         window_starved = 0;
                     }
-                    Some(Err(_)) => {
+                    Some(Change::Cut(_)) => {
                         peak = peak.max(taken);
                         window_starved += starved;
                         prop_assert!(

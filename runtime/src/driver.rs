@@ -22,7 +22,7 @@ use ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 use slab::Slab;
 
 use crate::builder::Config;
-use crate::depth::Depth;
+use crate::depth::{Change, Depth};
 use crate::ring::{Cqe, Ring};
 use crate::rx::Rx;
 
@@ -701,11 +701,11 @@ impl Driver {
                 let starved = self.stats.no_buffers - self.no_buffers_at_flush;
                 self.no_buffers_at_flush = self.stats.no_buffers;
                 match depth.turn(taken, starved.min(u64::from(u32::MAX)) as u32) {
-                    Some(Ok(n)) => {
+                    Some(Change::Raised(n)) => {
                         self.stats.depth_raises += 1;
                         rx.set_max_posted(n);
                     }
-                    Some(Err(n)) => {
+                    Some(Change::Cut(n)) => {
                         self.stats.depth_cuts += 1;
                         rx.set_max_posted(n);
                     }
