@@ -42,9 +42,13 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// Whether the driver adapts the buffer ring's depth: unless fixed or turned off.
-    pub(crate) fn adaptive(&self) -> bool {
-        self.adaptive_depth.unwrap_or(self.max_posted.is_none())
+    /// Where an adaptive buffer ring starts (`None`: the depth is fixed by `max_posted`, or
+    /// every chunk is posted): the one place both the ring's set-up and the driver's
+    /// controller read it from.
+    pub(crate) fn adaptive_floor(&self) -> Option<u32> {
+        self.adaptive_depth
+            .unwrap_or(self.max_posted.is_none())
+            .then(|| crate::depth::floor(self.chunk_size as u64, self.chunks as u64))
     }
 }
 

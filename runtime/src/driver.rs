@@ -196,8 +196,10 @@ impl Driver {
         let (chunk, chunks) = rx.geometry();
         // An adaptive buffer ring starts at its floor (`Rx::setup`) and follows what the turns
         // take.
-        let depth = (config.adaptive() && rx.can_cap())
-            .then(|| Depth::new(crate::depth::floor(chunk, chunks), chunks as u32));
+        let depth = config
+            .adaptive_floor()
+            .filter(|_| rx.can_cap())
+            .map(|floor| Depth::new(floor, chunks as u32));
         let (delay, completions) = config.coalesce;
         let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {
             (completions, delay.as_micros().clamp(1, 1_000_000) as u32)

@@ -78,14 +78,7 @@ impl Rx {
                 incremental: config.incremental,
                 owner_limit: config.conn_limit,
                 // An adaptive depth starts at its floor; the driver moves it from there.
-                max_posted: if config.adaptive() {
-                    Some(crate::depth::floor(
-                        config.chunk_size as u64,
-                        config.chunks as u64,
-                    ))
-                } else {
-                    config.max_posted
-                },
+                max_posted: config.adaptive_floor().or(config.max_posted),
             },
         )
         .map_err(io::Error::other)?;
