@@ -21,6 +21,7 @@ pub fn serve(c: Contender, l: TcpListener, t: Arc<Tally>) -> Result<()> {
         Contender::TokioUring => tokio_uring_rt(l, t),
         Contender::Monoio => monoio_rt(l, t),
         Contender::Std => std_threads(l, t),
+        Contender::Discard => discard(l, t),
     }
 }
 
@@ -38,6 +39,12 @@ fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool, adaptive: bool) -> Res
     {
         Some(n) => b = b.max_posted(n),
         None => b = b.adaptive_depth(adaptive),
+    }
+    if let Some((us, n)) = std::env::var("RXBENCH_COALESCE").ok().and_then(|v| {
+        let (a, b) = v.split_once(',')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }) {
+        b = b.coalesce(std::time::Duration::from_micros(us), n);
     }
     let rt = b.build().context("starting the runtime")?;
     rt.block_on(async move {
@@ -219,6 +226,67 @@ fn std_threads(l: TcpListener, t: Arc<Tally>) -> Result<()> {
                 }
                 t.closed();
             })?;
+    }
+}
+
+/// The most [`discard`] drops per `recv`.
+pub const DISCARD: usize = 1 << 20;
+
+/// The sender's ceiling: one thread that never sleeps, polling every connection in turn and
+/// dropping what arrived without copying it (`MSG_TRUNC` on TCP discards up to `len` bytes from
+/// the receive queue). The sender never has to wake it. Ping-pong answers with as many bytes of
+/// its own.
+fn discard(l: TcpListener, t: Arc<Tally>) -> Result<()> {
+    use rustix::net::{recv, RecvFlags};
+    use std::io::ErrorKind::WouldBlock;
+    crate::child::ready(&l)?;
+    l.set_nonblocking(true)?;
+    // Never written: with MSG_TRUNC the kernel only needs its length.
+    let mut buf = vec![0u8; DISCARD];
+    let mut conns: Vec<std::net::TcpStream> = vec![];
+    loop {
+        // Every pending connection first: one per pass would make 10,000 idle ones quadratic.
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(true)?;
+                    if t.echo() {
+                        s.set_nodelay(true)?;
+                    }
+                    t.accepted();
+                    conns.push(s);
+                }
+                Err(e) if e.kind() == WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut i = 0;
+        while i < conns.len() {
+            let r = recv(&conns[i], &mut buf[..], RecvFlags::TRUNC);
+            match r {
+                Ok((_, n)) if n > 0 => {
+                    t.add(n);
+                    if t.echo() {
+                        let mut out = &buf[..n.min(buf.len())];
+                        while !out.is_empty() {
+                            match (&conns[i]).write(out) {
+                                Ok(k) => out = &out[k..],
+                                Err(e) if e.kind() == WouldBlock => std::hint::spin_loop(),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                Err(rustix::io::Errno::AGAIN) => i += 1,
+                // End of stream or an error: this connection is done (the last one's close
+                // ends the process).
+                _ => {
+                    conns.swap_remove(i);
+                    t.closed();
+                }
+            }
+        }
     }
 }
 

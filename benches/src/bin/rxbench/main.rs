@@ -11,7 +11,10 @@
 //! medians. Output: a table on stdout, JSON and an SVG chart under `--out`.
 //!
 //! Diagnosis: with `RXBENCH_STATS=PATH` in the environment, the `ours` receivers write the
-//! runtime's driver counters (enters, completions, re-arms, ENOBUFS) to PATH twice a second.
+//! runtime's driver counters (enters, completions, re-arms, ENOBUFS) to PATH twice a second;
+//! `RXBENCH_MAX_POSTED=N` fixes their ring depth (`Builder::max_posted`) and
+//! `RXBENCH_COALESCE=MICROS,COMPLETIONS` sets their completion coalescing
+//! (`Builder::coalesce`), for experiments.
 
 mod child;
 mod contenders;
@@ -62,6 +65,10 @@ pub enum Contender {
     Monoio,
     /// std, a thread per connection with blocking reads.
     Std,
+    /// Not a receiver but a reference: one thread that never sleeps and discards the bytes
+    /// without copying them (`recv` with `MSG_TRUNC`): what the sender reaches when receiving
+    /// costs almost nothing.
+    Discard,
 }
 
 impl Contender {
@@ -76,6 +83,7 @@ impl Contender {
             Self::TokioUring => "tokio-uring",
             Self::Monoio => "monoio",
             Self::Std => "std threads",
+            Self::Discard => "discard (sender's ceiling)",
         }
     }
 }
@@ -95,7 +103,7 @@ pub struct Args {
         default_value = "ours,uring-loop,tokio-ct,std"
     )]
     contenders: Vec<Contender>,
-    /// Every scenario and every contender (about 10 minutes).
+    /// Every scenario and every contender (about 12 minutes).
     #[arg(long)]
     all: bool,
     /// Runs per contender and scenario (the median is reported).
@@ -125,6 +133,10 @@ pub struct Args {
     /// CPU the sender is pinned to.
     #[arg(long, default_value_t = 1)]
     sender_cpu: usize,
+    /// Exit with an error if any measurement failed (they are reported in the table either
+    /// way); for CI.
+    #[arg(long)]
+    fail_on_error: bool,
     /// Directory for results.json and results.svg.
     #[arg(long, default_value = "target/rxbench")]
     out: std::path::PathBuf,
@@ -239,7 +251,23 @@ fn main() -> Result<()> {
         }
     }
     eprintln!("\r\x1b[2Kdone in {:.0} s", started.elapsed().as_secs_f64());
-    report::print_and_save(&args, &results)
+    report::print_and_save(&args, &results)?;
+    let failed: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| format!("{:?} {}: {e}", r.scenario, r.name))
+        })
+        .collect();
+    if args.fail_on_error && !failed.is_empty() {
+        bail!(
+            "{} measurement(s) failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// Runs one measurement: a receiver child, the sender here.
@@ -353,6 +381,7 @@ fn measure(exe: &std::path::Path, args: &Args, scenario: Scenario, c: Contender)
                 | Contender::OursInc
                 | Contender::OursAllPosted
                 | Contender::UringLoop => 256 * 32 * 1024,
+                Contender::Discard => contenders::DISCARD as u64,
                 _ => expected as u64 * child::CONN_BUF as u64,
             };
             drop(conns);
