@@ -615,31 +615,41 @@ fn cross_thread(c: &mut Criterion) {
             })
         });
 
-        std::thread::scope(|s| {
-            let (to_dropper, from_owner) = mpsc::channel::<Vec<RxBuf>>();
-            let (to_owner, back) = mpsc::channel::<Vec<RxBuf>>();
-            s.spawn(move || {
-                while let Some(mut v) = spin_recv(&from_owner) {
-                    v.clear(); // the drops under test
-                    if to_owner.send(v).is_err() {
-                        break;
+        // Dropped on another thread, without and with a return waker installed (the runtime
+        // installs one: the first drop after each flush then clones its `Arc`).
+        for waker in [false, true] {
+            std::thread::scope(|s| {
+                let (to_dropper, from_owner) = mpsc::channel::<Vec<RxBuf>>();
+                let (to_owner, back) = mpsc::channel::<Vec<RxBuf>>();
+                s.spawn(move || {
+                    while let Some(mut v) = spin_recv(&from_owner) {
+                        v.clear(); // the drops under test
+                        if to_owner.send(v).is_err() {
+                            break;
+                        }
                     }
-                }
+                });
+                let mut owner = CrossOwner {
+                    sim: BufRingSim::new(16, false, 1),
+                    batch,
+                    spare: vec![Vec::with_capacity(batch), Vec::with_capacity(batch)],
+                    to_dropper: Some(to_dropper),
+                    back: Some(back),
+                };
+                let name = if waker {
+                    assert!(owner.sim.ring.set_return_waker(|| {}));
+                    "other_thread_waker"
+                } else {
+                    "other_thread"
+                };
+                g.bench_function(BenchmarkId::new(name, batch), |b| {
+                    b.iter_custom(|iters| owner.run(iters))
+                });
+                let snap = owner.sim.ring.snapshot();
+                assert_eq!(snap.counts.kernel, CHUNKS, "every chunk came back");
+                // Dropping the owner closes the channel; the dropper exits.
             });
-            let mut owner = CrossOwner {
-                sim: BufRingSim::new(16, false, 1),
-                batch,
-                spare: vec![Vec::with_capacity(batch), Vec::with_capacity(batch)],
-                to_dropper: Some(to_dropper),
-                back: Some(back),
-            };
-            g.bench_function(BenchmarkId::new("other_thread", batch), |b| {
-                b.iter_custom(|iters| owner.run(iters))
-            });
-            let snap = owner.sim.ring.snapshot();
-            assert_eq!(snap.counts.kernel, CHUNKS, "every chunk came back");
-            // Dropping the owner closes the channel; the dropper exits.
-        });
+        }
     }
     g.finish();
 }

@@ -372,6 +372,55 @@ impl BufRing {
         self.core.shared.returns.bind_home()
     }
 
+    /// Installs `wake`, which the drop of a handle on another thread calls (on that thread)
+    /// while this queue is [armed](Self::arm_return_wake), so that an event loop can sleep while
+    /// it waits for buffers the application holds elsewhere: write to an eventfd the loop reads,
+    /// say. Keep it short and non-blocking. Once per queue: returns false (and drops `wake`) if
+    /// one is installed already.
+    ///
+    /// ```no_run
+    /// use ifq::bufring::{BufRing, BufRingConfig};
+    /// use ifq::io_uring::IoUring;
+    /// use ifq::Area;
+    /// use rustix::event::{eventfd, EventfdFlags};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut ring = IoUring::new(256)?;
+    /// let area = Area::builder().chunk_size(32 * 1024).chunks(256).build()?;
+    /// let mut rx = BufRing::register(&ring, area, BufRingConfig::default())?;
+    /// rx.set_home_thread();
+    /// // The loop keeps a read of `efd` armed on `ring`; drops on other threads write to it.
+    /// let efd = eventfd(0, EventfdFlags::CLOEXEC)?;
+    /// let poke = rustix::io::dup(&efd)?;
+    /// rx.set_return_waker(move || {
+    ///     let _ = rustix::io::write(&poke, &1u64.to_ne_bytes());
+    /// });
+    /// // A connection waits for buffers the application holds on worker threads:
+    /// if !rx.arm_return_wake() {
+    ///     ring.submit_and_wait(1)?; // the first of them dropped ends this wait
+    /// }
+    /// rx.disarm_return_wake();
+    /// rx.flush(); // and re-arm the receive
+    /// # Ok(()) }
+    /// ```
+    pub fn set_return_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
+        self.core.shared.returns.set_waker(Box::new(wake)).is_ok()
+    }
+
+    /// Call before the event loop sleeps: the next chunk returned on another thread calls the
+    /// [waker](Self::set_return_waker), once. Returns true if chunks came back on other threads
+    /// already: [`flush`](Self::flush) them instead of sleeping, as no wake-up will come for
+    /// them. Without a waker installed it only answers that question.
+    pub fn arm_return_wake(&self) -> bool {
+        self.core.shared.returns.arm_wake()
+    }
+
+    /// Call once awake: returns need not call the waker any more (left armed, the next return
+    /// on another thread would only wake the loop once for nothing).
+    pub fn disarm_return_wake(&self) {
+        self.core.shared.returns.disarm_wake()
+    }
+
     /// Publishes every chunk whose handles have all dropped (on any thread) back to the kernel,
     /// with one release store of the ring tail, keeping at most [`max_posted`](Self::max_posted)
     /// chunks in the ring (the rest wait in the pool). Returns how many chunks came back. Call

@@ -30,15 +30,26 @@
 //! until it drains there again; if it is dropped elsewhere, they (and the structure) are leaked,
 //! never reused.
 //!
+//! The owner can ask to be woken when chunks come back from other threads, so that it can sleep
+//! while a connection waits for buffers the application holds elsewhere: it installs a
+//! [waker](ReturnStack::set_waker) once and [arms](ReturnStack::arm_wake) it before each sleep.
+//! The push that finds the shared stack empty checks the flag and calls the waker (pushes onto
+//! a non-empty stack need not: the one that made it non-empty came first). Arming and that push
+//! form a store-buffering pair, each a store, a `SeqCst` fence and a load: either the push sees
+//! the flag and wakes the owner, or the owner sees the chunk and does not sleep. The flag and
+//! the waker live in their own `Arc`, which such a push clones *before* its chunk becomes
+//! reachable: once it is, the owner may close and the structure may be freed under the pusher.
+//!
 //! Handles hold no reference count on the structure around the stack: when the owner goes it
 //! [closes](ReturnStack::close) the stack (the head becomes `CLOSED`) and counts the chunks still
 //! out; each of those is "pushed" exactly once more, which counts down instead, and whoever brings
 //! the count to zero (the owner, or the drop of the last handle) frees the structure.
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::chunk::ChunkId;
 
@@ -96,6 +107,29 @@ pub(crate) struct ReturnStack {
     /// After [`close`](Self::close): chunks that will still come back, minus those that came
     /// back (wrapping: drops may count down before the owner counts up).
     orphans: Padded<AtomicU32>,
+    /// How a return on another thread wakes the owner, once the owner installed it.
+    wake: OnceLock<Arc<Wake>>,
+}
+
+/// What a return on another thread calls to wake the owner (an eventfd write, say).
+pub(crate) type Waker = Box<dyn Fn() + Send + Sync>;
+
+struct Wake {
+    /// The owner sleeps (or is about to) and wants the next chunk returned on another thread to
+    /// call `waker` (see the module docs).
+    armed: AtomicBool,
+    waker: Waker,
+}
+
+impl Wake {
+    /// After a push onto the empty shared stack: wakes the owner if it is armed, once.
+    fn owner_if_armed(&self) {
+        // Pairs with the fence in `arm_wake` (module docs).
+        fence(Ordering::SeqCst);
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::Relaxed) {
+            (self.waker)();
+        }
+    }
 }
 
 impl ReturnStack {
@@ -118,6 +152,43 @@ impl ReturnStack {
             home: AtomicU64::new(0),
             local: Padded(AtomicU32::new(EMPTY)),
             orphans: Padded(AtomicU32::new(0)),
+            wake: OnceLock::new(),
+        }
+    }
+
+    /// Installs what a chunk returned on another thread calls while the owner is
+    /// [armed](Self::arm_wake). Once; gives `waker` back if one is installed already.
+    pub(crate) fn set_waker(&self, waker: Waker) -> Result<(), Waker> {
+        if self.wake.get().is_some() {
+            return Err(waker);
+        }
+        let wake = Arc::new(Wake {
+            armed: AtomicBool::new(false),
+            waker,
+        });
+        self.wake.set(wake).map_err(|w| match Arc::try_unwrap(w) {
+            Ok(w) => w.waker,
+            Err(_) => unreachable!("never shared"),
+        })
+    }
+
+    /// Owner only, before it sleeps: the next chunk returned on another thread calls the waker.
+    /// Returns true if chunks came back on another thread already: drain them instead of
+    /// sleeping (no wake-up will come for them).
+    pub(crate) fn arm_wake(&self) -> bool {
+        if let Some(wake) = self.wake.get() {
+            wake.armed.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `Wake::owner_if_armed` (module docs).
+            fence(Ordering::SeqCst);
+        }
+        self.head.0.load(Ordering::Relaxed) != EMPTY
+    }
+
+    /// Owner only, once awake: returns need not wake it any more (a stale flag would only cost
+    /// one needless wake-up).
+    pub(crate) fn disarm_wake(&self) {
+        if let Some(wake) = self.wake.get() {
+            wake.armed.store(false, Ordering::Relaxed);
         }
     }
 
@@ -223,9 +294,14 @@ impl ReturnStack {
             return false;
         }
         let mut head = self.head.0.load(Ordering::Relaxed);
+        // Taken while this chunk still keeps the structure alive (module docs).
+        let mut wake = None;
         loop {
             if head == CLOSED {
                 return self.orphans.0.fetch_sub(1, Ordering::AcqRel) == 1;
+            }
+            if head == EMPTY && wake.is_none() {
+                wake = self.wake.get().cloned();
             }
             cell.next.store(head, Ordering::Relaxed);
             match self.head.0.compare_exchange_weak(
@@ -234,7 +310,15 @@ impl ReturnStack {
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return false,
+                Ok(_) => {
+                    // From here on `self` may be gone: only `wake` is ours.
+                    if head == EMPTY {
+                        if let Some(wake) = wake {
+                            wake.owner_if_armed();
+                        }
+                    }
+                    return false;
+                }
                 Err(h) => head = h,
             }
         }
@@ -340,6 +424,59 @@ mod tests {
         s.drain(|c| got.push(c));
         assert_eq!(got, vec![2]);
         assert_eq!(s.drain(|_| panic!("drained twice")), 0);
+    }
+
+    /// The waker: installed once; called by the first return on another thread while armed,
+    /// once, and never at home, disarmed, or onto a stack that already holds a chunk.
+    #[test]
+    fn wake_on_foreign_return_when_armed() {
+        use std::sync::atomic::AtomicUsize;
+        let s = Arc::new(ReturnStack::new(4, false));
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = woken.clone();
+        assert!(s
+            .set_waker(Box::new(move || {
+                w.fetch_add(1, Ordering::Relaxed);
+            }))
+            .is_ok());
+        assert!(s.set_waker(Box::new(|| {})).is_err(), "one waker per stack");
+        let woke = || woken.load(Ordering::Relaxed);
+        let drop_elsewhere = |chunk| {
+            let s = s.clone();
+            std::thread::spawn(move || assert!(!s.release(chunk)))
+                .join()
+                .unwrap();
+        };
+        for c in 0..4 {
+            s.acquire(c);
+        }
+        // Not armed: no wake-up.
+        drop_elsewhere(0);
+        assert_eq!(woke(), 0);
+        // Armed with a chunk already queued: the owner is told, and need not sleep.
+        assert!(s.arm_wake());
+        assert_eq!(s.drain(|_| {}), 1);
+        // Armed on an empty stack: the next foreign return wakes, once.
+        assert!(!s.arm_wake());
+        drop_elsewhere(1);
+        assert_eq!(woke(), 1);
+        drop_elsewhere(2);
+        assert_eq!(woke(), 1, "the flag is spent");
+        assert_eq!(s.drain(|_| {}), 2);
+        // Disarmed: no wake-up.
+        assert!(!s.arm_wake());
+        s.disarm_wake();
+        drop_elsewhere(3);
+        assert_eq!(woke(), 1);
+        s.disarm_wake();
+        assert_eq!(s.drain(|_| {}), 1);
+        // At home the owner is awake by definition: no wake-up either.
+        assert!(s.bind_home());
+        s.acquire(0);
+        assert!(!s.arm_wake());
+        assert!(!s.release(0));
+        assert_eq!(woke(), 1);
+        assert_eq!(s.drain(|_| {}), 1);
     }
 
     #[test]
@@ -648,6 +785,37 @@ mod loom_tests {
                 assert!(!s.release(0)); // dropped at home
             }
             t.join().unwrap();
+            s.drain(|_| returned += 1);
+            assert_eq!(returned, 1);
+        });
+    }
+
+    /// The owner arms the wake-up and, seeing nothing queued, would sleep, while another thread
+    /// returns the last chunk out: the owner sees the chunk, or the return calls the waker (once).
+    /// Never neither: the loop would sleep with a buffer waiting.
+    #[test]
+    fn arm_wake_races_foreign_return() {
+        loom::model(|| {
+            let woken = Arc::new(AtomicU32::new(0));
+            let s = Arc::new(ReturnStack::new(1, false));
+            let w = woken.clone();
+            assert!(s
+                .set_waker(Box::new(move || {
+                    w.fetch_add(1, Ordering::Relaxed);
+                }))
+                .is_ok());
+            s.acquire(0);
+            let t = {
+                let s = s.clone();
+                loom::thread::spawn(move || assert!(!s.release(0)))
+            };
+            let queued = s.arm_wake();
+            t.join().unwrap();
+            let woke = woken.load(Ordering::Relaxed);
+            assert!(queued || woke == 1, "lost wake-up");
+            assert!(woke <= 1);
+            s.disarm_wake();
+            let mut returned = 0;
             s.drain(|_| returned += 1);
             assert_eq!(returned, 1);
         });

@@ -851,6 +851,29 @@ impl ZcrxIfq {
         self.core.shared.returns.bind_home()
     }
 
+    /// Installs `wake`, which the drop of a handle on another thread calls (on that thread)
+    /// while this queue is [armed](Self::arm_return_wake), so that an event loop can sleep while
+    /// it waits for buffers the application holds elsewhere: write to an eventfd the loop reads,
+    /// say. Keep it short and non-blocking. Once per queue: returns false (and drops `wake`) if
+    /// one is installed already.
+    pub fn set_return_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
+        self.core.shared.returns.set_waker(Box::new(wake)).is_ok()
+    }
+
+    /// Call before the event loop sleeps: the next chunk returned on another thread calls the
+    /// [waker](Self::set_return_waker), once. Returns true if chunks came back on other threads
+    /// already: [`flush`](Self::flush) them instead of sleeping, as no wake-up will come for
+    /// them. Without a waker installed it only answers that question.
+    pub fn arm_return_wake(&self) -> bool {
+        self.core.shared.returns.arm_wake()
+    }
+
+    /// Call once awake: returns need not call the waker any more (left armed, the next return
+    /// on another thread would only wake the loop once for nothing).
+    pub fn disarm_return_wake(&self) {
+        self.core.shared.returns.disarm_wake()
+    }
+
     /// Hands every chunk whose handles have all dropped (on any thread) back to the kernel: one
     /// refill entry per reference, then one release store of the tail. Returns how many chunks
     /// went back. If the refill queue is full the rest stays queued, in order, for the next

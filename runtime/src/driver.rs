@@ -13,6 +13,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,9 @@ pub struct DriverStats {
     /// Times the buffer ring's depth came down: a probe after a window of turns in which no
     /// receive found it empty, or a cut after turns that each used less than half of it.
     pub depth_cuts: u64,
+    /// Times a buffer dropped on another thread woke the loop while connections waited for
+    /// buffers.
+    pub return_wakes: u64,
 }
 
 enum OpState {
@@ -153,6 +158,9 @@ pub(crate) struct Driver {
     paused: Vec<usize>,
     /// Receives that ended with `-ENOBUFS`: re-armed once the ring has buffers again.
     starved: Vec<usize>,
+    /// Times a buffer dropped on another thread woke the loop (the receive pool's return
+    /// waker counts them, on the dropping thread).
+    return_wakes: Arc<AtomicU64>,
     wake_fd: Rc<OwnedFd>,
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
@@ -192,7 +200,16 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
-        let (ring, rx, backend) = Rx::setup(config, index)?;
+        let (ring, mut rx, backend) = Rx::setup(config, index)?;
+        // A connection waiting for buffers the application holds on another thread must not
+        // wait for some unrelated event: the drop that returns one pokes the loop's eventfd.
+        let return_wakes = Arc::new(AtomicU64::new(0));
+        let poke = crate::runtime::poker(&wake_fd)?;
+        let count = return_wakes.clone();
+        rx.set_return_waker(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            poke();
+        });
         let (chunk, chunks) = rx.geometry();
         // An adaptive buffer ring starts at its floor (`Rx::setup`) and follows what the turns
         // take.
@@ -217,6 +234,7 @@ impl Driver {
             rearm: Vec::new(),
             paused: Vec::new(),
             starved: Vec::new(),
+            return_wakes,
             wake_fd,
             wake_buf: Box::new([0; 8]),
             wake_armed: false,
@@ -613,14 +631,14 @@ impl Driver {
     /// `block`, and never past `limit`.
     pub(crate) fn turn(&mut self, block: bool, limit: Option<Instant>) {
         self.prepare();
-        // Buffers dropped on other threads do not wake the loop: while a connection waits for
-        // them, look again every millisecond.
-        let limit = if self.paused.is_empty() && self.starved.is_empty() {
-            limit
-        } else {
-            let soon = Instant::now() + Duration::from_millis(1);
-            Some(limit.map_or(soon, |l| l.min(soon)))
-        };
+        // While connections wait for buffers, a buffer dropped on another thread wakes the loop
+        // (through the eventfd read `prepare` keeps armed); if some came back since `prepare`
+        // drained them, no wake-up will come for those: do not sleep.
+        let mut block = block;
+        let waits_for_returns = block && !(self.paused.is_empty() && self.starved.is_empty());
+        if waits_for_returns && self.rx.as_ref().is_some_and(|rx| rx.arm_return_wake()) {
+            block = false;
+        }
         let timeout = if block {
             let at = match (self.timers.next_deadline(), limit) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -664,6 +682,12 @@ impl Driver {
                 _ => panic!("io_uring_enter failed: {e}"),
             }
         }
+        if waits_for_returns {
+            if let Some(rx) = self.rx.as_ref() {
+                rx.disarm_return_wake();
+            }
+        }
+        self.stats.return_wakes = self.return_wakes.load(Ordering::Relaxed);
         self.reap_into_buffer();
         if !self.cqes.is_empty() {
             // `bulk` describes the latest completions reaped.

@@ -33,7 +33,7 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-fn poker(fd: &OwnedFd) -> io::Result<Box<dyn Fn() + Send + Sync>> {
+pub(crate) fn poker(fd: &OwnedFd) -> io::Result<Box<dyn Fn() + Send + Sync>> {
     let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
     Ok(Box::new(move || {
         let _ = rustix::io::write(&fd, &1u64.to_ne_bytes());

@@ -119,6 +119,30 @@ impl Rx {
         }
     }
 
+    /// Installs what a buffer dropped on another thread calls to wake this thread's loop.
+    pub(crate) fn set_return_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
+        match self {
+            Rx::Buf(b) => b.set_return_waker(wake),
+            Rx::Zcrx(z) => z.set_return_waker(wake),
+        }
+    }
+
+    /// Before sleeping: the next buffer dropped on another thread wakes the loop. True if some
+    /// came back already (do not sleep).
+    pub(crate) fn arm_return_wake(&self) -> bool {
+        match self {
+            Rx::Buf(b) => b.arm_return_wake(),
+            Rx::Zcrx(z) => z.arm_return_wake(),
+        }
+    }
+
+    pub(crate) fn disarm_return_wake(&self) {
+        match self {
+            Rx::Buf(b) => b.disarm_return_wake(),
+            Rx::Zcrx(z) => z.disarm_return_wake(),
+        }
+    }
+
     pub(crate) fn flush(&mut self) -> usize {
         match self {
             Rx::Buf(b) => b.flush(),

@@ -370,3 +370,66 @@ fn max_posted_zero_is_refused() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("max_posted"), "{err}");
 }
+
+/// A consumer that hands every buffer to a worker thread, which drops it a little later: the
+/// pool (8 chunks) is soon all on the worker, the connection waits for buffers, and nothing but
+/// those drops on the other thread can end the wait (no timer, no other connection). The loop
+/// must sleep and be woken by them: every byte arrives, and the wake-ups are counted.
+#[test]
+fn buffers_dropped_on_another_thread_wake_the_loop() {
+    const LEN: u64 = 4 << 20;
+    let rt = Builder::new()
+        .chunks(8)
+        .chunk_size(16 * 1024)
+        .build()
+        .unwrap();
+    let (bytes, stats) = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut off = 0;
+            while off < LEN {
+                let n = (LEN - off).min(buf.len() as u64) as usize;
+                fill(7, off, &mut buf[..n]);
+                s.write_all(&buf[..n]).unwrap();
+                off += n as u64;
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<RxBuf>();
+        let worker = std::thread::spawn(move || {
+            for b in rx {
+                std::thread::sleep(Duration::from_micros(200));
+                drop(b);
+            }
+        });
+        let (s, _) = l.accept().await.unwrap();
+        // One deadline for the whole transfer: without the wake-ups each wait would end only
+        // when some timer happened to wake the loop.
+        let off = timeout(Duration::from_secs(20), async {
+            let mut off = 0u64;
+            while let Some(b) = s.recv().await.expect("receive error") {
+                if let Some(k) = check(7, off, &b) {
+                    panic!("wrong byte at {}", off + k as u64);
+                }
+                off += b.len() as u64;
+                tx.send(b).unwrap();
+            }
+            off
+        })
+        .await
+        .expect("the transfer stalled: buffers dropped on the worker did not wake the loop");
+        drop(tx);
+        worker.join().unwrap();
+        sender.join().unwrap();
+        (off, runtime::stats())
+    });
+    assert_eq!(bytes, LEN, "every byte arrived");
+    assert!(
+        stats.return_wakes > 0,
+        "the loop never slept waiting for the worker's drops: {stats:?}"
+    );
+    let report = rt.shutdown();
+    assert!(report.is_clean(), "{report}");
+}
