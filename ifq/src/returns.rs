@@ -162,14 +162,12 @@ impl ReturnStack {
         if self.wake.get().is_some() {
             return Err(waker);
         }
-        let wake = Arc::new(Wake {
+        // Owner only (the backends take `&mut self`): nobody sets it in between.
+        let _ = self.wake.set(Arc::new(Wake {
             armed: AtomicBool::new(false),
             waker,
-        });
-        self.wake.set(wake).map_err(|w| match Arc::try_unwrap(w) {
-            Ok(w) => w.waker,
-            Err(_) => unreachable!("never shared"),
-        })
+        }));
+        Ok(())
     }
 
     /// Owner only, before it sleeps: the next chunk returned on another thread calls the waker.

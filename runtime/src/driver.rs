@@ -199,6 +199,14 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
+    /// The counters, with the wake-ups other threads counted.
+    pub(crate) fn stats(&self) -> DriverStats {
+        DriverStats {
+            return_wakes: self.return_wakes.load(Ordering::Relaxed),
+            ..self.stats
+        }
+    }
+
     pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
         let (ring, mut rx, backend) = Rx::setup(config, index)?;
         // A connection waiting for buffers the application holds on another thread must not
@@ -629,12 +637,11 @@ impl Driver {
     /// One turn: publish returned chunks, re-arm what needs it, submit everything and reap
     /// completions with a single `io_uring_enter`, waiting (up to the next timer) only if
     /// `block`, and never past `limit`.
-    pub(crate) fn turn(&mut self, block: bool, limit: Option<Instant>) {
+    pub(crate) fn turn(&mut self, mut block: bool, limit: Option<Instant>) {
         self.prepare();
         // While connections wait for buffers, a buffer dropped on another thread wakes the loop
         // (through the eventfd read `prepare` keeps armed); if some came back since `prepare`
         // drained them, no wake-up will come for those: do not sleep.
-        let mut block = block;
         let waits_for_returns = block && !(self.paused.is_empty() && self.starved.is_empty());
         if waits_for_returns && self.rx.as_ref().is_some_and(|rx| rx.arm_return_wake()) {
             block = false;
@@ -687,7 +694,6 @@ impl Driver {
                 rx.disarm_return_wake();
             }
         }
-        self.stats.return_wakes = self.return_wakes.load(Ordering::Relaxed);
         self.reap_into_buffer();
         if !self.cqes.is_empty() {
             // `bulk` describes the latest completions reaped.

@@ -85,7 +85,7 @@ impl Runtime {
 
     /// Driver counters (enters, completions, re-arms, ENOBUFS, back-pressure pauses).
     pub fn stats(&self) -> DriverStats {
-        self.handle.driver.borrow().stats
+        self.handle.driver.borrow().stats()
     }
 
     /// Runs `fut` to completion, running spawned tasks and I/O meanwhile.
@@ -216,5 +216,5 @@ pub fn rx_backend() -> String {
 /// # Panics
 /// Outside a runtime.
 pub fn stats() -> crate::DriverStats {
-    crate::context::with_driver(|d| d.stats)
+    crate::context::with_driver(|d| d.stats())
 }
