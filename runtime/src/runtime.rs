@@ -133,6 +133,10 @@ impl Runtime {
         let deadline = Instant::now() + self.grace;
         while self.handle.exec.len() > 0 && Instant::now() < deadline {
             self.handle.exec.run_ready();
+            if self.handle.exec.len() == 0 {
+                // The last tasks just finished: waiting now would last the whole grace period.
+                break;
+            }
             let block = !self.handle.exec.has_ready();
             self.handle.driver.borrow_mut().turn(block, Some(deadline));
         }

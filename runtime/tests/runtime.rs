@@ -515,6 +515,34 @@ fn zcrx_backend_selection() {
     assert!(e.to_string().contains("zcrx_queue"), "{e}");
 }
 
+/// Shutdown returns once the last task has finished, not at the end of the grace period: here
+/// every task finishes on its first runs inside the grace period, and nothing else would wake
+/// the loop.
+#[test]
+fn shutdown_ends_when_the_last_task_does() {
+    let rt = Runtime::builder()
+        .chunks(16)
+        .shutdown_grace(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..6 {
+            drop(spawn(async {
+                yield_now().await;
+            }));
+        }
+    });
+    let t = Instant::now();
+    let report = rt.shutdown();
+    let took = t.elapsed();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.tasks_cancelled, 0, "every task finished: {report}");
+    assert!(
+        took < Duration::from_secs(1),
+        "shutdown waited {took:?} after its last task finished"
+    );
+}
+
 /// Polling a `shutdown_requested()` future many times keeps one waker, not one per poll.
 #[test]
 fn shutdown_wait_does_not_grow() {
@@ -661,4 +689,66 @@ fn accept_skips_connections_reset_before_accept() {
         let b = s.recv().await.unwrap().unwrap();
         assert_eq!(&b[..], b"hello");
     });
+}
+
+/// When bulk data stops, the loop does not keep waiting for a batch that will not come: a small
+/// request that arrives on another connection once a stream has gone quiet is answered at
+/// once, not when the coalescing wait's timeout (up to a second, or the next timer) ends. No
+/// timer runs in the server, so nothing else would wake it.
+#[test]
+fn a_request_after_bulk_data_is_answered_at_once() {
+    const BULK: usize = 64 << 20;
+    let rt = Runtime::builder().build().unwrap();
+    let (rtts, stats) = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (quiet_tx, quiet_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut bulk = std::net::TcpStream::connect(addr).unwrap();
+            let mut req = std::net::TcpStream::connect(addr).unwrap();
+            req.set_nodelay(true).unwrap();
+            req.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut rtts = Vec::new();
+            for _ in 0..5 {
+                let buf = vec![0x5au8; 256 * 1024];
+                for _ in 0..BULK / buf.len() {
+                    bulk.write_all(&buf).unwrap();
+                }
+                // The server has it all (it says so), and the stream stays open but quiet.
+                quiet_rx.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                let t = Instant::now();
+                req.write_all(&[1u8; 100]).unwrap();
+                let mut back = [0u8; 100];
+                req.read_exact(&mut back).unwrap();
+                rtts.push(t.elapsed());
+            }
+            rtts
+        });
+        let (a, _) = l.accept().await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        // Connected in this order, accepted in this order: `a` carries the bulk, `b` the
+        // requests.
+        let echo = spawn(async move {
+            while let Some(m) = b.recv().await.unwrap() {
+                b.send_buf(m).await.unwrap();
+            }
+        });
+        let mut got = 0usize;
+        while let Some(buf) = a.recv().await.unwrap() {
+            got += buf.len();
+            if got % BULK == 0 {
+                quiet_tx.send(()).unwrap();
+            }
+        }
+        let rtts = client.join().unwrap();
+        echo.await.unwrap();
+        (rtts, runtime::stats())
+    });
+    eprintln!("round trips after 64 MiB of bulk each: {rtts:?}; {stats:?}");
+    let worst = rtts.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_millis(200),
+        "a request waited {worst:?} behind a coalescing wait"
+    );
 }
