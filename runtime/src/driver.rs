@@ -365,7 +365,8 @@ impl Driver {
             waker: None,
         });
         self.live_conns += 1;
-        self.arm_recv(key);
+        // Armed in `prepare`, before the next submission, behind connections that already wait.
+        self.rearm.push(key);
         key
     }
 
@@ -758,10 +759,14 @@ impl Driver {
             .user_data(ud(TAG_WAKE, 0));
             self.push(&sqe);
         }
-        // Re-arm receives that ended (no buffers, overflow) and resume paused connections whose
-        // application returned enough buffers.
-        let mut rearm = std::mem::take(&mut self.rearm);
-        rearm.append(&mut self.paused);
+        // Resume paused connections whose application returned enough buffers, then arm new
+        // connections and re-arm receives that ended (budget spent, no buffers, overflow). The
+        // connections that waited go first, oldest first (`arm_recv` pauses again in this
+        // order): otherwise busy connections, re-armed every turn, and a burst of new ones take
+        // every chunk that comes back, and a connection can wait for room for seconds, its
+        // data, EOF or reset unread.
+        let mut rearm = std::mem::take(&mut self.paused);
+        rearm.append(&mut self.rearm);
         if self.rx.as_ref().is_some_and(|rx| rx.available() > 0) {
             rearm.append(&mut self.starved);
         }

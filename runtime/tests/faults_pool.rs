@@ -433,3 +433,104 @@ fn buffers_dropped_on_another_thread_wake_the_loop() {
     let report = rt.shutdown();
     assert!(report.is_clean(), "{report}");
 }
+
+/// Busy connections that want more of the pool than there is must not keep a connection that
+/// waits for room waiting: the ones that waited are served first. Six flows stream without end
+/// into a pool of 16 chunks (each may take 4), and a seventh client then sends one small request
+/// and waits for the answer. Before waiting connections went first, the streams, re-armed every
+/// turn, took every chunk that came back, and the request stayed unread.
+#[test]
+fn a_waiting_connection_is_served_while_busy_ones_stream() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const HOGS: usize = 6;
+    /// Held whole until complete (as a parser that does not copy does): three chunks, within
+    /// the connection's limit of four, but a connection that holds buffers may not take the
+    /// pool's last ones, so it waits for room like any other.
+    const REQUEST: usize = 48 * 1024;
+    let rt = Builder::new()
+        .chunks(16)
+        .chunk_size(16 * 1024)
+        .build()
+        .unwrap();
+    let (waited, streamed, stats) = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hogs: Vec<_> = (0..HOGS)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    let buf = vec![0x5au8; 256 * 1024];
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        s.write_all(&buf).unwrap();
+                        sent += buf.len() as u64;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let streamed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        for _ in 0..HOGS {
+            let (s, _) = l.accept().await.unwrap();
+            let streamed = streamed.clone();
+            drop(spawn(async move {
+                while let Ok(Some(b)) = s.recv().await {
+                    streamed.set(streamed.get() + b.len() as u64);
+                }
+            }));
+        }
+        // Let the streams fill the pool, then the late client asks.
+        sleep(Duration::from_millis(200)).await;
+        let before = streamed.get();
+        let late = std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&[7u8; REQUEST]).unwrap();
+            let mut answer = [0u8; 8];
+            s.read_exact(&mut answer)
+                .expect("the late client got no answer");
+            assert_eq!(u64::from_le_bytes(answer), REQUEST as u64);
+            t.elapsed()
+        });
+        let (s, _) = l.accept().await.unwrap();
+        let mut got = 0;
+        let mut held = Vec::new();
+        while got < REQUEST {
+            let b = s.recv().await.unwrap().expect("the late client's request");
+            got += b.len();
+            held.push(b);
+        }
+        drop(held);
+        s.send_all(&(got as u64).to_le_bytes()).await.unwrap();
+        while !late.is_finished() {
+            sleep(Duration::from_millis(1)).await;
+        }
+        let waited = late.join().unwrap();
+        let streamed_meanwhile = streamed.get() - before;
+        stop.store(true, Ordering::Relaxed);
+        // The hogs' servers read (this loop must keep turning) until the hogs close.
+        for h in hogs {
+            while !h.is_finished() {
+                sleep(Duration::from_millis(5)).await;
+            }
+            h.join().unwrap();
+        }
+        (waited, streamed_meanwhile, runtime::stats())
+    });
+    eprintln!("the late request was answered in {waited:.2?}, while the streams delivered {streamed} bytes; {stats:?}");
+    assert!(
+        stats.pool_waits > 0,
+        "the streams never filled the pool, so nothing was tested: {stats:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "a connection waited {waited:.2?} for room while busy ones streamed"
+    );
+    let report = rt.shutdown();
+    assert!(report.is_clean(), "{report}");
+}
