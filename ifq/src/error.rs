@@ -251,7 +251,9 @@ pub enum Error {
     /// A zcrx queue was asked to complete a receive away from the home thread it was given
     /// with `set_home_thread`.
     #[error(
-        "this zcrx queue's home is another thread (set_home_thread): complete its receives on          that thread; the buffer of this completion stays out of circulation until teardown"
+        "this zcrx queue's home is another thread (set_home_thread): complete its receives on \
+         that thread; this completion's data is dropped and its buffer goes back to the kernel \
+         at the next flush"
     )]
     AwayFromHome,
     /// Any other OS error.

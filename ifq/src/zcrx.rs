@@ -262,6 +262,9 @@ pub struct ZcrxStats {
     pub publishes: u64,
     /// Flushes that stopped because the refill queue was full (the rest waits for the next).
     pub rq_full: u64,
+    /// Data completions refused away from the home thread ([`Error::AwayFromHome`]); their
+    /// buffers went back to the kernel at the next flush.
+    pub refused: u64,
 }
 
 enum Target {
@@ -310,6 +313,9 @@ pub struct ZcrxIfq {
     /// Released chunks whose refill entries are not all written yet, oldest first.
     pending: VecDeque<ChunkId>,
     queued: Vec<bool>,
+    /// Kernel buffers of completions refused away from home, one entry per reference: no handle
+    /// was made, so the next flush gives each reference straight back.
+    refused: Vec<u32>,
     simulated: bool,
     stats: ZcrxStats,
 }
@@ -609,6 +615,7 @@ impl ZcrxIfq {
             owed: vec![0; chunks],
             pending: VecDeque::new(),
             queued: vec![false; chunks],
+            refused: Vec::new(),
             simulated,
             stats: ZcrxStats::default(),
         }
@@ -795,11 +802,6 @@ impl ZcrxIfq {
 
     #[inline]
     fn take(&mut self, owner: OwnerId, loc: ZcrxLoc, len: u32) -> Result<RxBuf> {
-        if self.core.shared.returns.away_from_home() {
-            // The kernel may hand out more of a chunk the application holds, and drops on the
-            // home thread count on the owner adding such handles only there.
-            return Err(Error::AwayFromHome);
-        }
         if loc.area_id != self.area_id {
             return Err(CompletionError::WrongArea {
                 area_id: loc.area_id,
@@ -826,8 +828,17 @@ impl ZcrxIfq {
             }
             .into());
         }
-        let handle = self.core.deliver(chunk, in_chunk, len, owner, false)?;
         let buf = (loc.offset >> self.buf_shift) as usize;
+        if self.core.shared.returns.away_from_home() {
+            // The kernel may hand out more of a chunk the application holds, and drops on the
+            // home thread count on the owner adding such handles only there: no handle. The
+            // reference the kernel gave us goes back at the next flush (the kernel keeps the
+            // buffer while any other reference, a handle's, is out).
+            self.refused.push(buf as u32);
+            self.stats.refused += 1;
+            return Err(Error::AwayFromHome);
+        }
+        let handle = self.core.deliver(chunk, in_chunk, len, owner, false)?;
         // Bounded: the kernel gives a buffer out again only after all its references came back,
         // so one buffer collects at most one reference per byte.
         self.urefs[buf] = self.urefs[buf].saturating_add(1);
@@ -844,7 +855,9 @@ impl ZcrxIfq {
     /// Returns false if another thread is home already. The queue then belongs to its home
     /// thread: [`complete`](Self::complete) elsewhere fails with [`Error::AwayFromHome`] (the
     /// kernel may hand out more of a chunk the application holds, and the home thread's drops
-    /// rely on such handles being added only there); if the queue is dropped on another thread,
+    /// rely on such handles being added only there; the refused completion's data is lost and
+    /// its buffer goes back to the kernel at the next [`flush`](Self::flush), counted in
+    /// [`ZcrxStats::refused`]); if the queue is dropped on another thread,
     /// chunks dropped at home stay out of circulation and the area is never unmapped (leaked,
     /// never reused).
     pub fn set_home_thread(&mut self) -> bool {
@@ -891,10 +904,25 @@ impl ZcrxIfq {
             owed,
             pending,
             queued,
+            refused,
             stats,
             ..
         } = self;
         refill.observe(rq.head());
+        // References of refused completions first: no chunk waits on them.
+        let mut gave_back = 0;
+        for &buf in refused.iter() {
+            let Some(slot) = refill.push() else {
+                break;
+            };
+            let off = rqe_off(u64::from(buf) << *buf_shift, *area_token);
+            // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may still
+            // read, and it is published only after this write.
+            unsafe { rq.write(slot, off) };
+            gave_back += 1;
+        }
+        refused.drain(..gave_back);
+        stats.rqes += gave_back as u64;
         let mut out = RefillWriter {
             rq,
             refill,

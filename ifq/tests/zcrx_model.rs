@@ -760,8 +760,8 @@ fn full_refill_queue_keeps_the_rest_pending() {
 }
 
 /// A queue with a home thread completes receives only there: elsewhere the completion is a typed
-/// error (the home thread's drops rely on redeliveries happening at home), and back at home it
-/// works again.
+/// error (the home thread's drops rely on redeliveries happening at home) and its reference goes
+/// back to the kernel at the next flush, and back at home it works again.
 #[test]
 fn home_thread_owns_completions() {
     let page = rustix::param::page_size() as u64;
@@ -785,11 +785,33 @@ fn home_thread_owns_completions() {
             .unwrap_err();
         assert!(matches!(e, ifq::Error::AwayFromHome), "{e}");
         assert!(e.to_string().contains("set_home_thread"));
+        // A refused completion that is not valid either is refused for that, and costs nothing.
+        assert!(ifq
+            .complete(OwnerId(1), 10, CQE_F_MORE, [TOKEN | (1 << 40), 0])
+            .is_err());
         ifq
     })
     .join()
     .unwrap();
-    // At home again: a second fragment of the held chunk, then both drop here.
+    assert_eq!(ifq.stats().refused, 1);
+    // The refused reference goes back at the next flush (the chunk itself is still held, so
+    // only that entry is written), and only once.
+    assert_eq!(ifq.flush(), 0);
+    assert_eq!(ifq.sim_tail(), 1, "the refused reference went back");
+    assert_eq!(
+        ifq.sim_read_rqe(0).0,
+        TOKEN,
+        "buffer 0, where it was delivered"
+    );
+    assert_eq!(ifq.flush(), 0);
+    assert_eq!(ifq.sim_tail(), 1);
+    assert_eq!(
+        ifq.snapshot().counts.user,
+        1,
+        "the held chunk is still held"
+    );
+    ifq.sim_set_head(1); // the kernel took it
+                         // At home again: a second fragment of the held chunk, then both drop here.
     let c = ifq
         .complete(OwnerId(1), 10, CQE_F_MORE, [TOKEN | 200, 0])
         .unwrap();
@@ -799,5 +821,9 @@ fn home_thread_owns_completions() {
     assert_eq!(ifq.snapshot().counts.user, 1);
     drop((held, again));
     assert_eq!(ifq.flush(), 1);
-    assert_eq!(ifq.sim_tail(), 2, "one entry per delivery");
+    assert_eq!(
+        ifq.sim_tail(),
+        3,
+        "one entry per delivery, and the refused one"
+    );
 }
