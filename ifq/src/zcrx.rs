@@ -365,18 +365,27 @@ impl RefillWriter<'_> {
                 break;
             }
             while self.urefs[buf] > 0 {
-                let Some(slot) = self.refill.push() else {
+                if !self.write_ref(buf) {
                     return false;
-                };
-                let off = rqe_off((buf as u64) << self.buf_shift, self.area_token);
-                // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may
-                // still read, and it is published only after this write.
-                unsafe { self.rq.write(slot, off) };
+                }
                 self.urefs[buf] -= 1;
                 self.owed[chunk as usize] -= 1;
-                self.rqes += 1;
             }
         }
+        true
+    }
+
+    /// Writes one refill entry for kernel buffer `buf`. False if the queue is full.
+    #[inline]
+    fn write_ref(&mut self, buf: usize) -> bool {
+        let Some(slot) = self.refill.push() else {
+            return false;
+        };
+        let off = rqe_off((buf as u64) << self.buf_shift, self.area_token);
+        // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may still
+        // read, and it is published only after this write.
+        unsafe { self.rq.write(slot, off) };
+        self.rqes += 1;
         true
     }
 }
@@ -909,20 +918,6 @@ impl ZcrxIfq {
             ..
         } = self;
         refill.observe(rq.head());
-        // References of refused completions first: no chunk waits on them.
-        let mut gave_back = 0;
-        for &buf in refused.iter() {
-            let Some(slot) = refill.push() else {
-                break;
-            };
-            let off = rqe_off(u64::from(buf) << *buf_shift, *area_token);
-            // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may still
-            // read, and it is published only after this write.
-            unsafe { rq.write(slot, off) };
-            gave_back += 1;
-        }
-        refused.drain(..gave_back);
-        stats.rqes += gave_back as u64;
         let mut out = RefillWriter {
             rq,
             refill,
@@ -933,8 +928,14 @@ impl ZcrxIfq {
             owed,
             rqes: 0,
         };
+        // References of refused completions first: no chunk waits on them.
+        let gave_back = refused
+            .iter()
+            .take_while(|&&buf| out.write_ref(buf as usize))
+            .count();
+        refused.drain(..gave_back);
         let mut returned = 0;
-        let mut full = false;
+        let mut full = !refused.is_empty();
         // Chunks that waited for room go first, in order.
         while let Some(&chunk) = pending.front() {
             if !matches!(core.table.state(chunk), Ok(ChunkState::Refill { .. })) {
