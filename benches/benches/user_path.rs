@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use ifq::bufring::{BufRing, BufRingConfig};
 use ifq::chunk::{ChunkTable, Redelivery};
 use ifq::completion::{
@@ -695,4 +695,62 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = bufring_cycle, zcrx_cycle, refill, chunk_table, cross_thread, decode
 }
-criterion_main!(benches);
+// ---------------------------------------------------------------------------------------------
+// Instruction counts
+
+/// One cycle of each kind, by name, for [`count`].
+const COUNTED: [&str; 6] = [
+    "bufring/1",
+    "bufring/16",
+    "bufring/256",
+    "zcrx/1",
+    "zcrx/16",
+    "zcrx/256",
+];
+
+/// Runs `steps` chunks of one cycle inside a function callgrind can single out
+/// (`--toggle-collect=*counted_steps*`), so the instructions per chunk do not depend on the
+/// machine's load or clock the way nanoseconds do. Set-up and validation stay outside it.
+#[inline(never)]
+fn counted_steps(steps: u64, mut step: impl FnMut()) {
+    for _ in 0..steps {
+        step();
+    }
+}
+
+/// `USER_PATH_COUNT=CYCLE:STEPS` (CYCLE one of [`COUNTED`]): run that many chunks through the
+/// cycle and exit, for `valgrind --tool=callgrind` (see `benches/count-instructions`).
+fn count(spec: &str) {
+    let (cycle, steps) = spec
+        .split_once(':')
+        .and_then(|(c, n)| Some((c, n.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| {
+            panic!("USER_PATH_COUNT={spec}: expected CYCLE:STEPS, CYCLE one of {COUNTED:?}")
+        });
+    let (kind, batch) = cycle
+        .split_once('/')
+        .and_then(|(k, b)| Some((k, b.parse::<u32>().ok()?)))
+        .filter(|&(k, b)| COUNTED.contains(&cycle) && !k.is_empty() && b > 0)
+        .unwrap_or_else(|| {
+            panic!("USER_PATH_COUNT: unknown cycle {cycle:?}, expected one of {COUNTED:?}")
+        });
+    match kind {
+        "bufring" => {
+            let mut sim = BufRingSim::new(batch, false, 1);
+            counted_steps(steps, || sim.step());
+        }
+        _ => {
+            let mut sim = ZcrxSim::new(batch);
+            counted_steps(steps, || sim.step());
+        }
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("USER_PATH_COUNT") {
+        count(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

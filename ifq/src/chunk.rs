@@ -431,7 +431,7 @@ impl ChunkTable {
 
     /// A completion handed `len` bytes of `chunk` to `owner`. `kernel_keeps` is true when the
     /// kernel goes on filling the same chunk (incremental mode). Says what the chunk was before.
-    #[inline]
+    #[inline(always)]
     pub fn deliver(
         &mut self,
         chunk: ChunkId,
@@ -487,7 +487,7 @@ impl ChunkTable {
         Ok(found)
     }
 
-    #[inline]
+    #[inline(always)]
     fn charge(&mut self, i: usize, owner: OwnerId, bytes: u64) {
         let new_holder = match &mut self.slots[i].holders {
             h @ Holders::None => {
@@ -524,7 +524,7 @@ impl ChunkTable {
         self.held_bytes += bytes;
     }
 
-    #[inline]
+    #[inline(always)]
     fn discharge(&mut self, i: usize) {
         let holders = std::mem::replace(&mut self.slots[i].holders, Holders::None);
         let mut undo = |owners: &mut OwnerMap, owner: OwnerId, bytes: u64| {
@@ -588,7 +588,7 @@ impl ChunkTable {
 
     /// A user chunk whose handles are gone goes to the refill state, straight to the kernel, or
     /// back to the pool.
-    #[inline]
+    #[inline(always)]
     fn leave_user(&mut self, chunk: ChunkId, to: Leave) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
         let ChunkState::User {

@@ -92,7 +92,7 @@ impl Core {
     /// Checks a kernel-supplied location, records the delivery and makes the handle. While the
     /// kernel keeps filling a chunk (incremental mode) the core holds one extra reference on it,
     /// so the chunk cannot be returned under the kernel's feet.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn deliver(
         &mut self,
         chunk: ChunkId,
