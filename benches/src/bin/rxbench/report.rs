@@ -233,19 +233,23 @@ pub fn print_and_save(args: &Args, rows: &[Row]) -> Result<()> {
 
 fn machine() -> serde_json::Value {
     let uname = rustix::system::uname();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_default();
+    // The machine's CPUs, not this process's: by now it is pinned to the sender's CPU.
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     serde_json::json!({
         "kernel": uname.release().to_string_lossy(),
         "cpu": cpu,
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpus": cpus,
     })
 }
 
