@@ -100,7 +100,10 @@ fn timed(iters: u64, mut step: impl FnMut()) -> Duration {
 /// the model reads the buffer id of the entry at its head (`sim_entry`), nothing else.
 struct BufRingSim {
     ring: BufRing,
-    head: u16,
+    /// The model's head (ring index, taken mod 2^16). A `u32`, not a `u16`: the compiler
+    /// loads the field 32 bits wide, and a 32-bit load of a value just stored 16 bits wide
+    /// stalls on store forwarding, which would time the model instead of the user side.
+    head: u32,
     batch: u32,
     since_flush: u32,
     /// Completions per chunk (incremental mode fills a chunk over several receives).
@@ -146,7 +149,7 @@ impl BufRingSim {
     /// One chunk through the user side.
     #[inline(always)]
     fn step(&mut self) {
-        let (_, _, bid) = self.ring.sim_entry(self.head);
+        let (_, _, bid) = self.ring.sim_entry(self.head as u16);
         let base = CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << CQE_BUFFER_SHIFT);
         let len = (CHUNK as u32 / self.segments) as i32;
         let owner = if self.owners == 1 {
@@ -185,7 +188,7 @@ impl BufRingSim {
     /// ring in a state where the timed loop may start.
     fn validate(&mut self) {
         for _ in 0..4 * CHUNKS {
-            assert_ne!(self.head, self.ring.sim_tail(), "the model ran dry");
+            assert_ne!(self.head as u16, self.ring.sim_tail(), "the model ran dry");
             let flushes = self.ring.stats().publishes;
             let flushing = self.since_flush + 1 == self.batch;
             self.step();
@@ -545,7 +548,7 @@ impl CrossOwner {
         let mut v = self.take_vec();
         self.sim.ring.flush();
         for _ in 0..n {
-            let (_, _, bid) = self.sim.ring.sim_entry(self.sim.head);
+            let (_, _, bid) = self.sim.ring.sim_entry(self.sim.head as u16);
             self.sim.head = self.sim.head.wrapping_add(1);
             let flags = CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << CQE_BUFFER_SHIFT);
             let c = self
