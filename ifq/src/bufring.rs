@@ -299,7 +299,7 @@ impl BufRing {
     /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)
     /// and charges its bytes to `owner`. Every kernel value is checked before it becomes a slice;
     /// a bad one is an error and nothing is read.
-    #[inline]
+    #[inline(always)]
     pub fn complete(&mut self, owner: OwnerId, res: i32, flags: u32) -> Result<Completion> {
         if !self.registered {
             return Err(Error::TornDown);
@@ -335,7 +335,7 @@ impl BufRing {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, owner: OwnerId, bid: u16, len: u32, buf_more: bool) -> Result<crate::RxBuf> {
         let chunk = ChunkId::from(bid);
         let chunks = self.core.area().chunks();

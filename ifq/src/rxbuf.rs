@@ -74,7 +74,7 @@ impl SharedOwner {
     /// Makes a handle to `len` bytes at `offset` inside `chunk`, taking one handle reference.
     /// Returns `None` (and takes nothing) if the range leaves the chunk. `first`: the owner knows
     /// the chunk has no handle and is not queued (the kernel held it until now).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn handle(
         &self,
         chunk: ChunkId,
