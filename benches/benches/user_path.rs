@@ -13,6 +13,8 @@
 //! Run: `cargo bench -p benches --bench user_path` (about two minutes; defaults of 1 s warm-up and
 //! 3 s measurement, overridable on the command line); `-- --test` runs each benchmark once. The
 //! numbers are wall-clock: run on an otherwise idle machine (`cross_thread` needs two free cores).
+//! They also depend on the host: `benches/count-instructions` counts the cycles in instructions
+//! under callgrind instead (the `USER_PATH_COUNT` mode below), the same on any machine.
 //!
 //! Groups:
 //! - `bufring_cycle`: completion -> `BufRing::complete` -> `RxBuf` (read its length and first
