@@ -299,6 +299,8 @@ impl BufRing {
     /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)
     /// and charges its bytes to `owner`. Every kernel value is checked before it becomes a slice;
     /// a bad one is an error and nothing is read.
+    // Always inlined, with `take`: returned through memory, the completion was stored field by
+    // field and loaded back wider, a store-forwarding stall per chunk (docs/benchmarks.md).
     #[inline(always)]
     pub fn complete(&mut self, owner: OwnerId, res: i32, flags: u32) -> Result<Completion> {
         if !self.registered {
