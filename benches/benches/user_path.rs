@@ -732,13 +732,13 @@ fn count(spec: &str) {
         .unwrap_or_else(|| {
             panic!("USER_PATH_COUNT={spec}: expected CYCLE:STEPS, CYCLE one of {COUNTED:?}")
         });
-    let (kind, batch) = cycle
-        .split_once('/')
-        .and_then(|(k, b)| Some((k, b.parse::<u32>().ok()?)))
-        .filter(|&(k, b)| COUNTED.contains(&cycle) && !k.is_empty() && b > 0)
-        .unwrap_or_else(|| {
-            panic!("USER_PATH_COUNT: unknown cycle {cycle:?}, expected one of {COUNTED:?}")
-        });
+    assert!(
+        COUNTED.contains(&cycle),
+        "USER_PATH_COUNT: unknown cycle {cycle:?}, expected one of {COUNTED:?}"
+    );
+    // Well formed: it is one of `COUNTED`.
+    let (kind, batch) = cycle.split_once('/').expect("KIND/BATCH");
+    let batch: u32 = batch.parse().expect("a batch size");
     match kind {
         "bufring" => {
             let mut sim = BufRingSim::new(batch, false, 1);
