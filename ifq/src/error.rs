@@ -219,6 +219,15 @@ pub enum Error {
         /// What is missing.
         what: &'static str,
     },
+    /// An `rx_buf_len` the queue cannot use.
+    #[error("zcrx rx_buf_len {rx_buf_len} refused: {why}")]
+    BadRxBufLen {
+        /// The size asked for.
+        rx_buf_len: usize,
+        /// Why, and what to do.
+        why: &'static str,
+    },
+
     /// A kernel feature this operation needs is missing.
     #[error("this kernel lacks {feature} (needs Linux {needs} or newer)")]
     KernelTooOld {

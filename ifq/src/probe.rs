@@ -264,6 +264,11 @@ pub struct Report {
     pub memlock_limit: Option<u64>,
     /// Every interface probed.
     pub interfaces: Vec<InterfaceReport>,
+    /// What the kernel's zcrx offers (`IORING_REGISTER_QUERY`, 6.19+; the pre-query rules
+    /// before), if an io_uring could be made.
+    pub zcrx: Option<crate::zcrx::ZcrxFeatures>,
+    /// zcrx without a device (`ZCRX_REG_NODEV`, 7.1+): a registration was tried.
+    pub zcrx_no_device: Support,
     /// What automatic backend selection would pick.
     pub backend: Backend,
 }
@@ -433,6 +438,15 @@ pub fn probe_with(options: &ProbeOptions) -> Report {
             }
         });
 
+    let zcrx = crate::zcrx::ZcrxFeatures::detect().ok();
+    let zcrx_no_device = match (&zcrx, recv_zc) {
+        (_, false) => Support::No("the kernel has no IORING_OP_RECV_ZC".into()),
+        (Some(z), _) if z.queried && !z.no_device() => {
+            Support::No("the kernel's zcrx has no ZCRX_REG_NODEV (Linux 7.1+)".into())
+        }
+        _ => Support::from_result(try_zcrx_no_device()),
+    };
+
     Report {
         kernel,
         io_uring,
@@ -442,8 +456,25 @@ pub fn probe_with(options: &ProbeOptions) -> Report {
         cap_ipc_lock: caps::has_effective_cap(caps::CAP_IPC_LOCK),
         memlock_limit: caps::memlock_limit(),
         interfaces,
+        zcrx,
+        zcrx_no_device,
         backend,
     }
+}
+
+/// Registers (and drops) a 16-page queue without a device.
+fn try_zcrx_no_device() -> std::result::Result<(), String> {
+    let ring = zcrx_ring().map_err(|e| format!("could not build a zcrx ring ({e})"))?;
+    let page = rustix::param::page_size();
+    let area = Area::builder()
+        .chunk_size(page)
+        .chunks(16)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ifq = ZcrxIfq::register(&ring, area, ZcrxConfig::no_device().rq_entries(16))
+        .map_err(|e| e.to_string())?;
+    drop(ifq.teardown());
+    Ok(())
 }
 
 fn zcrx_ring() -> std::io::Result<IoUring<squeue::Entry, cqueue::Entry32>> {
@@ -576,6 +607,39 @@ impl fmt::Display for Report {
             f,
             "  RLIMIT_MEMLOCK: {limit} (CAP_IPC_LOCK: {})",
             yes(self.cap_ipc_lock)
+        )?;
+        match &self.zcrx {
+            Some(z) if z.queried => {
+                writeln!(f, "zcrx kernel features (IORING_REGISTER_QUERY):")?;
+                writeln!(f, "  no device (7.1+):            {}", yes(z.no_device()))?;
+                writeln!(f, "  refill flush (6.19+):        {}", yes(z.flush_rq()))?;
+                writeln!(
+                    f,
+                    "  export/import (6.19+):       {}",
+                    yes(z.export_import())
+                )?;
+                writeln!(f, "  events, copy stats (7.2+):   {}", yes(z.events()))?;
+                writeln!(
+                    f,
+                    "  large rx buffers (7.0+):     {}",
+                    yes(z.large_buffers())
+                )?;
+                writeln!(
+                    f,
+                    "  refill header: {} bytes, entries aligned to {}",
+                    z.rq_hdr_size, z.rq_hdr_alignment
+                )?;
+            }
+            _ => writeln!(
+                f,
+                "zcrx kernel features: no IORING_REGISTER_QUERY (Linux 6.19+); no device, \
+                 flush, export/import and events are unavailable"
+            )?,
+        }
+        writeln!(
+            f,
+            "  zcrx without a device (tried): {}",
+            self.zcrx_no_device
         )?;
         writeln!(
             f,

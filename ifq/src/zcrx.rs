@@ -58,7 +58,8 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use rustix::io::Errno;
@@ -72,8 +73,10 @@ use crate::error::{Error, Result, ZcrxRefusal};
 use crate::refill::zcrx::{rqe_off, ZcrxRefill};
 use crate::rxbuf::RxBuf;
 use crate::sys::abi::{
-    self, io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, RefillRing,
-    IORING_MEM_REGION_TYPE_USER, IO_RQ_MAX_ENTRIES, ZCRX_REG_NODEV,
+    self, io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, zcrx_event_desc,
+    RefillRing, SharedStats, IORING_MEM_REGION_TYPE_USER, IO_RQ_MAX_ENTRIES, RQE_SIZE,
+    RQ_HEADER_RESERVE, ZCRX_EVENT_ALLOC_FAIL, ZCRX_EVENT_COPY, ZCRX_EVENT_DESC_FLAG_STATS,
+    ZCRX_FEATURE_EVENT, ZCRX_FEATURE_RX_PAGE_SIZE, ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
 };
 use crate::sys::caps;
 use crate::sys::mmap::Mmap;
@@ -82,10 +85,15 @@ use crate::sys::mmap::Mmap;
 #[doc(hidden)]
 pub mod abi_info {
     pub use crate::sys::abi::{
-        io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_cqe, io_uring_zcrx_ifq_reg,
-        io_uring_zcrx_rqe, layouts, Layout, IORING_MEM_REGION_TYPE_USER, IORING_OP_RECV_ZC,
-        IORING_RECV_MULTISHOT, IORING_REGISTER_ZCRX_IFQ, IORING_ZCRX_AREA_DMABUF,
-        IORING_ZCRX_AREA_SHIFT, IO_RQ_MAX_ENTRIES, RQE_SIZE, RQ_HEADER_RESERVE, ZCRX_REG_IMPORT,
+        io_uring_query_hdr, io_uring_query_zcrx, io_uring_query_zcrx_event, io_uring_region_desc,
+        io_uring_zcrx_area_reg, io_uring_zcrx_cqe, io_uring_zcrx_ifq_reg, io_uring_zcrx_offsets,
+        io_uring_zcrx_rqe, layouts, zcrx_ctrl, zcrx_event_desc, zcrx_stats, Layout,
+        IORING_MEM_REGION_TYPE_USER, IORING_OP_RECV_ZC, IORING_RECV_MULTISHOT,
+        IORING_REGISTER_QUERY, IORING_REGISTER_ZCRX_CTRL, IORING_REGISTER_ZCRX_IFQ,
+        IORING_ZCRX_AREA_DMABUF, IORING_ZCRX_AREA_SHIFT, IO_RQ_MAX_ENTRIES, IO_URING_QUERY_ZCRX,
+        IO_URING_QUERY_ZCRX_EVENT, RQE_SIZE, RQ_HEADER_RESERVE, ZCRX_CTRL_ARM_EVENT,
+        ZCRX_CTRL_EXPORT, ZCRX_CTRL_FLUSH_RQ, ZCRX_EVENT_ALLOC_FAIL, ZCRX_EVENT_COPY,
+        ZCRX_EVENT_DESC_FLAG_STATS, ZCRX_FEATURE_EVENT, ZCRX_FEATURE_RX_PAGE_SIZE, ZCRX_REG_IMPORT,
         ZCRX_REG_NODEV,
     };
 }
@@ -100,6 +108,155 @@ pub enum Interface {
     Name(String),
     /// By index (`ip link` shows it before the name).
     Index(u32),
+    /// None: `ZCRX_REG_NODEV` (Linux 7.1+). Receives on any TCP socket of the ring are copied by
+    /// the kernel into the area, with the same completions, refill ring and teardown scrub as on
+    /// a NIC queue.
+    NoDevice,
+}
+
+/// What the running kernel's zcrx offers, as `IORING_REGISTER_QUERY` (Linux 6.19+) reports it.
+///
+/// Before 6.19 there is no query: [`queried`](Self::queried) is false and the values are the
+/// 6.15-6.18 rules (no registration flags, no control operations, and a refill header that fits
+/// in [`RQ_HEADER_RESERVE`](abi_info::RQ_HEADER_RESERVE) bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZcrxFeatures {
+    /// Whether the kernel answered the query (6.19+).
+    pub queried: bool,
+    /// `ZCRX_REG_*` flags the kernel accepts (import 6.19, no-device 7.1).
+    pub register_flags: u64,
+    /// `IORING_ZCRX_AREA_*` flags (dma-buf).
+    pub area_flags: u64,
+    /// Number of `ZCRX_CTRL_*` operations: flush and export (6.19), arm event (7.2), add area.
+    pub ctrl_opcodes: u32,
+    /// `ZCRX_FEATURE_*`: large receive buffers (7.0), events and statistics (7.2).
+    pub features: u32,
+    /// Bytes of the refill ring header.
+    pub rq_hdr_size: u32,
+    /// Alignment of the refill entries after the header.
+    pub rq_hdr_alignment: u32,
+    /// `1 << ZCRX_EVENT_*` the kernel can post (7.2).
+    pub event_types: u32,
+    /// Size of the statistics block (7.2; 0 before).
+    pub stats_size: u32,
+    /// Alignment of the statistics block in the refill region.
+    pub stats_alignment: u32,
+}
+
+impl ZcrxFeatures {
+    /// The 6.15-6.18 rules, for kernels without the query.
+    const PRE_QUERY: Self = Self {
+        queried: false,
+        register_flags: 0,
+        area_flags: abi::IORING_ZCRX_AREA_DMABUF as u64,
+        ctrl_opcodes: 0,
+        features: 0,
+        rq_hdr_size: RQ_HEADER_RESERVE as u32,
+        rq_hdr_alignment: 64,
+        event_types: 0,
+        stats_size: 0,
+        stats_alignment: 8,
+    };
+
+    /// Asks the kernel through `ring` (any io_uring fd).
+    pub fn query(ring: impl AsFd) -> Result<Self> {
+        let os = |source| Error::Os {
+            what: "querying zcrx features (IORING_REGISTER_QUERY)",
+            source,
+        };
+        let Some(q) = abi::query_zcrx(ring.as_fd()).map_err(os)? else {
+            return Ok(Self::PRE_QUERY);
+        };
+        let mut this = Self {
+            queried: true,
+            register_flags: q.register_flags,
+            area_flags: q.area_flags,
+            ctrl_opcodes: q.nr_ctrl_opcodes,
+            features: q.features,
+            rq_hdr_size: q.rq_hdr_size,
+            rq_hdr_alignment: q.rq_hdr_alignment.max(1),
+            ..Self::PRE_QUERY
+        };
+        if let Some(e) = abi::query_zcrx_event(ring.as_fd()).map_err(os)? {
+            this.event_types = e.event_flags;
+            this.stats_size = e.stats_size;
+            this.stats_alignment = e.stats_off_alignment.max(1);
+        }
+        Ok(this)
+    }
+
+    /// Asks the kernel through a small throwaway ring.
+    pub fn detect() -> Result<Self> {
+        let ring = IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .build(1)
+            .map_err(|source| Error::Os {
+                what: "creating an io_uring to query zcrx features",
+                source,
+            })?;
+        Self::query(&ring)
+    }
+
+    /// `ZCRX_REG_NODEV`: zcrx without a device (7.1).
+    pub fn no_device(&self) -> bool {
+        self.register_flags & u64::from(ZCRX_REG_NODEV) != 0
+    }
+
+    /// `ZCRX_REG_IMPORT` and `ZCRX_CTRL_EXPORT`: an ifq shared through an fd (6.19).
+    pub fn export_import(&self) -> bool {
+        self.register_flags & u64::from(ZCRX_REG_IMPORT) != 0
+            && self.ctrl_opcodes > abi::ZCRX_CTRL_EXPORT
+    }
+
+    /// `ZCRX_CTRL_FLUSH_RQ`: refill entries taken on request (6.19).
+    pub fn flush_rq(&self) -> bool {
+        self.ctrl_opcodes > abi::ZCRX_CTRL_FLUSH_RQ
+    }
+
+    /// Out-of-buffers and copy-fallback events, and copy statistics (7.2).
+    pub fn events(&self) -> bool {
+        self.features & ZCRX_FEATURE_EVENT != 0 && self.ctrl_opcodes > abi::ZCRX_CTRL_ARM_EVENT
+    }
+
+    /// Receive buffers larger than a page (`rx_buf_len`, 7.0; the NIC driver must support them).
+    pub fn large_buffers(&self) -> bool {
+        self.features & ZCRX_FEATURE_RX_PAGE_SIZE != 0
+    }
+
+    /// The refill region for `entries` entries, and where the statistics go when `stats`:
+    /// `ALIGN(ALIGN(header, alignment) + entries * 16 [+ stats], page)`.
+    fn region(&self, entries: u32, page: usize, stats: bool) -> (usize, Option<u64>) {
+        let align = |v: usize, a: usize| v.div_ceil(a) * a;
+        let rqes = align(self.rq_hdr_size as usize, self.rq_hdr_alignment as usize);
+        let end = rqes + entries as usize * RQE_SIZE;
+        if stats && self.stats_size > 0 {
+            let at = align(end, self.stats_alignment as usize);
+            (align(at + self.stats_size as usize, page), Some(at as u64))
+        } else {
+            (align(end, page), None)
+        }
+    }
+}
+
+/// An event the kernel posts for a zcrx queue (Linux 7.2), once per kind until
+/// [re-armed](ZcrxIfq::rearm_event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ZcrxEvent {
+    /// `ZCRX_EVENT_ALLOC_FAIL`: the queue had no free buffer (on a NIC the packet was dropped
+    /// and TCP will retransmit; return buffers).
+    OutOfBuffers,
+    /// `ZCRX_EVENT_COPY`: data went through the copy fallback (always, without a device).
+    Copy,
+}
+
+impl ZcrxEvent {
+    fn kernel_type(self) -> u32 {
+        match self {
+            Self::OutOfBuffers => ZCRX_EVENT_ALLOC_FAIL,
+            Self::Copy => ZCRX_EVENT_COPY,
+        }
+    }
 }
 
 /// How to register a zcrx interface queue.
@@ -114,27 +271,52 @@ pub struct ZcrxConfig {
     pub rq_entries: Option<u32>,
     /// Most bytes one owner may hold before [`ZcrxIfq::over_limit`] says to stop reading it.
     pub owner_limit: Option<u64>,
+    /// The kernel buffer size to ask for (`rx_buf_len`, Linux 7.0+): a power of two of at least
+    /// a page, at most the chunk size; `None` for a page. Needs a NIC driver that supports it;
+    /// without a device the kernel refuses anything but a page.
+    pub rx_buf_len: Option<u32>,
+    /// Ask the kernel (7.2+) to post [`ZcrxEvent`]s as CQEs with this `user_data`, and to keep
+    /// copy statistics ([`ZcrxStats::copy_count`]).
+    pub events: Option<u64>,
 }
 
 impl ZcrxConfig {
     /// Queue `queue` of the interface named `ifname`.
     pub fn new(ifname: impl Into<String>, queue: u32) -> Self {
-        Self {
-            interface: Interface::Name(ifname.into()),
-            queue,
-            rq_entries: None,
-            owner_limit: None,
-        }
+        Self::on(Interface::Name(ifname.into()), queue)
     }
 
     /// Queue `queue` of the interface with index `if_index`.
     pub fn with_index(if_index: u32, queue: u32) -> Self {
+        Self::on(Interface::Index(if_index), queue)
+    }
+
+    /// No device (`ZCRX_REG_NODEV`, Linux 7.1+); see [`Interface::NoDevice`].
+    pub fn no_device() -> Self {
+        Self::on(Interface::NoDevice, 0)
+    }
+
+    fn on(interface: Interface, queue: u32) -> Self {
         Self {
-            interface: Interface::Index(if_index),
+            interface,
             queue,
             rq_entries: None,
             owner_limit: None,
+            rx_buf_len: None,
+            events: None,
         }
+    }
+
+    /// Sets the kernel buffer size ([`rx_buf_len`](Self::rx_buf_len)).
+    pub fn rx_buf_len(mut self, bytes: u32) -> Self {
+        self.rx_buf_len = Some(bytes);
+        self
+    }
+
+    /// Asks for events with this `user_data` ([`events`](Self::events)).
+    pub fn events(mut self, user_data: u64) -> Self {
+        self.events = Some(user_data);
+        self
     }
 
     /// Sets the refill queue size.
@@ -216,6 +398,7 @@ pub fn resolve_interface(interface: &Interface) -> Result<(String, u32)> {
                 }),
             }
         }
+        Interface::NoDevice => Ok(("no device".to_owned(), 0)),
         Interface::Index(index) => {
             let sock = netdevice_socket()?;
             match rustix::net::netdevice::index_to_name(&sock, *index) {
@@ -265,6 +448,24 @@ pub struct ZcrxStats {
     /// Data completions refused away from the home thread ([`Error::AwayFromHome`]); their
     /// buffers went back to the kernel at the next flush.
     pub refused: u64,
+    /// `ZCRX_CTRL_FLUSH_RQ` calls: the kernel was told to take the refill entries (always needed
+    /// without a device, where no page pool consumes them; on a NIC only when the ring was full).
+    pub ctrl_flushes: u64,
+    /// Of those, calls the kernel refused (the last errno is in
+    /// [`last_ctrl_errno`](Self::last_ctrl_errno)): typically `EEXIST`, a flush from a thread
+    /// other than the ring's submitter.
+    pub ctrl_flush_errors: u64,
+    /// The errno of the last refused control call, 0 if none.
+    pub last_ctrl_errno: i32,
+    /// Out-of-buffers events seen ([`ZcrxEvent::OutOfBuffers`], Linux 7.2).
+    pub out_of_buffer_events: u64,
+    /// Copy-fallback events seen ([`ZcrxEvent::Copy`], Linux 7.2).
+    pub copy_events: u64,
+    /// Completions that went through the kernel's copy fallback, as the kernel counts them
+    /// (Linux 7.2 with [`ZcrxConfig::events`]; 0 otherwise).
+    pub copy_count: u64,
+    /// Bytes the kernel copied in its copy fallback (as `copy_count`).
+    pub copy_bytes: u64,
 }
 
 enum Target {
@@ -316,6 +517,17 @@ pub struct ZcrxIfq {
     /// Kernel buffers of completions refused away from home, one entry per reference: no handle
     /// was made, so the next flush gives each reference straight back.
     refused: Vec<u32>,
+    /// The ring the queue was registered on (a duplicate of its fd), for control calls; `None`
+    /// when simulated.
+    ring_fd: Option<Arc<OwnedFd>>,
+    /// No device: no page pool takes refill entries, so every flush that leaves some unconsumed
+    /// tells the kernel to take them.
+    no_device: bool,
+    features: ZcrxFeatures,
+    /// `user_data` of event CQEs, if events were asked for.
+    event_user_data: Option<u64>,
+    /// The kernel's copy statistics inside the refill region (7.2, with events).
+    kernel_stats: Option<SharedStats>,
     simulated: bool,
     stats: ZcrxStats,
 }
@@ -390,31 +602,94 @@ impl RefillWriter<'_> {
     }
 }
 
+/// Writes the entries of released chunks that waited for room in the refill ring, oldest first,
+/// until the ring is full. Returns how many chunks went back.
+fn write_pending(
+    core: &mut Core,
+    out: &mut RefillWriter<'_>,
+    pending: &mut VecDeque<ChunkId>,
+    queued: &mut [bool],
+) -> usize {
+    let mut returned = 0;
+    while let Some(&chunk) = pending.front() {
+        if !matches!(core.table.state(chunk), Ok(ChunkState::Refill { .. })) {
+            // The kernel handed out another buffer of this chunk while it waited: it comes back
+            // when its new handles drop.
+            pending.pop_front();
+            queued[chunk as usize] = false;
+            continue;
+        }
+        if !out.write_chunk(chunk) {
+            break;
+        }
+        let published = core.table.publish(chunk);
+        debug_assert!(published.is_ok(), "a refill chunk publishes");
+        pending.pop_front();
+        queued[chunk as usize] = false;
+        returned += 1;
+    }
+    returned
+}
+
 /// Sizes worked out before registering.
 struct Plan {
+    /// log2 of the buffer size asked for (a page unless `rx_buf_len` says more).
     buf_shift: u32,
     entries: u32,
     region_len: usize,
+    /// Where the kernel's statistics go in the region, when events are asked for.
+    stats_offset: Option<u64>,
 }
 
 impl Plan {
-    fn new(area: &Area, rq_entries: Option<u32>) -> Result<Self> {
+    fn new(
+        area: &Area,
+        rq_entries: Option<u32>,
+        rx_buf_len: Option<u32>,
+        features: &ZcrxFeatures,
+        stats: bool,
+    ) -> Result<Self> {
         let page = rustix::param::page_size();
-        if area.chunk_size() < page {
+        let buf = match rx_buf_len {
+            None | Some(0) => page,
+            Some(len) => {
+                let len = len as usize;
+                if !len.is_power_of_two() || len < page {
+                    return Err(Error::BadRxBufLen {
+                        rx_buf_len: len,
+                        why: "it must be a power of two of at least a page",
+                    });
+                }
+                if len > page && !features.large_buffers() {
+                    return Err(Error::KernelTooOld {
+                        feature: "zcrx receive buffers larger than a page (rx_buf_len)",
+                        needs: "7.0",
+                    });
+                }
+                len
+            }
+        };
+        if area.chunk_size() < buf {
             return Err(Error::ZcrxChunkTooSmall {
                 chunk_size: area.chunk_size(),
-                buffer_size: page,
+                buffer_size: buf,
             });
         }
-        let bufs = u32::try_from(area.len() / page).unwrap_or(u32::MAX);
+        let bufs = u32::try_from(area.len() / buf).unwrap_or(u32::MAX);
         let entries = rq_entries
             .unwrap_or(bufs)
             .clamp(1, IO_RQ_MAX_ENTRIES)
             .next_power_of_two();
+        let (region_len, stats_offset) = if features.queried {
+            features.region(entries, page, stats)
+        } else {
+            (RefillRing::region_len(entries, page), None)
+        };
         Ok(Self {
-            buf_shift: page.trailing_zeros(),
+            buf_shift: buf.trailing_zeros(),
             entries,
-            region_len: RefillRing::region_len(entries, page),
+            region_len,
+            stats_offset,
         })
     }
 }
@@ -442,6 +717,9 @@ impl ZcrxIfq {
         config: ZcrxConfig,
     ) -> Result<Self> {
         check_ring(ring)?;
+        if config.interface == Interface::NoDevice {
+            return Self::register_target(ring, area, Target::NoDevice, &config);
+        }
         let (ifname, if_index) = resolve_interface(&config.interface)?;
         // The kernel checks the capability before anything else; so do we, so that a process
         // without it hears about the capability rather than about the queue index.
@@ -466,7 +744,7 @@ impl ZcrxIfq {
             if_index,
             queue: config.queue,
         };
-        Self::register_target(ring, area, target, config.rq_entries, config.owner_limit)
+        Self::register_target(ring, area, target, &config)
     }
 
     /// Registers `area` without a device (`ZCRX_REG_NODEV`, Linux 7.1+): receives on any TCP
@@ -474,25 +752,55 @@ impl ZcrxIfq {
     /// run zcrx code paths without a capable NIC. Needs `CAP_NET_ADMIN` like a device queue.
     ///
     /// On kernels before 7.1 this returns [`Error::KernelTooOld`] (the kernel rejects the flag
-    /// with `EINVAL`).
+    /// with `EINVAL`). The same as [`register`](Self::register) with
+    /// [`ZcrxConfig::no_device`].
     pub fn register_nodev(
         ring: &IoUring<squeue::Entry, cqueue::Entry32>,
         area: Area,
         rq_entries: Option<u32>,
         owner_limit: Option<u64>,
     ) -> Result<Self> {
-        check_ring(ring)?;
-        Self::register_target(ring, area, Target::NoDevice, rq_entries, owner_limit)
+        let mut config = ZcrxConfig::no_device();
+        config.rq_entries = rq_entries;
+        config.owner_limit = owner_limit;
+        Self::register(ring, area, config)
     }
 
     fn register_target(
         ring: &IoUring<squeue::Entry, cqueue::Entry32>,
         area: Area,
         target: Target,
-        rq_entries: Option<u32>,
-        owner_limit: Option<u64>,
+        config: &ZcrxConfig,
     ) -> Result<Self> {
-        let plan = Plan::new(&area, rq_entries)?;
+        let features = match ZcrxFeatures::query(ring) {
+            // A SINGLE_ISSUER ring answers every register call from another thread so.
+            Err(Error::Os { source, .. })
+                if source.raw_os_error() == Some(Errno::EXIST.raw_os_error()) =>
+            {
+                return Err(another_thread())
+            }
+            other => other?,
+        };
+        let no_device = matches!(target, Target::NoDevice);
+        if no_device && features.queried && !features.no_device() {
+            return Err(Error::KernelTooOld {
+                feature: "ZCRX_REG_NODEV",
+                needs: "7.1",
+            });
+        }
+        if config.events.is_some() && !features.events() {
+            return Err(Error::KernelTooOld {
+                feature: "zcrx events and statistics",
+                needs: "7.2",
+            });
+        }
+        let plan = Plan::new(
+            &area,
+            config.rq_entries,
+            config.rx_buf_len,
+            &features,
+            config.events.is_some(),
+        )?;
         let needed = area.len() as u64 + plan.region_len as u64;
         caps::may_lock(needed).map_err(|(needed, limit)| Error::MemlockLimit { needed, limit })?;
         let region =
@@ -520,6 +828,16 @@ impl ZcrxIfq {
             } => (*if_index, *queue, 0),
             Target::NoDevice => (0, 0, ZCRX_REG_NODEV),
         };
+        let mut event_desc = zcrx_event_desc::default();
+        if let Some(user_data) = config.events {
+            event_desc.user_data = user_data;
+            event_desc.type_mask =
+                features.event_types & ((1 << ZCRX_EVENT_ALLOC_FAIL) | (1 << ZCRX_EVENT_COPY));
+            if let Some(at) = plan.stats_offset {
+                event_desc.flags = ZCRX_EVENT_DESC_FLAG_STATS;
+                event_desc.stats_offset = at;
+            }
+        }
         let mut reg = io_uring_zcrx_ifq_reg {
             if_idx,
             if_rxq,
@@ -527,22 +845,42 @@ impl ZcrxIfq {
             flags,
             area_ptr: std::ptr::addr_of_mut!(area_reg) as u64,
             region_ptr: std::ptr::addr_of_mut!(region_desc) as u64,
+            rx_buf_len: config.rx_buf_len.unwrap_or(0),
+            event_desc: if config.events.is_some() {
+                std::ptr::addr_of_mut!(event_desc) as u64
+            } else {
+                0
+            },
             ..Default::default()
         };
-        // SAFETY: `reg`, `area_reg` and `region_desc` are live locals passed as pointers derived
-        // from `&mut`; the area and the region are page-aligned mappings owned by `area` and
-        // `region`, which end up in `Shared` and stay mapped for as long as the queue or any
-        // handle lives (and unmapping them later is harmless to the kernel: it pinned the pages).
+        // SAFETY: `reg`, `area_reg`, `region_desc` and `event_desc` are live locals passed as
+        // pointers derived from `&mut`; the area and the region are page-aligned mappings owned
+        // by `area` and `region`, which end up in `Shared` and stay mapped for as long as the
+        // queue or any handle lives (and unmapping them later is harmless to the kernel: it
+        // pinned the pages).
         let answer = unsafe { abi::register_zcrx_ifq(ring.as_fd(), &mut reg) };
         if let Err(e) = answer {
             if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !on_submitter_thread(ring) {
-                return Err(Error::RingNotSuitable {
-                    what: "it belongs to another thread (a SINGLE_ISSUER ring accepts \
-                           registrations only from the thread that created it; register there)",
-                });
+                return Err(another_thread());
             }
-            return Err(refusal_error(&target, e));
+            return Err(refusal_error(&target, config, e));
         }
+        // 7.0+ writes back the buffer size in use (0 before: a page).
+        let buf_shift = match reg.rx_buf_len {
+            0 => plan.buf_shift,
+            len if len.is_power_of_two() && len as usize <= area.chunk_size() => {
+                len.trailing_zeros()
+            }
+            len => {
+                return Err(Error::Os {
+                    what: "the kernel chose a buffer size that does not divide the chunks",
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("rx_buf_len {len}, chunk size {}", area.chunk_size()),
+                    ),
+                })
+            }
+        };
 
         // The kernel answered: entries as rounded, the offsets inside the region, the id.
         let entries = reg.rq_entries;
@@ -570,6 +908,11 @@ impl ZcrxIfq {
             } => (ifname, if_index, queue),
             Target::NoDevice => ("no device".to_owned(), 0, 0),
         };
+        let kernel_stats = plan
+            .stats_offset
+            .filter(|_| config.events.is_some())
+            // SAFETY: `region` moves into `Shared`'s keepalive and outlives `self`.
+            .and_then(|at| unsafe { SharedStats::new(&region, at) });
         let mut this = Self::assemble(
             area,
             region,
@@ -577,11 +920,17 @@ impl ZcrxIfq {
             entries,
             area_reg.rq_area_token,
             reg.zcrx_id,
-            plan.buf_shift,
-            owner_limit,
+            buf_shift,
+            config.owner_limit,
             false,
         );
-        this.core.shared.keep_alive(Box::new(ring_fd));
+        let ring_fd = Arc::new(ring_fd);
+        this.core.shared.keep_alive(Box::new(Arc::clone(&ring_fd)));
+        this.ring_fd = Some(ring_fd);
+        this.no_device = no_device;
+        this.features = features;
+        this.event_user_data = config.events;
+        this.kernel_stats = kernel_stats;
         this.ifname = ifname;
         this.if_index = if_index;
         this.queue = queue;
@@ -625,6 +974,11 @@ impl ZcrxIfq {
             pending: VecDeque::new(),
             queued: vec![false; chunks],
             refused: Vec::new(),
+            ring_fd: None,
+            no_device: false,
+            features: ZcrxFeatures::PRE_QUERY,
+            event_user_data: None,
+            kernel_stats: None,
             simulated,
             stats: ZcrxStats::default(),
         }
@@ -635,7 +989,13 @@ impl ZcrxIfq {
     /// the kernel side with the `sim_*` methods.
     #[doc(hidden)]
     pub fn simulated(area: Area, rq_entries: u32, area_token: u64) -> Result<Self> {
-        let plan = Plan::new(&area, Some(rq_entries))?;
+        let plan = Plan::new(
+            &area,
+            Some(rq_entries),
+            None,
+            &ZcrxFeatures::PRE_QUERY,
+            false,
+        )?;
         let region =
             Mmap::anonymous(plan.region_len, false, false).map_err(|source| Error::Map {
                 len: plan.region_len,
@@ -915,6 +1275,10 @@ impl ZcrxIfq {
             queued,
             refused,
             stats,
+            ring_fd,
+            no_device,
+            features,
+            zcrx_id,
             ..
         } = self;
         refill.observe(rq.head());
@@ -934,27 +1298,10 @@ impl ZcrxIfq {
             .take_while(|&&buf| out.write_ref(buf as usize))
             .count();
         refused.drain(..gave_back);
-        let mut returned = 0;
-        let mut full = !refused.is_empty();
+        let full = !refused.is_empty();
         // Chunks that waited for room go first, in order.
-        while let Some(&chunk) = pending.front() {
-            if !matches!(core.table.state(chunk), Ok(ChunkState::Refill { .. })) {
-                // The kernel handed out another buffer of this chunk while it waited: it comes
-                // back when its new handles drop.
-                pending.pop_front();
-                queued[chunk as usize] = false;
-                continue;
-            }
-            if !out.write_chunk(chunk) {
-                full = true;
-                break;
-            }
-            let published = core.table.publish(chunk);
-            debug_assert!(published.is_ok(), "a refill chunk publishes");
-            pending.pop_front();
-            queued[chunk as usize] = false;
-            returned += 1;
-        }
+        let mut returned = write_pending(core, &mut out, pending, queued);
+        let mut full = full || !pending.is_empty();
         // Then the chunks whose handles dropped since: written straight away while there is
         // room, else queued behind the others.
         core.drain_returns(|table, chunk| {
@@ -978,7 +1325,6 @@ impl ZcrxIfq {
                 Err(e) => debug_assert!(false, "release refused: {e}"),
             }
         });
-        stats.rqes += out.rqes;
         if full {
             stats.rq_full += 1;
         }
@@ -986,6 +1332,32 @@ impl ZcrxIfq {
             out.rq.publish_tail(tail);
             stats.publishes += 1;
         }
+        // Without a device no page pool takes the entries: tell the kernel to, whenever some are
+        // unconsumed. On a NIC the page pool takes them as it refills, but a full ring would
+        // stop returns until it does: make room then. Once per flush.
+        let ctrl_flush = features.flush_rq()
+            && out.refill.in_flight() > 0
+            && (*no_device || (full && !pending.is_empty()));
+        if let (true, Some(ring_fd)) = (ctrl_flush, ring_fd.as_ref()) {
+            stats.ctrl_flushes += 1;
+            match abi::ctrl_flush_rq(ring_fd.as_fd(), *zcrx_id) {
+                Ok(()) => {
+                    out.refill.observe(out.rq.head());
+                    // Room again: what still waits goes in now (the kernel takes it at the next
+                    // flush without a device, or as the page pool refills).
+                    returned += write_pending(core, &mut out, pending, queued);
+                    if let Some(tail) = out.refill.publish() {
+                        out.rq.publish_tail(tail);
+                        stats.publishes += 1;
+                    }
+                }
+                Err(e) => {
+                    stats.ctrl_flush_errors += 1;
+                    stats.last_ctrl_errno = e.raw_os_error().unwrap_or(-1);
+                }
+            }
+        }
+        stats.rqes += out.rqes;
         stats.returned_chunks += returned as u64;
         returned
     }
@@ -1010,9 +1382,64 @@ impl ZcrxIfq {
         self.core.snapshot()
     }
 
-    /// Lifetime counters.
+    /// Lifetime counters (with the kernel's copy statistics when events were asked for).
     pub fn stats(&self) -> ZcrxStats {
-        self.stats
+        let mut stats = self.stats;
+        if let Some(k) = &self.kernel_stats {
+            (stats.copy_count, stats.copy_bytes) = k.read();
+        }
+        stats
+    }
+
+    /// What the kernel this queue was registered on offers.
+    pub fn features(&self) -> ZcrxFeatures {
+        self.features
+    }
+
+    /// Whether the queue has no device (`ZCRX_REG_NODEV`).
+    pub fn is_no_device(&self) -> bool {
+        self.no_device
+    }
+
+    /// The `user_data` of this queue's event CQEs, if [events](ZcrxConfig::events) were asked
+    /// for. A CQE with it is not a receive completion: pass its `res` to
+    /// [`event`](Self::event).
+    pub fn event_user_data(&self) -> Option<u64> {
+        self.event_user_data
+    }
+
+    /// Decodes an event CQE's `res` and counts it. `None` for a value the kernel does not send
+    /// (nothing is counted). The kernel posts each kind once until
+    /// [`rearm_event`](Self::rearm_event).
+    pub fn event(&mut self, res: i32) -> Option<ZcrxEvent> {
+        let event = match u32::try_from(res).ok()? {
+            ZCRX_EVENT_ALLOC_FAIL => ZcrxEvent::OutOfBuffers,
+            ZCRX_EVENT_COPY => ZcrxEvent::Copy,
+            _ => return None,
+        };
+        match event {
+            ZcrxEvent::OutOfBuffers => self.stats.out_of_buffer_events += 1,
+            ZcrxEvent::Copy => self.stats.copy_events += 1,
+        }
+        Some(event)
+    }
+
+    /// Lets `event`, which fired, fire again (`ZCRX_CTRL_ARM_EVENT`, Linux 7.2). Errors: the
+    /// kernel's `EINVAL` if it has not fired since the last arm ([`Error::Os`]), or
+    /// [`Error::KernelTooOld`].
+    pub fn rearm_event(&mut self, event: ZcrxEvent) -> Result<()> {
+        let Some(ring) = self.ring_fd.as_ref().filter(|_| self.features.events()) else {
+            return Err(Error::KernelTooOld {
+                feature: "zcrx events (ZCRX_CTRL_ARM_EVENT)",
+                needs: "7.2",
+            });
+        };
+        abi::ctrl_arm_event(ring.as_fd(), self.zcrx_id, event.kernel_type()).map_err(|source| {
+            Error::Os {
+                what: "re-arming a zcrx event",
+                source,
+            }
+        })
     }
 
     /// Returns what can be returned and reports what the application still holds. There is no
@@ -1045,7 +1472,14 @@ fn on_submitter_thread(ring: &IoUring<squeue::Entry, cqueue::Entry32>) -> bool {
     answer.err().and_then(|e| e.raw_os_error()) != Some(Errno::EXIST.raw_os_error())
 }
 
-fn refusal_error(target: &Target, e: io::Error) -> Error {
+fn another_thread() -> Error {
+    Error::RingNotSuitable {
+        what: "it belongs to another thread (a SINGLE_ISSUER ring accepts registrations only \
+               from the thread that created it; register there)",
+    }
+}
+
+fn refusal_error(target: &Target, config: &ZcrxConfig, e: io::Error) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     let refusal = ZcrxRefusal::from_errno(errno);
     if matches!(target, Target::NoDevice) && refusal == ZcrxRefusal::InvalidSetup {
@@ -1054,6 +1488,27 @@ fn refusal_error(target: &Target, e: io::Error) -> Error {
             return Error::KernelTooOld {
                 feature: "ZCRX_REG_NODEV",
                 needs: "7.1",
+            };
+        }
+    }
+    let page = rustix::param::page_size() as u32;
+    if let Some(len) = config.rx_buf_len.filter(|&l| l > page) {
+        if matches!(target, Target::NoDevice) && refusal == ZcrxRefusal::DeviceUnsupported {
+            return Error::BadRxBufLen {
+                rx_buf_len: len as usize,
+                why: "without a device the kernel copies into page-sized buffers only \
+                      (EOPNOTSUPP); leave rx_buf_len unset",
+            };
+        }
+        if matches!(
+            refusal,
+            ZcrxRefusal::NoSuchQueue | ZcrxRefusal::DeviceUnsupported
+        ) {
+            return Error::BadRxBufLen {
+                rx_buf_len: len as usize,
+                why: "the NIC driver does not support buffers of that size, or the area is not \
+                      physically contiguous enough for them (ERANGE/EOPNOTSUPP); try huge pages \
+                      or a smaller rx_buf_len",
             };
         }
     }

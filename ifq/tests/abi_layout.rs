@@ -1,6 +1,12 @@
-//! The structs and numbers this crate shares with the kernel, checked against
-//! `include/uapi/linux/io_uring.h` of Linux 6.18 (the field lists are quoted next to each check).
-//! A mismatch here means registrations would pass garbage to the kernel.
+//! The structs and numbers this crate shares with the kernel, checked against the uapi headers
+//! of Linux 7.3 (`linux/io_uring.h`, `linux/io_uring/zcrx.h`, `linux/io_uring/query.h`; the
+//! field lists are quoted next to each check). A mismatch here means registrations would pass
+//! garbage to the kernel.
+//!
+//! With `UAPI_INCLUDE` naming an include directory that has those headers (the kernel guest
+//! tool extracts Debian's `linux-libc-dev` next to the kernel; `.ci/run` sets it),
+//! `against_the_uapi_headers` also compiles a C program against them and compares every size
+//! and offset it prints with the ones this crate compiles.
 
 use std::mem::{align_of, offset_of, size_of};
 
@@ -68,7 +74,13 @@ fn zcrx_offsets() {
     check(
         "io_uring_zcrx_offsets",
         32,
-        &[("head", 0), ("tail", 4), ("rqes", 8)],
+        &[
+            ("head", 0),
+            ("tail", 4),
+            ("rqes", 8),
+            ("__resv2", 12),
+            ("__resv", 16),
+        ],
     );
 }
 
@@ -139,8 +151,9 @@ fn region_desc() {
 ///
 ///     struct io_uring_zcrx_offsets offsets;
 ///     __u32 zcrx_id;
-///     __u32 __resv2;    /* rx_buf_len since 7.0 */
-///     __u64 __resv[3];
+///     __u32 rx_buf_len;  /* 7.0; __resv2 before */
+///     __u64 event_desc;  /* 7.2; __resv[0] before */
+///     __u64 __resv[2];
 /// };
 /// ```
 #[test]
@@ -157,14 +170,209 @@ fn zcrx_ifq_reg() {
             ("region_ptr", 24),
             ("offsets", 32),
             ("zcrx_id", 64),
-            ("__resv2", 68),
-            ("__resv", 72),
+            ("rx_buf_len", 68),
+            ("event_desc", 72),
+            ("__resv", 80),
         ],
     );
     assert_eq!(size_of::<abi::io_uring_zcrx_ifq_reg>(), 96);
     assert_eq!(align_of::<abi::io_uring_zcrx_ifq_reg>(), 8);
     assert_eq!(offset_of!(abi::io_uring_zcrx_ifq_reg, offsets), 32);
     assert_eq!(offset_of!(abi::io_uring_zcrx_ifq_reg, zcrx_id), 64);
+}
+
+/// ```c
+/// struct zcrx_event_desc {
+///     __u64 user_data;
+///     __u32 type_mask;
+///     __u32 flags;
+///     __u64 stats_offset;
+///     __u64 __resv2[9];
+/// };
+/// struct zcrx_stats { __u64 copy_count; __u64 copy_bytes; };
+/// struct zcrx_ctrl {
+///     __u32 zcrx_id;
+///     __u32 op;
+///     __u64 __resv[2];
+///     union { struct zcrx_ctrl_export zc_export; ... };  /* 48 bytes */
+/// };
+/// struct io_uring_query_hdr {
+///     __u64 next_entry; __u64 query_data; __u32 query_op; __u32 size; __s32 result;
+///     __u32 __resv[3];
+/// };
+/// struct io_uring_query_zcrx {
+///     __u64 register_flags; __u64 area_flags; __u32 nr_ctrl_opcodes; __u32 features;
+///     __u32 rq_hdr_size; __u32 rq_hdr_alignment; __u64 __resv2;
+/// };
+/// struct io_uring_query_zcrx_event {
+///     __u32 event_flags; __u32 stats_size; __u32 stats_off_alignment; __u32 __resv1;
+///     __u64 __resv2[4];
+/// };
+/// ```
+#[test]
+fn control_query_and_event_structs() {
+    check(
+        "zcrx_event_desc",
+        96,
+        &[
+            ("user_data", 0),
+            ("type_mask", 8),
+            ("flags", 12),
+            ("stats_offset", 16),
+            ("__resv2", 24),
+        ],
+    );
+    check("zcrx_stats", 16, &[("copy_count", 0), ("copy_bytes", 8)]);
+    check(
+        "zcrx_ctrl",
+        72,
+        &[("zcrx_id", 0), ("op", 4), ("__resv", 8), ("args", 24)],
+    );
+    check(
+        "io_uring_query_hdr",
+        40,
+        &[
+            ("next_entry", 0),
+            ("query_data", 8),
+            ("query_op", 16),
+            ("size", 20),
+            ("result", 24),
+            ("__resv", 28),
+        ],
+    );
+    check(
+        "io_uring_query_zcrx",
+        40,
+        &[
+            ("register_flags", 0),
+            ("area_flags", 8),
+            ("nr_ctrl_opcodes", 16),
+            ("features", 20),
+            ("rq_hdr_size", 24),
+            ("rq_hdr_alignment", 28),
+            ("__resv2", 32),
+        ],
+    );
+    check(
+        "io_uring_query_zcrx_event",
+        48,
+        &[
+            ("event_flags", 0),
+            ("stats_size", 4),
+            ("stats_off_alignment", 8),
+            ("__resv1", 12),
+            ("__resv2", 16),
+        ],
+    );
+}
+
+/// Every layout this crate compiles, against the same structs compiled by a C compiler from
+/// the uapi headers in `UAPI_INCLUDE` (see the module docs). Skipped, saying so, without it.
+#[test]
+fn against_the_uapi_headers() {
+    let Some(include) = std::env::var_os("UAPI_INCLUDE") else {
+        println!("skipped: set UAPI_INCLUDE to an include directory with linux/io_uring/zcrx.h");
+        return;
+    };
+    let include = std::path::PathBuf::from(include);
+    assert!(
+        include.join("linux/io_uring/zcrx.h").exists(),
+        "UAPI_INCLUDE={} has no linux/io_uring/zcrx.h",
+        include.display()
+    );
+    // Array and union members are compared by offset like the others; `args` is the union of
+    // `zcrx_ctrl`.
+    let c_field = |s: &str, f: &str| match (s, f) {
+        ("zcrx_ctrl", "args") => "zc_export".to_owned(),
+        _ => f.to_owned(),
+    };
+    let ours: Vec<Layout> = layouts()
+        .into_iter()
+        .filter(|l| l.name != "io_uring_buf_reg")
+        .collect();
+    let mut prog = String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/io_uring.h>\n\
+         #include <linux/io_uring/query.h>\nint main(void) {\n",
+    );
+    for l in &ours {
+        prog += &format!("printf(\"{0} %zu\\n\", sizeof(struct {0}));\n", l.name);
+        for (f, _) in &l.fields {
+            prog += &format!(
+                "printf(\"{0}.{1} %zu\\n\", offsetof(struct {0}, {2}));\n",
+                l.name,
+                f,
+                c_field(l.name, f)
+            );
+        }
+    }
+    prog += "printf(\"IORING_REGISTER_QUERY %d\\n\", IORING_REGISTER_QUERY);\n\
+             printf(\"IORING_REGISTER_ZCRX_CTRL %d\\n\", IORING_REGISTER_ZCRX_CTRL);\n\
+             printf(\"IO_URING_QUERY_ZCRX %d\\n\", IO_URING_QUERY_ZCRX);\n\
+             printf(\"IO_URING_QUERY_ZCRX_EVENT %d\\n\", IO_URING_QUERY_ZCRX_EVENT);\n\
+             printf(\"ZCRX_CTRL_ARM_EVENT %d\\n\", ZCRX_CTRL_ARM_EVENT);\n\
+             printf(\"ZCRX_FEATURE_EVENT %d\\n\", ZCRX_FEATURE_EVENT);\n\
+             printf(\"ZCRX_EVENT_COPY %d\\n\", ZCRX_EVENT_COPY);\n\
+             printf(\"ZCRX_REG_NODEV %d\\n\", ZCRX_REG_NODEV);\n\
+             return 0; }\n";
+    let dir = std::env::temp_dir().join(format!("ifq-uapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("layout.c"), &prog).unwrap();
+    let cc = std::process::Command::new("cc")
+        .arg("-I")
+        .arg(&include)
+        .arg(dir.join("layout.c"))
+        .arg("-o")
+        .arg(dir.join("layout"))
+        .output()
+        .expect("a C compiler (cc)");
+    assert!(
+        cc.status.success(),
+        "compiling against {}: {}",
+        include.display(),
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = std::process::Command::new(dir.join("layout"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let c: std::collections::HashMap<&str, usize> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k, v.parse().unwrap()))
+        .collect();
+    let mut checked = 0;
+    for l in &ours {
+        assert_eq!(c[l.name], l.size, "sizeof(struct {})", l.name);
+        for (f, off) in &l.fields {
+            let key = format!("{}.{f}", l.name);
+            assert_eq!(c[key.as_str()], *off, "offsetof(struct {}, {f})", l.name);
+            checked += 1;
+        }
+    }
+    for (name, ours) in [
+        ("IORING_REGISTER_QUERY", abi::IORING_REGISTER_QUERY as usize),
+        (
+            "IORING_REGISTER_ZCRX_CTRL",
+            abi::IORING_REGISTER_ZCRX_CTRL as usize,
+        ),
+        ("IO_URING_QUERY_ZCRX", abi::IO_URING_QUERY_ZCRX as usize),
+        (
+            "IO_URING_QUERY_ZCRX_EVENT",
+            abi::IO_URING_QUERY_ZCRX_EVENT as usize,
+        ),
+        ("ZCRX_CTRL_ARM_EVENT", abi::ZCRX_CTRL_ARM_EVENT as usize),
+        ("ZCRX_FEATURE_EVENT", abi::ZCRX_FEATURE_EVENT as usize),
+        ("ZCRX_EVENT_COPY", abi::ZCRX_EVENT_COPY as usize),
+        ("ZCRX_REG_NODEV", abi::ZCRX_REG_NODEV as usize),
+    ] {
+        assert_eq!(c[name], ours, "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{} structs, {checked} field offsets and 8 constants agree with {}",
+        ours.len(),
+        include.display()
+    );
 }
 
 /// ```c
