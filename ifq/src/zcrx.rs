@@ -1078,6 +1078,53 @@ impl ZcrxIfq {
         };
     }
 
+    /// Test support, against a real kernel: writes `entries` (`(off, len, pad)`, hostile ones
+    /// included) into the refill ring after the last published entry, then publishes `tail`
+    /// (default: just past them) and, if given, stores `head` into the kernel's head word. The
+    /// queue's own producer state is not told: the kernel's answer to garbage is what such a
+    /// test looks at, and [`snapshot`](Self::snapshot) must still balance afterwards.
+    ///
+    /// # Safety
+    /// No entry may name a buffer of a live [`RxBuf`] of this queue: the kernel would take it
+    /// back and reuse it under the handle.
+    #[doc(hidden)]
+    pub unsafe fn raw_refill(
+        &mut self,
+        entries: &[(u64, u32, u32)],
+        tail: Option<u32>,
+        head: Option<u32>,
+    ) {
+        let first = self.refill.tail();
+        for (i, &(off, len, pad)) in entries.iter().enumerate() {
+            // SAFETY: slots from the published tail on are not read by the kernel until the tail
+            // store below; the caller vouches that no entry names a live handle's buffer.
+            unsafe {
+                self.rq
+                    .write_raw(first.wrapping_add(i as u32), off, len, pad)
+            };
+        }
+        self.rq
+            .publish_tail(tail.unwrap_or(first.wrapping_add(entries.len() as u32)));
+        if let Some(head) = head {
+            self.rq.store_head_raw(head);
+        }
+    }
+
+    /// Test support: `ZCRX_CTRL_FLUSH_RQ` once, now, whatever the queue's state; the kernel's
+    /// answer as an errno.
+    #[doc(hidden)]
+    pub fn raw_ctrl_flush(&self) -> std::result::Result<(), i32> {
+        let ring = self.ring_fd.as_ref().ok_or(-1)?;
+        abi::ctrl_flush_rq(ring.as_fd(), self.zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
+    }
+
+    /// Test support: `ZCRX_CTRL_FLUSH_RQ` for another id on this queue's ring.
+    #[doc(hidden)]
+    pub fn raw_ctrl_flush_id(&self, zcrx_id: u32) -> std::result::Result<(), i32> {
+        let ring = self.ring_fd.as_ref().ok_or(-1)?;
+        abi::ctrl_flush_rq(ring.as_fd(), zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
+    }
+
     /// Simulation: sets the per-owner limit.
     #[doc(hidden)]
     pub fn sim_set_owner_limit(&mut self, bytes: Option<u64>) {

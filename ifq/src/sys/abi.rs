@@ -431,6 +431,28 @@ impl RefillRing {
         unsafe { write_rqe(self.rqes.add(at), off, 0) }
     }
 
+    /// Writes slot `slot` (masked) with any bytes, hostile ones included: for tests of what
+    /// the kernel does with bad refill entries.
+    ///
+    /// # Safety
+    /// As [`write`](Self::write); and an entry naming a buffer the application holds makes the
+    /// kernel reuse it under a live handle, so no such entry may be written while one lives.
+    pub(crate) unsafe fn write_raw(&self, slot: u32, off: u64, len: u32, pad: u32) {
+        let at = (slot & self.mask) as usize * RQE_SIZE;
+        // SAFETY: in bounds as in `write`; the caller vouches for the rest.
+        unsafe {
+            let p = self.rqes.add(at);
+            p.cast::<u64>().write_volatile(off);
+            p.add(8).cast::<u32>().write_volatile(len);
+            p.add(12).cast::<u32>().write_volatile(pad);
+        }
+    }
+
+    /// Stores any value into the head word (the kernel's), for tests of garbage indices.
+    pub(crate) fn store_head_raw(&self, head: u32) {
+        self.head.store_release(head);
+    }
+
     /// The kernel side, for simulations: loads our tail (acquire).
     pub(crate) fn sim_tail(&self) -> u32 {
         self.tail.load_acquire()
