@@ -1,5 +1,7 @@
 //! The receive area: one page-aligned anonymous mapping split into equal power-of-two chunks.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::sys::caps;
@@ -26,6 +28,7 @@ pub struct AreaBuilder {
     huge_pages: bool,
     prefault: bool,
     lock: bool,
+    shared: bool,
 }
 
 impl Default for AreaBuilder {
@@ -36,6 +39,7 @@ impl Default for AreaBuilder {
             huge_pages: false,
             prefault: false,
             lock: false,
+            shared: false,
         }
     }
 }
@@ -74,6 +78,14 @@ impl AreaBuilder {
         self
     }
 
+    /// Back the area with a memfd mapped shared, so another process can map the same pages: a
+    /// zcrx queue that will be [exported](crate::zcrx::ZcrxIfq::export) needs it. Not with huge
+    /// pages.
+    pub fn shared(mut self, on: bool) -> Self {
+        self.shared = on;
+        self
+    }
+
     /// Validates the configuration and maps the area.
     pub fn build(self) -> Result<Area> {
         let Self {
@@ -82,6 +94,7 @@ impl AreaBuilder {
             huge_pages,
             prefault,
             lock,
+            shared,
         } = self;
         if chunks == 0 {
             return Err(Error::ZeroChunks);
@@ -112,7 +125,19 @@ impl AreaBuilder {
             caps::may_lock(len as u64)
                 .map_err(|(needed, limit)| Error::MemlockLimit { needed, limit })?;
         }
-        let map = Mmap::anonymous(len, huge_pages, prefault && !huge_pages).map_err(|source| {
+        if shared && huge_pages {
+            return Err(Error::SharedHugePages);
+        }
+        let mut shared_fd = None;
+        let map = if shared {
+            Mmap::shared_memfd("zcrx-area", len).map(|(map, fd)| {
+                shared_fd = Some(fd);
+                map
+            })
+        } else {
+            Mmap::anonymous(len, huge_pages, prefault && !huge_pages)
+        };
+        let map = map.map_err(|source| {
             if huge_pages {
                 Error::HugePagesUnavailable {
                     len,
@@ -136,6 +161,7 @@ impl AreaBuilder {
             chunk_shift: chunk_size.trailing_zeros(),
             chunks: chunks as u32,
             huge_pages,
+            shared_fd,
         })
     }
 }
@@ -149,9 +175,54 @@ pub struct Area {
     chunk_shift: u32,
     chunks: u32,
     huge_pages: bool,
+    /// The memfd behind a [shared](AreaBuilder::shared) area.
+    shared_fd: Option<OwnedFd>,
 }
 
 impl Area {
+    /// Maps the area another process [exported](crate::zcrx::ZcrxIfq::export): `chunks`
+    /// chunks of `chunk_size` bytes of the memfd `fd`. The geometry is checked against the
+    /// file's size.
+    pub(crate) fn from_shared_fd(fd: OwnedFd, chunk_size: usize, chunks: usize) -> Result<Self> {
+        let bad = |why: String| Error::BadExport { why };
+        if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
+        {
+            return Err(Error::BadChunkSize { chunk_size });
+        }
+        if chunks == 0 || chunks > MAX_CHUNKS {
+            return Err(bad(format!("{chunks} chunks")));
+        }
+        let len = chunk_size
+            .checked_mul(chunks)
+            .filter(|&l| l < (1usize << 47))
+            .ok_or_else(|| bad(format!("{chunks} chunks of {chunk_size} bytes")))?;
+        let size = rustix::fs::fstat(&fd)
+            .map_err(|e| Error::Os {
+                what: "reading the size of the exported area",
+                source: e.into(),
+            })?
+            .st_size;
+        if u64::try_from(size).ok() != Some(len as u64) {
+            return Err(bad(format!(
+                "the area file holds {size} bytes, the geometry says {len}"
+            )));
+        }
+        let map = Mmap::map_shared(&fd, len).map_err(|source| Error::Map { len, source })?;
+        Ok(Self {
+            map,
+            chunk_size: chunk_size as u32,
+            chunk_shift: chunk_size.trailing_zeros(),
+            chunks: chunks as u32,
+            huge_pages: false,
+            shared_fd: Some(fd),
+        })
+    }
+
+    /// The memfd of a [shared](AreaBuilder::shared) area.
+    pub fn shared_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared_fd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// Starts a builder with the defaults (256 chunks of 32 KiB).
     pub fn builder() -> AreaBuilder {
         AreaBuilder::default()

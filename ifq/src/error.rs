@@ -219,6 +219,27 @@ pub enum Error {
         /// What is missing.
         what: &'static str,
     },
+    /// `AreaBuilder::shared` and `huge_pages` together.
+    #[error(
+        "a shared (memfd) area cannot use huge pages here; choose one of shared and huge_pages"
+    )]
+    SharedHugePages,
+
+    /// What came in to [`ZcrxIfq::import`](crate::zcrx::ZcrxIfq::import) does not describe a
+    /// usable queue.
+    #[error("the exported zcrx queue is unusable: {why}")]
+    BadExport {
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// [`ZcrxIfq::export`](crate::zcrx::ZcrxIfq::export) refused.
+    #[error("the zcrx queue cannot be exported: {why}")]
+    NotExportable {
+        /// Why, and what to do.
+        why: &'static str,
+    },
+
     /// An `rx_buf_len` the queue cannot use.
     #[error("zcrx rx_buf_len {rx_buf_len} refused: {why}")]
     BadRxBufLen {

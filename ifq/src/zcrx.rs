@@ -58,7 +58,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, IoUring};
@@ -80,6 +80,9 @@ use crate::sys::abi::{
 };
 use crate::sys::caps;
 use crate::sys::mmap::Mmap;
+
+mod export;
+pub use export::ZcrxExport;
 
 /// The zcrx ABI as this crate compiles it (struct layouts and numbers), for layout tests.
 #[doc(hidden)]
@@ -238,6 +241,27 @@ impl ZcrxFeatures {
     }
 }
 
+/// [`ZcrxIfq::export`] refused: why, and the queue, still usable.
+#[derive(Debug)]
+pub struct ExportRefused {
+    /// The queue, as it was (flushed).
+    pub queue: ZcrxIfq,
+    /// Why.
+    pub error: Error,
+}
+
+impl std::fmt::Display for ExportRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ExportRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// An event the kernel posts for a zcrx queue (Linux 7.2), once per kind until
 /// [re-armed](ZcrxIfq::rearm_event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +302,9 @@ pub struct ZcrxConfig {
     /// Ask the kernel (7.2+) to post [`ZcrxEvent`]s as CQEs with this `user_data`, and to keep
     /// copy statistics ([`ZcrxStats::copy_count`]).
     pub events: Option<u64>,
+    /// Make the queue [exportable](ZcrxIfq::export): the refill region goes in a memfd, and the
+    /// area must be [shared](crate::AreaBuilder::shared).
+    pub exportable: bool,
 }
 
 impl ZcrxConfig {
@@ -304,7 +331,14 @@ impl ZcrxConfig {
             owner_limit: None,
             rx_buf_len: None,
             events: None,
+            exportable: false,
         }
+    }
+
+    /// Makes the queue exportable ([`exportable`](Self::exportable)).
+    pub fn exportable(mut self, on: bool) -> Self {
+        self.exportable = on;
+        self
     }
 
     /// Sets the kernel buffer size ([`rx_buf_len`](Self::rx_buf_len)).
@@ -528,6 +562,8 @@ pub struct ZcrxIfq {
     event_user_data: Option<u64>,
     /// The kernel's copy statistics inside the refill region (7.2, with events).
     kernel_stats: Option<SharedStats>,
+    /// The refill region's memfd, for an exportable queue.
+    region_fd: Option<OwnedFd>,
     simulated: bool,
     stats: ZcrxStats,
 }
@@ -801,13 +837,26 @@ impl ZcrxIfq {
             &features,
             config.events.is_some(),
         )?;
+        if config.exportable && area.shared_fd().is_none() {
+            return Err(Error::NotExportable {
+                why: "an exportable queue needs a shared area: Area::builder().shared(true)",
+            });
+        }
         let needed = area.len() as u64 + plan.region_len as u64;
         caps::may_lock(needed).map_err(|(needed, limit)| Error::MemlockLimit { needed, limit })?;
-        let region =
-            Mmap::anonymous(plan.region_len, false, true).map_err(|source| Error::Map {
-                len: plan.region_len,
-                source,
-            })?;
+        let map_err = |source| Error::Map {
+            len: plan.region_len,
+            source,
+        };
+        let (region, region_fd) = if config.exportable {
+            let (map, fd) = Mmap::shared_memfd("zcrx-refill", plan.region_len).map_err(map_err)?;
+            (map, Some(fd))
+        } else {
+            (
+                Mmap::anonymous(plan.region_len, false, true).map_err(map_err)?,
+                None,
+            )
+        };
         // Duplicated before registering, so a failure here leaves nothing registered.
         let ring_fd = dup_ring_fd(ring.as_fd())?;
 
@@ -931,6 +980,7 @@ impl ZcrxIfq {
         this.features = features;
         this.event_user_data = config.events;
         this.kernel_stats = kernel_stats;
+        this.region_fd = region_fd;
         this.ifname = ifname;
         this.if_index = if_index;
         this.queue = queue;
@@ -979,6 +1029,7 @@ impl ZcrxIfq {
             features: ZcrxFeatures::PRE_QUERY,
             event_user_data: None,
             kernel_stats: None,
+            region_fd: None,
             simulated,
             stats: ZcrxStats::default(),
         }
@@ -1076,6 +1127,214 @@ impl ZcrxIfq {
                 data.len(),
             )
         };
+    }
+
+    /// Hands the queue over to another ring, in this process or another (Linux 6.19+): returns
+    /// the kernel's export fd with the area's and refill region's memfds and the geometry, for
+    /// [`ZcrxExport::send`] and [`ZcrxIfq::import`]. The refill ring has one producer, so this
+    /// queue is consumed: the importer returns buffers from now on. The ring it was registered
+    /// on may be dropped afterwards; the queue lives while any ring or fd holds it.
+    ///
+    /// Errors ([`Error::NotExportable`]): the queue was not registered with
+    /// [`ZcrxConfig::exportable`], the application still holds buffers of it (they would have
+    /// no producer to go back through), or the kernel lacks export ([`Error::KernelTooOld`]).
+    /// The queue comes back with the error ([`ExportRefused::queue`]), unchanged but flushed.
+    pub fn export(mut self) -> std::result::Result<ZcrxExport, ExportRefused> {
+        match self.export_parts() {
+            Ok(export) => Ok(export),
+            Err(error) => Err(ExportRefused { queue: self, error }),
+        }
+    }
+
+    fn export_parts(&mut self) -> Result<ZcrxExport> {
+        if !self.features.export_import() {
+            return Err(Error::KernelTooOld {
+                feature: "zcrx export and import (ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT)",
+                needs: "6.19",
+            });
+        }
+        let exportable = self.region_fd.is_some()
+            && self.core.area().shared_fd().is_some()
+            && self.ring_fd.is_some();
+        if !exportable {
+            return Err(Error::NotExportable {
+                why: "register it with ZcrxConfig::exportable(true) over a shared area",
+            });
+        }
+        self.flush();
+        let counts = self.core.table.counts();
+        if counts.user > 0 || counts.refill > 0 || !self.refused.is_empty() {
+            return Err(Error::NotExportable {
+                why: "the application still holds buffers of it; drop them, flush, export",
+            });
+        }
+        let dup = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned().map_err(|source| Error::Os {
+                what: "duplicating an fd for the export",
+                source,
+            })
+        };
+        let (Some(region_fd), Some(area_fd), Some(ring)) = (
+            self.region_fd.as_ref(),
+            self.core.area().shared_fd(),
+            self.ring_fd.as_ref(),
+        ) else {
+            unreachable!("checked above")
+        };
+        let (area, region) = (dup(area_fd)?, dup(region_fd.as_fd())?);
+        let zcrx = abi::ctrl_export(ring.as_fd(), self.zcrx_id).map_err(|source| Error::Os {
+            what: "exporting the zcrx queue (ZCRX_CTRL_EXPORT)",
+            source,
+        })?;
+        let (head, tail, rqes) = self.rq.offsets();
+        Ok(ZcrxExport {
+            zcrx,
+            area,
+            region,
+            info: export::ExportInfo {
+                chunk_size: self.chunk_size() as u32,
+                chunks: self.core.area().chunks(),
+                buf_shift: self.buf_shift,
+                rq_entries: self.refill.entries(),
+                region_len: self.rq.mapped_len() as u64,
+                head,
+                tail,
+                rqes,
+                no_device: self.no_device,
+                area_token: self.area_token,
+            },
+        })
+    }
+
+    /// Takes over an [exported](Self::export) queue on `ring` (built like a ring for
+    /// [`register`](Self::register); on this thread), in this process or one the export was
+    /// [sent](ZcrxExport::send) to. Everything that came in is checked against the files and
+    /// the kernel's answer first ([`Error::BadExport`]).
+    ///
+    /// Linux 7.3 checks `CAP_NET_ADMIN` for an import as for any registration (before it looks
+    /// at the import flag), so the importer needs the capability too: without it this is
+    /// [`Error::ZcrxRefused`] with [`ZcrxRefusal::NotPermitted`].
+    ///
+    /// Events stay with the ring that registered the queue.
+    pub fn import(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        export: ZcrxExport,
+        owner_limit: Option<u64>,
+    ) -> Result<Self> {
+        check_ring(ring)?;
+        let features = match ZcrxFeatures::query(ring) {
+            Err(Error::Os { source, .. })
+                if source.raw_os_error() == Some(Errno::EXIST.raw_os_error()) =>
+            {
+                return Err(another_thread())
+            }
+            other => other?,
+        };
+        if !features.export_import() {
+            return Err(Error::KernelTooOld {
+                feature: "zcrx export and import (ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT)",
+                needs: "6.19",
+            });
+        }
+        let ZcrxExport {
+            zcrx,
+            area,
+            region,
+            info,
+        } = export;
+        let bad = |why: String| Error::BadExport { why };
+        let page = rustix::param::page_size();
+        if !info.rq_entries.is_power_of_two() || info.rq_entries > IO_RQ_MAX_ENTRIES {
+            return Err(bad(format!("{} refill entries", info.rq_entries)));
+        }
+        if info.area_token & crate::completion::ZCRX_OFFSET_MASK != 0 {
+            return Err(bad(format!("area token {:#x}", info.area_token)));
+        }
+        let area = Area::from_shared_fd(area, info.chunk_size as usize, info.chunks as usize)?;
+        if !(page.trailing_zeros()..=area.chunk_size().trailing_zeros()).contains(&info.buf_shift) {
+            return Err(bad(format!("buffer shift {}", info.buf_shift)));
+        }
+        let region_len = usize::try_from(info.region_len)
+            .ok()
+            .filter(|&l| l > 0 && l % page == 0 && l <= 1 << 30)
+            .ok_or_else(|| bad(format!("refill region of {} bytes", info.region_len)))?;
+        let size = rustix::fs::fstat(&region)
+            .map_err(|e| Error::Os {
+                what: "reading the size of the exported refill region",
+                source: e.into(),
+            })?
+            .st_size;
+        if u64::try_from(size).ok() != Some(region_len as u64) {
+            return Err(bad(format!(
+                "the refill region file holds {size} bytes, the geometry says {region_len}"
+            )));
+        }
+        let region_map = Mmap::map_shared(&region, region_len).map_err(|source| Error::Map {
+            len: region_len,
+            source,
+        })?;
+        let ring_fd = dup_ring_fd(ring.as_fd())?;
+        let mut reg = io_uring_zcrx_ifq_reg {
+            if_idx: std::os::fd::AsRawFd::as_raw_fd(&zcrx) as u32,
+            flags: ZCRX_REG_IMPORT,
+            ..Default::default()
+        };
+        // SAFETY: `reg` is a live local passed as a pointer derived from `&mut`; an import
+        // carries no area, region or event pointer (all 0).
+        if let Err(e) = unsafe { abi::register_zcrx_ifq(ring.as_fd(), &mut reg) } {
+            if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !on_submitter_thread(ring) {
+                return Err(another_thread());
+            }
+            return Err(match e.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::BADF) => bad("the fd is not an exported zcrx queue (EBADF)".into()),
+                // Linux 7.3 checks CAP_NET_ADMIN before it looks at the import flag.
+                Some(Errno::PERM) => Error::ZcrxRefused {
+                    ifname: "an imported queue".into(),
+                    queue: 0,
+                    refusal: ZcrxRefusal::NotPermitted,
+                },
+                _ => Error::Os {
+                    what: "importing the zcrx queue (ZCRX_REG_IMPORT)",
+                    source: e,
+                },
+            });
+        }
+        let o = reg.offsets;
+        if (o.head, o.tail, o.rqes) != (info.head, info.tail, info.rqes) {
+            return Err(bad(format!(
+                "the kernel puts the refill ring at {:?}, the export says {:?}",
+                (o.head, o.tail, o.rqes),
+                (info.head, info.tail, info.rqes)
+            )));
+        }
+        // SAFETY: `region_map` moves into `Shared`'s keepalive and outlives `rq`; the words are
+        // only accessed atomically.
+        let rq = unsafe { RefillRing::new(&region_map, o.head, o.tail, o.rqes, info.rq_entries) }
+            .ok_or_else(|| bad("the refill ring does not fit the region".into()))?;
+        let refill = ZcrxRefill::resume(info.rq_entries, rq.head(), rq.tail_word())
+            .ok_or_else(|| bad("the refill ring's head and tail are inconsistent".into()))?;
+        let mut this = Self::assemble(
+            area,
+            region_map,
+            rq,
+            info.rq_entries,
+            info.area_token,
+            reg.zcrx_id,
+            info.buf_shift,
+            owner_limit,
+            false,
+        );
+        this.refill = refill;
+        let ring_fd = Arc::new(ring_fd);
+        this.core.shared.keep_alive(Box::new(Arc::clone(&ring_fd)));
+        this.ring_fd = Some(ring_fd);
+        this.no_device = info.no_device;
+        this.features = features;
+        this.region_fd = Some(region);
+        this.ifname = "imported".to_owned();
+        // The ring holds the queue now; the export fd's reference may go.
+        drop(zcrx);
+        Ok(this)
     }
 
     /// Test support, against a real kernel: writes `entries` (`(off, len, pad)`, hostile ones

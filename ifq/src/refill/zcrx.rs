@@ -69,6 +69,21 @@ impl ZcrxRefill {
         }
     }
 
+    /// A producer taking over a ring whose tail word reads `tail` and head word `head` (a
+    /// queue imported from another ring: everything up to `tail` is published). `None` if the
+    /// two cannot both be right (more than `entries` apart).
+    ///
+    /// # Panics
+    /// If `entries` is not a power of two.
+    pub fn resume(entries: u32, head: u32, tail: u32) -> Option<Self> {
+        let mut this = Self::starting_at(entries, tail);
+        if tail.wrapping_sub(head) > entries {
+            return None;
+        }
+        this.head = head;
+        Some(this)
+    }
+
     /// Slots in the ring.
     pub fn entries(&self) -> u32 {
         self.entries

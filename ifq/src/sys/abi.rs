@@ -341,6 +341,8 @@ pub(crate) struct RefillRing {
     tail: SharedU32,
     rqes: *mut u8,
     mask: u32,
+    base: *mut u8,
+    region_len: usize,
 }
 
 // SAFETY: the pointers point into a mapping whose owner keeps it alive for as long as this value
@@ -405,6 +407,8 @@ impl RefillRing {
                 tail: SharedU32::new(base.add(tail as usize)),
                 rqes: base.add(rqes as usize),
                 mask: entries - 1,
+                base,
+                region_len: map.len(),
             })
         }
     }
@@ -412,6 +416,22 @@ impl RefillRing {
     /// Loads the kernel's head (acquire: the kernel is done with every entry before it).
     pub(crate) fn head(&self) -> u32 {
         self.head.load_acquire()
+    }
+
+    /// `(head, tail, rqes)` offsets inside the region, as the kernel gave them.
+    pub(crate) fn offsets(&self) -> (u32, u32, u32) {
+        let at = |p: *const u8| (p as usize - self.base as usize) as u32;
+        (at(self.head.ptr()), at(self.tail.ptr()), at(self.rqes))
+    }
+
+    /// Length of the region this ring lives in.
+    pub(crate) fn mapped_len(&self) -> usize {
+        self.region_len
+    }
+
+    /// Loads the tail word (acquire): where a previous producer left it.
+    pub(crate) fn tail_word(&self) -> u32 {
+        self.tail.load_acquire()
     }
 
     /// Publishes our tail (release: every entry before it is written first).

@@ -1,8 +1,10 @@
-//! Anonymous memory mappings.
+//! Memory mappings: anonymous, or of a memfd that another process can map too.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{self, MapFlags, ProtFlags};
 
 /// 2 MiB, the only huge page size this crate asks for.
@@ -41,6 +43,37 @@ impl Mmap {
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
                 flags,
+            )
+        }?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len })
+    }
+
+    /// Maps `len` bytes (a multiple of the page size) of a new memfd, shared, zero-filled: the
+    /// same pages can be mapped by another process that gets the fd.
+    pub(crate) fn shared_memfd(name: &str, len: usize) -> io::Result<(Self, OwnedFd)> {
+        assert!(len > 0, "zero-length mapping");
+        let fd = memfd_create(name, MemfdFlags::CLOEXEC)?;
+        ftruncate(&fd, len as u64)?;
+        let map = Self::map_shared(&fd, len)?;
+        Ok((map, fd))
+    }
+
+    /// Maps the first `len` bytes of the file `fd` (a memfd), shared, read-write.
+    pub(crate) fn map_shared(fd: impl AsFd, len: usize) -> io::Result<Self> {
+        assert!(len > 0, "zero-length mapping");
+        // SAFETY: a new mapping at an address of the kernel's choosing aliases no Rust object;
+        // other mappings of the same file (another process's) are shared memory whose access
+        // the owners coordinate (the refill ring's single producer, chunk ownership).
+        let ptr = unsafe {
+            mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
             )
         }?;
         let ptr =

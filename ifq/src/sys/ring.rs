@@ -17,6 +17,11 @@ impl SharedU32 {
         Self(ptr.cast::<AtomicU32>())
     }
 
+    /// Where the word is.
+    pub(crate) fn ptr(self) -> *const u8 {
+        self.0.cast()
+    }
+
     pub(crate) fn load_acquire(self) -> u32 {
         // SAFETY: per `new`'s contract the pointer is valid, aligned and atomically accessed.
         unsafe { &*self.0 }.load(Ordering::Acquire)

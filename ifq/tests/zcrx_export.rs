@@ -1,0 +1,354 @@
+//! Exporting a zcrx queue to another ring (Linux 6.19+; without a device, 7.1+): a process
+//! registers and exports, the fds travel over a Unix socket (`SCM_RIGHTS`) to another process,
+//! which imports the queue and receives through it. Also one queue moved between two rings of
+//! one process.
+//!
+//! The kernel (7.3) checks `CAP_NET_ADMIN` for an import as for any registration
+//! (`io_register_zcrx` tests `capable()` before the import flag), so an importer running as
+//! `nobody` without capabilities is refused with `EPERM`: the test shows that too.
+//!
+//! On kernels without `ZCRX_REG_NODEV` (this host's 6.18) these print why they were skipped;
+//! `.ci/run` runs them in the Linux 7.x guest.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use ifq::io_uring::{cqueue, squeue, IoUring};
+use ifq::probe::KernelVersion;
+use ifq::zcrx::{ZcrxConfig, ZcrxExport, ZcrxIfq};
+use ifq::{Area, Error, OwnerId, RecvEvent};
+use rustix::thread::{capabilities, CapabilitySet};
+
+/// The environment variable that makes `import_child_process` the importing child.
+const CHILD_SOCKET: &str = "ZCRX_EXPORT_TEST_SOCKET";
+/// Set (to anything) when the child runs as `nobody` without capabilities.
+const CHILD_UNPRIVILEGED: &str = "ZCRX_EXPORT_TEST_UNPRIVILEGED";
+
+fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
+    IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(1024)
+        .build(64)
+        .expect("a SINGLE_ISSUER | DEFER_TASKRUN ring with 32-byte CQEs")
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn unable() -> Option<String> {
+    let kernel = KernelVersion::current().expect("uname");
+    if !kernel.at_least(7, 1) {
+        return Some(format!(
+            "{kernel} has no ZCRX_REG_NODEV (7.1+); run it in the kernel guest"
+        ));
+    }
+    let caps = capabilities(None).expect("capget");
+    if !caps.effective.contains(CapabilitySet::NET_ADMIN) {
+        return Some("needs CAP_NET_ADMIN to register the queue that is exported".into());
+    }
+    None
+}
+
+/// A NODEV queue over a shared area of `chunks` pages, exportable.
+fn exportable_queue(ring: &IoUring<squeue::Entry, cqueue::Entry32>, chunks: usize) -> ZcrxIfq {
+    let area = Area::builder()
+        .chunk_size(4096)
+        .chunks(chunks)
+        .shared(true)
+        .build()
+        .expect("a shared area");
+    ZcrxIfq::register(ring, area, ZcrxConfig::no_device().exportable(true))
+        .expect("an exportable NODEV queue")
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+/// Sends `len` bytes of [`pattern`] over loopback and receives them through `rx` on `ring`,
+/// checking every byte and dropping each buffer at once. Returns the bytes received.
+fn transfer(
+    ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
+    rx: &mut ZcrxIfq,
+    len: usize,
+) -> u64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let writer = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..len).map(pattern).collect();
+        client.write_all(&data).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = client.read_to_end(&mut Vec::new());
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let arm = |ring: &mut IoUring<squeue::Entry, cqueue::Entry32>, rx: &ZcrxIfq| {
+        let sqe = rx.recv_zc(Fd(server.as_raw_fd())).user_data(1);
+        // SAFETY: the socket outlives the request (closed after EOF, which ends it).
+        unsafe { ring.submission().push(&sqe).expect("SQ has room") };
+    };
+    arm(ring, rx);
+    let mut received = 0u64;
+    'outer: loop {
+        assert!(
+            Instant::now() < deadline,
+            "no EOF ({received} bytes so far)"
+        );
+        let ts = Timespec::new().sec(1);
+        match ring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TIME.raw_os_error()) => {}
+            Err(e) => panic!("io_uring_enter: {e}"),
+        }
+        let cqes: Vec<(i32, u32, [u64; 2])> = ring
+            .completion()
+            .map(|c| (c.result(), c.flags(), *c.big_cqe()))
+            .collect();
+        for (res, flags, big) in cqes {
+            let c = rx
+                .complete(OwnerId(1), res, flags, big)
+                .expect("a valid completion");
+            let rearm = c.needs_rearm();
+            match c.event {
+                RecvEvent::Data(buf) => {
+                    for (i, &b) in buf.iter().enumerate() {
+                        assert_eq!(
+                            b,
+                            pattern(received as usize + i),
+                            "byte {}",
+                            received as usize + i
+                        );
+                    }
+                    received += buf.len() as u64;
+                }
+                RecvEvent::Eof => {
+                    rx.flush();
+                    break 'outer;
+                }
+                RecvEvent::NoBuffers | RecvEvent::CqOverflow => {}
+                RecvEvent::Error(e) => panic!("receive failed: {e}"),
+            }
+            if rearm {
+                rx.flush();
+                arm(ring, rx);
+            }
+        }
+        rx.flush();
+    }
+    drop(server);
+    writer.join().unwrap();
+    received
+}
+
+/// Starts this test binary as the importing child, passing it `theirs`; as `nobody` without
+/// capabilities if `unprivileged`. Returns its output once `export` was sent and it ended.
+fn run_importer(export: &ZcrxExport, unprivileged: bool) -> (bool, String) {
+    let (ours, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::empty(), // the child inherits `theirs`
+        None,
+    )
+    .unwrap();
+    rustix::io::fcntl_setfd(&ours, rustix::io::FdFlags::CLOEXEC).unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "import_child_process",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(CHILD_SOCKET, theirs.as_raw_fd().to_string())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    if unprivileged {
+        cmd.env(CHILD_UNPRIVILEGED, "1").uid(65534).gid(65534);
+    }
+    let child = cmd.spawn().expect("the importing child");
+    drop(theirs);
+    export.send(&ours).expect("sending the export");
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "child ({}): {text}",
+        if unprivileged { "nobody" } else { "root" }
+    );
+    (out.status.success(), text)
+}
+
+/// Registers an exportable NODEV queue, receives through it, exports it, drops its own ring, and
+/// sends the export to two children: one as `nobody` without capabilities, whose import the
+/// kernel refuses (EPERM, typed as `NotPermitted`), then one with them, which imports it and
+/// receives 4 MiB through its 64 chunks.
+#[test]
+fn export_to_another_process() {
+    if std::env::var_os(CHILD_SOCKET).is_some() {
+        return; // this process is a child started for `import_child_process`
+    }
+    if let Some(why) = unable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut ring = zcrx_ring();
+    let mut rx = exportable_queue(&ring, 64);
+    // Used here first: the importer takes over a queue with history.
+    assert_eq!(transfer(&mut ring, &mut rx, 1 << 20), 1 << 20);
+    let export = rx.export().map_err(|r| r.error).expect("export");
+    // The exporting ring can go: the export fd holds the queue.
+    drop(ring);
+
+    let (ok, text) = run_importer(&export, true);
+    assert!(ok, "the unprivileged importer failed: {text}");
+    assert!(
+        text.contains("import without CAP_NET_ADMIN refused (EPERM)"),
+        "{text}"
+    );
+    let (ok, text) = run_importer(&export, false);
+    assert!(ok, "the importer failed: {text}");
+    assert!(
+        text.contains("imported and received 4194304 bytes"),
+        "{text}"
+    );
+}
+
+/// The importing side, run as a child by `export_to_another_process` (on its own it only says
+/// so).
+#[test]
+fn import_child_process() {
+    let Some(fd) = std::env::var_os(CHILD_SOCKET) else {
+        println!("skipped: runs as the child of export_to_another_process");
+        return;
+    };
+    let fd: i32 = fd.to_str().unwrap().parse().unwrap();
+    // SAFETY: the parent passed this inherited socket's number; nothing else in this process
+    // owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let export = ZcrxExport::recv(&sock).expect("receiving the export");
+    assert!(export.is_no_device());
+    assert_eq!((export.chunk_size(), export.chunks()), (4096, 64));
+    let mut ring = zcrx_ring();
+    if std::env::var_os(CHILD_UNPRIVILEGED).is_some() {
+        assert!(!rustix::process::geteuid().is_root(), "runs as nobody");
+        let caps = capabilities(None).unwrap();
+        assert!(
+            caps.effective.is_empty() && caps.permitted.is_empty(),
+            "{caps:?}"
+        );
+        match ZcrxIfq::import(&ring, export, None) {
+            Err(e @ Error::ZcrxRefused { .. }) => {
+                assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+                println!("import without CAP_NET_ADMIN refused (EPERM): {e}");
+            }
+            other => panic!("expected EPERM, got {other:?}"),
+        }
+        return;
+    }
+    let mut rx = ZcrxIfq::import(&ring, export, None).expect("import");
+    let got = transfer(&mut ring, &mut rx, 4 << 20);
+    println!("imported and received {got} bytes; {:?}", rx.stats());
+    assert_eq!(rx.teardown().held_chunks, 0);
+}
+
+/// One queue moved between two rings of one process: registered and used on one thread's ring,
+/// exported, imported on another thread's ring, used there.
+#[test]
+fn move_between_rings_of_one_process() {
+    if std::env::var_os(CHILD_SOCKET).is_some() {
+        return;
+    }
+    if let Some(why) = unable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let export = std::thread::spawn(|| {
+        let mut ring = zcrx_ring();
+        let mut rx = exportable_queue(&ring, 32);
+        assert_eq!(transfer(&mut ring, &mut rx, 512 << 10), 512 << 10);
+        rx.export().map_err(|r| r.error).expect("export")
+        // `ring` drops here: the export holds the queue.
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut ring = zcrx_ring();
+        let mut rx = ZcrxIfq::import(&ring, export, None).expect("import");
+        assert_eq!(rx.zcrx_id(), 0, "the first queue of the new ring");
+        assert_eq!(transfer(&mut ring, &mut rx, 2 << 20), 2 << 20);
+        assert_eq!(rx.teardown().held_chunks, 0);
+    })
+    .join()
+    .unwrap();
+}
+
+/// Export refusals: a queue not made exportable, and one whose buffers the application holds.
+#[test]
+fn export_refusals() {
+    if std::env::var_os(CHILD_SOCKET).is_some() {
+        return;
+    }
+    if let Some(why) = unable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let ring = zcrx_ring();
+    let area = Area::builder().chunk_size(4096).chunks(16).build().unwrap();
+    match ZcrxIfq::register(&ring, area, ZcrxConfig::no_device().exportable(true)) {
+        Err(e @ Error::NotExportable { .. }) => assert!(e.to_string().contains("shared"), "{e}"),
+        other => panic!("expected NotExportable for a private area, got {other:?}"),
+    }
+    let area = Area::builder().chunk_size(4096).chunks(16).build().unwrap();
+    let rx = ZcrxIfq::register(&ring, area, ZcrxConfig::no_device()).unwrap();
+    match rx.export() {
+        Err(r) => {
+            assert!(matches!(r.error, Error::NotExportable { .. }), "{r}");
+            assert!(r.to_string().contains("exportable"), "{r}");
+        }
+        Ok(e) => panic!("exported a queue not made exportable: {e:?}"),
+    }
+
+    // Holding a buffer: refused, and nothing was exported.
+    let mut ring = zcrx_ring();
+    let mut rx = exportable_queue(&ring, 16);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.write_all(b"held").unwrap();
+    let sqe = rx.recv_zc(Fd(server.as_raw_fd())).user_data(1);
+    // SAFETY: `server` outlives the request (the ring is dropped first).
+    unsafe { ring.submission().push(&sqe).unwrap() };
+    ring.submit_and_wait(1).unwrap();
+    let cqe = ring.completion().next().unwrap();
+    let c = rx
+        .complete(OwnerId(1), cqe.result(), cqe.flags(), *cqe.big_cqe())
+        .unwrap();
+    let RecvEvent::Data(held) = c.event else {
+        panic!("expected data, got {:?}", c.event)
+    };
+    assert_eq!(&held[..], b"held");
+    let mut rx = match rx.export() {
+        Err(r) => {
+            assert!(matches!(r.error, Error::NotExportable { .. }), "{r}");
+            assert!(r.to_string().contains("holds"), "{r}");
+            r.queue
+        }
+        Ok(e) => panic!("exported while a buffer is held: {e:?}"),
+    };
+    assert_eq!(&held[..], b"held", "the held buffer is intact");
+    // The queue came back usable: once the buffer is dropped it exports.
+    drop(held);
+    rx.flush();
+    rx.export()
+        .map_err(|r| r.error)
+        .expect("export once nothing is held");
+}
