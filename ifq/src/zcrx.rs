@@ -495,10 +495,12 @@ pub struct ZcrxStats {
     pub out_of_buffer_events: u64,
     /// Copy-fallback events seen ([`ZcrxEvent::Copy`], Linux 7.2).
     pub copy_events: u64,
-    /// Completions that went through the kernel's copy fallback, as the kernel counts them
-    /// (Linux 7.2 with [`ZcrxConfig::events`]; 0 otherwise).
+    /// Copies the kernel's copy fallback made, as the kernel counts them (Linux 7.2 with
+    /// [`ZcrxConfig::events`]; 0 otherwise). Linux 7.3 counts one per skb fragment copied, not
+    /// one per completion as its header says.
     pub copy_count: u64,
-    /// Bytes the kernel copied in its copy fallback (as `copy_count`).
+    /// Bytes the kernel copied from skb fragments in its copy fallback (as `copy_count`; 7.3
+    /// copies bytes in an skb's linear part without counting them).
     pub copy_bytes: u64,
 }
 
