@@ -53,6 +53,22 @@ impl ZcrxRefusal {
         }
     }
 
+    /// The errno this refusal came from.
+    pub fn errno(&self) -> i32 {
+        use rustix::io::Errno;
+        match self {
+            Self::DeviceUnsupported => Errno::OPNOTSUPP.raw_os_error(),
+            Self::NotPermitted => Errno::PERM.raw_os_error(),
+            Self::InvalidSetup => Errno::INVAL.raw_os_error(),
+            Self::NoSuchQueue => Errno::RANGE.raw_os_error(),
+            Self::QueueInUse => Errno::EXIST.raw_os_error(),
+            Self::QueueBusy => Errno::BUSY.raw_os_error(),
+            Self::NoDevice => Errno::NODEV.raw_os_error(),
+            Self::OutOfMemory => Errno::NOMEM.raw_os_error(),
+            Self::Other(errno) => *errno,
+        }
+    }
+
     /// The reason in plain words, with what to do about it.
     pub fn reason(&self) -> String {
         match self {

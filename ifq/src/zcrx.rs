@@ -756,7 +756,7 @@ impl ZcrxIfq {
     ) -> Result<Self> {
         check_ring(ring)?;
         if config.interface == Interface::NoDevice {
-            return Self::register_target(ring, area, Target::NoDevice, &config);
+            return Self::register_target(RingRef(ring), area, Target::NoDevice, &config);
         }
         let (ifname, if_index) = resolve_interface(&config.interface)?;
         // The kernel checks the capability before anything else; so do we, so that a process
@@ -782,7 +782,7 @@ impl ZcrxIfq {
             if_index,
             queue: config.queue,
         };
-        Self::register_target(ring, area, target, &config)
+        Self::register_target(RingRef(ring), area, target, &config)
     }
 
     /// Registers `area` without a device (`ZCRX_REG_NODEV`, Linux 7.1+): receives on any TCP
@@ -805,20 +805,12 @@ impl ZcrxIfq {
     }
 
     fn register_target(
-        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        ring: RingRef<'_>,
         area: Area,
         target: Target,
         config: &ZcrxConfig,
     ) -> Result<Self> {
-        let features = match ZcrxFeatures::query(ring) {
-            // A SINGLE_ISSUER ring answers every register call from another thread so.
-            Err(Error::Os { source, .. })
-                if source.raw_os_error() == Some(Errno::EXIST.raw_os_error()) =>
-            {
-                return Err(another_thread())
-            }
-            other => other?,
-        };
+        let features = query_fd(ring.fd())?;
         let no_device = matches!(target, Target::NoDevice);
         if no_device && features.queried && !features.no_device() {
             return Err(Error::KernelTooOld {
@@ -860,7 +852,7 @@ impl ZcrxIfq {
             )
         };
         // Duplicated before registering, so a failure here leaves nothing registered.
-        let ring_fd = dup_ring_fd(ring.as_fd())?;
+        let ring_fd = dup_ring_fd(ring.fd())?;
 
         let mut area_reg = io_uring_zcrx_area_reg {
             addr: area.addr(),
@@ -909,9 +901,10 @@ impl ZcrxIfq {
         // by `area` and `region`, which end up in `Shared` and stay mapped for as long as the
         // queue or any handle lives (and unmapping them later is harmless to the kernel: it
         // pinned the pages).
-        let answer = unsafe { abi::register_zcrx_ifq(ring.as_fd(), &mut reg) };
+        let answer = unsafe { abi::register_zcrx_ifq(ring.fd(), &mut reg) };
         if let Err(e) = answer {
-            if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !on_submitter_thread(ring) {
+            if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !ring.on_submitter_thread()
+            {
                 return Err(another_thread());
             }
             return Err(refusal_error(&target, config, e));
@@ -1224,14 +1217,7 @@ impl ZcrxIfq {
         owner_limit: Option<u64>,
     ) -> Result<Self> {
         check_ring(ring)?;
-        let features = match ZcrxFeatures::query(ring) {
-            Err(Error::Os { source, .. })
-                if source.raw_os_error() == Some(Errno::EXIST.raw_os_error()) =>
-            {
-                return Err(another_thread())
-            }
-            other => other?,
-        };
+        let features = query_on(ring)?;
         if !features.export_import() {
             return Err(Error::KernelTooOld {
                 feature: "zcrx export and import (ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT)",
@@ -1244,38 +1230,7 @@ impl ZcrxIfq {
             region,
             info,
         } = export;
-        let bad = |why: String| Error::BadExport { why };
-        let page = rustix::param::page_size();
-        if !info.rq_entries.is_power_of_two() || info.rq_entries > IO_RQ_MAX_ENTRIES {
-            return Err(bad(format!("{} refill entries", info.rq_entries)));
-        }
-        if info.area_token & crate::completion::ZCRX_OFFSET_MASK != 0 {
-            return Err(bad(format!("area token {:#x}", info.area_token)));
-        }
-        let area = Area::from_shared_fd(area, info.chunk_size as usize, info.chunks as usize)?;
-        if !(page.trailing_zeros()..=area.chunk_size().trailing_zeros()).contains(&info.buf_shift) {
-            return Err(bad(format!("buffer shift {}", info.buf_shift)));
-        }
-        let region_len = usize::try_from(info.region_len)
-            .ok()
-            .filter(|&l| l > 0 && l % page == 0 && l <= 1 << 30)
-            .ok_or_else(|| bad(format!("refill region of {} bytes", info.region_len)))?;
-        let size = rustix::fs::fstat(&region)
-            .map_err(|e| Error::Os {
-                what: "reading the size of the exported refill region",
-                source: e.into(),
-            })?
-            .st_size;
-        if u64::try_from(size).ok() != Some(region_len as u64) {
-            return Err(bad(format!(
-                "the refill region file holds {size} bytes, the geometry says {region_len}"
-            )));
-        }
-        let region_map = Mmap::map_shared(&region, region_len).map_err(|source| Error::Map {
-            len: region_len,
-            source,
-        })?;
-        let ring_fd = dup_ring_fd(ring.as_fd())?;
+        let mapped = export::Mapped::new(area, region, &info)?;
         let mut reg = io_uring_zcrx_ifq_reg {
             if_idx: std::os::fd::AsRawFd::as_raw_fd(&zcrx) as u32,
             flags: ZCRX_REG_IMPORT,
@@ -1288,7 +1243,9 @@ impl ZcrxIfq {
                 return Err(another_thread());
             }
             return Err(match e.raw_os_error().map(Errno::from_raw_os_error) {
-                Some(Errno::BADF) => bad("the fd is not an exported zcrx queue (EBADF)".into()),
+                Some(Errno::BADF) => Error::BadExport {
+                    why: "the fd is not an exported zcrx queue (EBADF)".into(),
+                },
                 // Linux 7.3 checks CAP_NET_ADMIN before it looks at the import flag.
                 Some(Errno::PERM) => Error::ZcrxRefused {
                     ifname: "an imported queue".into(),
@@ -1302,26 +1259,58 @@ impl ZcrxIfq {
             });
         }
         let o = reg.offsets;
-        if (o.head, o.tail, o.rqes) != (info.head, info.tail, info.rqes) {
+        let this = Self::attach(
+            ring,
+            mapped,
+            &info,
+            reg.zcrx_id,
+            (o.head, o.tail, o.rqes),
+            features,
+            owner_limit,
+        )?;
+        // The ring holds the queue now; the export fd's reference may go.
+        drop(zcrx);
+        Ok(this)
+    }
+
+    /// A queue over `mapped`, imported on `ring` as `zcrx_id` with
+    /// the refill ring at `offsets`, which must be the ones `info` names.
+    fn attach(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        mapped: export::Mapped,
+        info: &export::ExportInfo,
+        zcrx_id: u32,
+        offsets: (u32, u32, u32),
+        features: ZcrxFeatures,
+        owner_limit: Option<u64>,
+    ) -> Result<Self> {
+        let bad = |why: String| Error::BadExport { why };
+        let (head, tail, rqes) = offsets;
+        if offsets != (info.head, info.tail, info.rqes) {
             return Err(bad(format!(
-                "the kernel puts the refill ring at {:?}, the export says {:?}",
-                (o.head, o.tail, o.rqes),
+                "the kernel puts the refill ring at {offsets:?}, the export says {:?}",
                 (info.head, info.tail, info.rqes)
             )));
         }
+        let export::Mapped {
+            area,
+            region_map,
+            region_fd,
+        } = mapped;
         // SAFETY: `region_map` moves into `Shared`'s keepalive and outlives `rq`; the words are
         // only accessed atomically.
-        let rq = unsafe { RefillRing::new(&region_map, o.head, o.tail, o.rqes, info.rq_entries) }
+        let rq = unsafe { RefillRing::new(&region_map, head, tail, rqes, info.rq_entries) }
             .ok_or_else(|| bad("the refill ring does not fit the region".into()))?;
         let refill = ZcrxRefill::resume(info.rq_entries, rq.head(), rq.tail_word())
             .ok_or_else(|| bad("the refill ring's head and tail are inconsistent".into()))?;
+        let ring_fd = dup_ring_fd(ring.as_fd())?;
         let mut this = Self::assemble(
             area,
             region_map,
             rq,
             info.rq_entries,
             info.area_token,
-            reg.zcrx_id,
+            zcrx_id,
             info.buf_shift,
             owner_limit,
             false,
@@ -1332,10 +1321,8 @@ impl ZcrxIfq {
         this.ring_fd = Some(ring_fd);
         this.no_device = info.no_device;
         this.features = features;
-        this.region_fd = Some(region);
+        this.region_fd = Some(region_fd);
         this.ifname = "imported".to_owned();
-        // The ring holds the queue now; the export fd's reference may go.
-        drop(zcrx);
         Ok(this)
     }
 
@@ -1778,6 +1765,37 @@ fn check_ring(ring: &IoUring<squeue::Entry, cqueue::Entry32>) -> Result<()> {
 fn on_submitter_thread(ring: &IoUring<squeue::Entry, cqueue::Entry32>) -> bool {
     let answer = ring.submitter().register_probe(&mut io_uring::Probe::new());
     answer.err().and_then(|e| e.raw_os_error()) != Some(Errno::EXIST.raw_os_error())
+}
+
+/// The ring a registration goes to.
+#[derive(Clone, Copy)]
+struct RingRef<'a>(&'a IoUring<squeue::Entry, cqueue::Entry32>);
+
+impl RingRef<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn on_submitter_thread(&self) -> bool {
+        on_submitter_thread(self.0)
+    }
+}
+
+/// [`ZcrxFeatures::query`] on a ring this thread must be the submitter of.
+fn query_on(ring: &IoUring<squeue::Entry, cqueue::Entry32>) -> Result<ZcrxFeatures> {
+    query_fd(ring.as_fd())
+}
+
+fn query_fd(ring: BorrowedFd<'_>) -> Result<ZcrxFeatures> {
+    match ZcrxFeatures::query(ring) {
+        // A SINGLE_ISSUER ring answers every register call from another thread so.
+        Err(Error::Os { source, .. })
+            if source.raw_os_error() == Some(Errno::EXIST.raw_os_error()) =>
+        {
+            Err(another_thread())
+        }
+        other => other,
+    }
 }
 
 fn another_thread() -> Error {

@@ -5,7 +5,8 @@
 //!
 //! The kernel (7.3) checks `CAP_NET_ADMIN` for an import as for any registration
 //! (`io_register_zcrx` tests `capable()` before the import flag), so an importer running as
-//! `nobody` without capabilities is refused with `EPERM`: the test shows that too.
+//! `nobody` without capabilities is refused with `EPERM`: the test shows that too, and that
+//! a thread that registered can drop every privilege and go on receiving.
 //!
 //! On kernels without `ZCRX_REG_NODEV` (this host's 6.18) these print why they were skipped;
 //! `.ci/run` runs them in the Linux 7.x guest.
@@ -149,6 +150,14 @@ fn transfer(
 /// Starts this test binary as the importing child, passing it `theirs`; as `nobody` without
 /// capabilities if `unprivileged`. Returns its output once `export` was sent and it ended.
 fn run_importer(export: &ZcrxExport, unprivileged: bool) -> (bool, String) {
+    run_child(unprivileged, |sock| {
+        export.send(sock).expect("sending the export")
+    })
+}
+
+/// Starts this test binary as the child (`import_child_process`) with one end of a Unix socket;
+/// `serve` talks to it over the other. Returns whether it succeeded, and its output.
+fn run_child(unprivileged: bool, serve: impl FnOnce(&OwnedFd)) -> (bool, String) {
     let (ours, theirs) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::SEQPACKET,
@@ -173,7 +182,7 @@ fn run_importer(export: &ZcrxExport, unprivileged: bool) -> (bool, String) {
     }
     let child = cmd.spawn().expect("the importing child");
     drop(theirs);
-    export.send(&ours).expect("sending the export");
+    serve(&ours);
     let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
@@ -258,6 +267,55 @@ fn import_child_process() {
     let got = transfer(&mut ring, &mut rx, 4 << 20);
     println!("imported and received {got} bytes; {:?}", rx.stats());
     assert_eq!(rx.teardown().held_chunks, 0);
+}
+
+/// The privilege split 7.3 allows: only the registration needs `CAP_NET_ADMIN` (an import
+/// needs it too, and an io_uring fd cannot travel over `SCM_RIGHTS`). A thread registers as
+/// root, then drops every capability and becomes `nobody` (credentials are per thread in the
+/// kernel), proves it can no longer register, and receives 4 MiB through the queue's 64 chunks.
+#[test]
+fn receive_after_dropping_privileges() {
+    if std::env::var_os(CHILD_SOCKET).is_some() {
+        return;
+    }
+    if let Some(why) = unable() {
+        println!("skipped: {why}");
+        return;
+    }
+    std::thread::spawn(|| {
+        let mut ring = zcrx_ring();
+        let area = Area::builder().chunk_size(4096).chunks(64).build().unwrap();
+        let mut rx = ZcrxIfq::register(&ring, area, ZcrxConfig::no_device()).unwrap();
+        // Drop the uid first (with the capabilities still there), then every capability.
+        let nobody = rustix::process::Uid::from_raw(65534);
+        rustix::thread::set_thread_res_uid(nobody, nobody, nobody).expect("setresuid");
+        rustix::thread::set_capabilities(
+            None,
+            rustix::thread::CapabilitySets {
+                effective: CapabilitySet::empty(),
+                permitted: CapabilitySet::empty(),
+                inheritable: CapabilitySet::empty(),
+            },
+        )
+        .expect("capset");
+        let caps = capabilities(None).unwrap();
+        assert!(
+            caps.effective.is_empty() && caps.permitted.is_empty(),
+            "{caps:?}"
+        );
+        let other = zcrx_ring();
+        let area = Area::builder().chunk_size(4096).chunks(16).build().unwrap();
+        match ZcrxIfq::register(&other, area, ZcrxConfig::no_device()) {
+            Err(Error::ZcrxRefused { refusal, .. }) => {
+                assert_eq!(refusal, ifq::error::ZcrxRefusal::NotPermitted)
+            }
+            other => panic!("expected EPERM after dropping privileges, got {other:?}"),
+        }
+        assert_eq!(transfer(&mut ring, &mut rx, 4 << 20), 4 << 20);
+        assert_eq!(rx.teardown().held_chunks, 0);
+    })
+    .join()
+    .expect("the unprivileged receiver");
 }
 
 /// One queue moved between two rings of one process: registered and used on one thread's ring,

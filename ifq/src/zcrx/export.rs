@@ -3,9 +3,13 @@
 //! together over a Unix socket with `SCM_RIGHTS`.
 //!
 //! The refill ring has a single producer, so an export hands the queue over: the exporting
-//! [`ZcrxIfq`] is consumed, and the importer becomes the only one to return buffers. That is the
-//! privilege split the kernel allows: a process with `CAP_NET_ADMIN` registers and exports; one
-//! without it imports (which needs no capability) and receives.
+//! [`ZcrxIfq`] is consumed, and the importer becomes the only one to return buffers.
+//!
+//! Linux 7.3 checks `CAP_NET_ADMIN` for an import as for any registration, and refuses to pass
+//! an io_uring fd over `SCM_RIGHTS`, so a receiver without the capability cannot take over a
+//! queue another process registered. What the kernel does allow is a split in time: only the
+//! registration needs the capability, so a thread can register, drop every capability and its
+//! root uid, and receive from then on (`ifq/tests/zcrx_export.rs` shows it).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -16,7 +20,10 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
+use crate::area::Area;
 use crate::error::{Error, Result};
+use crate::sys::abi::IO_RQ_MAX_ENTRIES;
+use crate::sys::mmap::Mmap;
 
 /// What an importer needs besides the fds: the queue's geometry and where the kernel put the
 /// refill ring's words. Sent as [`ExportInfo::LEN`] little-endian bytes.
@@ -110,63 +117,18 @@ impl ZcrxExport {
     /// Sends it over a connected Unix socket (one message, the three fds as `SCM_RIGHTS`).
     pub fn send(&self, socket: impl AsFd) -> Result<()> {
         let bytes = self.info.encode();
-        let fds: [BorrowedFd<'_>; 3] = [self.zcrx.as_fd(), self.area.as_fd(), self.region.as_fd()];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        let pushed = control.push(SendAncillaryMessage::ScmRights(&fds));
-        debug_assert!(pushed, "the control buffer is sized for three fds");
-        let sent = sendmsg(
-            socket,
-            &[IoSlice::new(&bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        )
-        .map_err(|e| Error::Os {
-            what: "sending the exported zcrx queue",
-            source: e.into(),
-        })?;
-        if sent != bytes.len() {
-            return Err(Error::Os {
-                what: "sending the exported zcrx queue (short write)",
-                source: std::io::ErrorKind::WriteZero.into(),
-            });
-        }
-        Ok(())
+        let fds = [self.zcrx.as_fd(), self.area.as_fd(), self.region.as_fd()];
+        send_fds(socket, &bytes, &fds, "sending the exported zcrx queue")
     }
 
     /// Receives one sent with [`send`](Self::send) (blocking on a blocking socket). Anything
     /// but one message of the right shape with exactly three fds is [`Error::BadExport`]; fds
     /// that came with a bad message are closed.
     pub fn recv(socket: impl AsFd) -> Result<Self> {
-        let mut bytes = [0u8; ExportInfo::LEN + 1];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let msg = recvmsg(
-            socket,
-            &mut [IoSliceMut::new(&mut bytes)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )
-        .map_err(|e| Error::Os {
-            what: "receiving an exported zcrx queue",
-            source: e.into(),
-        })?;
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        for m in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(received) = m {
-                fds.extend(received);
-            }
-        }
-        if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-            return Err(Error::BadExport {
-                why: "more fds came than a zcrx export has".into(),
-            });
-        }
-        let info = ExportInfo::decode(&bytes[..msg.bytes])?;
-        let [zcrx, area, region]: [OwnedFd; 3] =
-            fds.try_into().map_err(|v: Vec<OwnedFd>| Error::BadExport {
-                why: format!("{} fds came with it, a zcrx export has 3", v.len()),
-            })?;
+        let (bytes, fds) =
+            recv_with_fds::<{ ExportInfo::LEN + 1 }>(socket, "receiving an exported zcrx queue")?;
+        let info = ExportInfo::decode(&bytes)?;
+        let [zcrx, area, region] = three(fds)?;
         Ok(Self {
             zcrx,
             area,
@@ -189,6 +151,124 @@ impl ZcrxExport {
     pub fn chunks(&self) -> u32 {
         self.info.chunks
     }
+}
+
+/// The area and refill region of an exported or handed-off queue, mapped after checking them
+/// against `info` and the files' sizes.
+pub(crate) struct Mapped {
+    pub(crate) area: Area,
+    pub(crate) region_map: Mmap,
+    pub(crate) region_fd: OwnedFd,
+}
+
+impl Mapped {
+    pub(crate) fn new(area: OwnedFd, region: OwnedFd, info: &ExportInfo) -> Result<Self> {
+        let bad = |why: String| Error::BadExport { why };
+        let page = rustix::param::page_size();
+        if !info.rq_entries.is_power_of_two() || info.rq_entries > IO_RQ_MAX_ENTRIES {
+            return Err(bad(format!("{} refill entries", info.rq_entries)));
+        }
+        if info.area_token & crate::completion::ZCRX_OFFSET_MASK != 0 {
+            return Err(bad(format!("area token {:#x}", info.area_token)));
+        }
+        let area = Area::from_shared_fd(area, info.chunk_size as usize, info.chunks as usize)?;
+        if !(page.trailing_zeros()..=area.chunk_size().trailing_zeros()).contains(&info.buf_shift) {
+            return Err(bad(format!("buffer shift {}", info.buf_shift)));
+        }
+        let region_len = usize::try_from(info.region_len)
+            .ok()
+            .filter(|&l| l > 0 && l % page == 0 && l <= 1 << 30)
+            .ok_or_else(|| bad(format!("refill region of {} bytes", info.region_len)))?;
+        let size = rustix::fs::fstat(&region)
+            .map_err(|e| Error::Os {
+                what: "reading the size of the exported refill region",
+                source: e.into(),
+            })?
+            .st_size;
+        if u64::try_from(size).ok() != Some(region_len as u64) {
+            return Err(bad(format!(
+                "the refill region file holds {size} bytes, the geometry says {region_len}"
+            )));
+        }
+        let region_map = Mmap::map_shared(&region, region_len).map_err(|source| Error::Map {
+            len: region_len,
+            source,
+        })?;
+        Ok(Self {
+            area,
+            region_map,
+            region_fd: region,
+        })
+    }
+}
+
+fn send_fds(
+    socket: impl AsFd,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    what: &'static str,
+) -> Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
+        debug_assert!(pushed, "the control buffer is sized for three fds");
+    }
+    let sent = sendmsg(
+        socket,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .map_err(|e| Error::Os {
+        what,
+        source: e.into(),
+    })?;
+    if sent != bytes.len() {
+        return Err(Error::Os {
+            what,
+            source: std::io::ErrorKind::WriteZero.into(),
+        });
+    }
+    Ok(())
+}
+
+/// One message of at most `N - 1` bytes and the fds that came with it.
+fn recv_with_fds<const N: usize>(
+    socket: impl AsFd,
+    what: &'static str,
+) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut bytes = [0u8; N];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = recvmsg(
+        socket,
+        &mut [IoSliceMut::new(&mut bytes)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::Os {
+        what,
+        source: e.into(),
+    })?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(Error::BadExport {
+            why: "more fds came than a zcrx export has".into(),
+        });
+    }
+    Ok((bytes[..msg.bytes].to_vec(), fds))
+}
+
+fn three(fds: Vec<OwnedFd>) -> Result<[OwnedFd; 3]> {
+    fds.try_into().map_err(|v: Vec<OwnedFd>| Error::BadExport {
+        why: format!("{} fds came with it, a zcrx export has 3", v.len()),
+    })
 }
 
 #[cfg(test)]
