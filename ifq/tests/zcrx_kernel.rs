@@ -741,3 +741,97 @@ fn nodev_events_and_copy_statistics() {
     drop(server);
     assert_eq!(rx.teardown().held_chunks, 0);
 }
+
+/// Fds of this process open on the file with inode `ino` (each io_uring has its own inode).
+fn fds_on(ino: u64) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+        .filter(|m| m.ino() == ino)
+        .count()
+}
+
+/// Teardown without a device while buffers are held on other threads: the report counts them,
+/// the ring lives on while they do (the kernel's scrub would let it reuse them), their bytes do
+/// not change while another queue streams 8 MiB, and the ring goes once the last one drops.
+#[test]
+fn nodev_teardown_with_buffers_held_elsewhere() {
+    let Some((mut ring, mut rx)) = nodev_queue(64, None) else {
+        return;
+    };
+    let ring_ino = rustix::fs::fstat(&ring).unwrap().st_ino;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.write_all(&[0x5a; 40 << 10]).unwrap();
+    let sqe = rx.recv_zc(Fd(server.as_raw_fd())).user_data(1);
+    // SAFETY: `server` outlives the request (the queue's ring goes first, below).
+    unsafe { ring.submission().push(&sqe).unwrap() };
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.iter().map(|b: &ifq::RxBuf| b.len()).sum::<usize>() < 40 << 10 {
+        assert!(Instant::now() < deadline, "40 KiB did not arrive");
+        ring.submit_and_wait(1).unwrap();
+        let cqes: Vec<_> = ring
+            .completion()
+            .map(|c| (c.result(), c.flags(), *c.big_cqe()))
+            .collect();
+        for (res, flags, big) in cqes {
+            if let RecvEvent::Data(buf) = rx.complete(OwnerId(1), res, flags, big).unwrap().event {
+                held.push(buf);
+            }
+        }
+    }
+    let sums: Vec<u64> = held.iter().map(|b| checksum(b)).collect();
+    let n = held.len();
+    // Half the buffers go to other threads, which hold them until told to check and drop.
+    let (tx, rx_done) = std::sync::mpsc::channel::<()>();
+    let rx_done = std::sync::Arc::new(std::sync::Mutex::new(rx_done));
+    let elsewhere: Vec<_> = held
+        .drain(n / 2..)
+        .zip(sums[n / 2..].to_vec())
+        .map(|(buf, sum)| {
+            let wait = std::sync::Arc::clone(&rx_done);
+            std::thread::spawn(move || {
+                let _ = wait.lock().unwrap().recv();
+                assert_eq!(checksum(&buf), sum, "a held buffer changed");
+            })
+        })
+        .collect();
+    let report = rx.teardown();
+    assert_eq!(report.held_chunks as usize, n, "{report:?}");
+    drop(ring);
+    drop(server);
+    assert_eq!(
+        fds_on(ring_ino),
+        1,
+        "the queue's duplicate keeps the ring open"
+    );
+    // Another queue streams 8 MiB meanwhile: the kernel must not reuse the held pages.
+    let (mut ring2, mut rx2) = nodev_queue(64, None).unwrap();
+    assert_eq!(transfer(&mut ring2, &mut rx2, 8 << 20), 8 << 20);
+    for (buf, sum) in held.iter().zip(&sums) {
+        assert_eq!(checksum(buf), *sum, "a held buffer changed");
+    }
+    drop(held);
+    for _ in &elsewhere {
+        tx.send(()).unwrap();
+    }
+    for t in elsewhere {
+        t.join().expect("a holder thread");
+    }
+    drop(rx2.teardown());
+    drop(ring2);
+    assert_eq!(fds_on(ring_ino), 0, "the ring went with the last buffer");
+    println!(
+        "{n} buffers held across teardown, {} on other threads",
+        n - n / 2
+    );
+}
+
+fn checksum(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+    })
+}
