@@ -215,10 +215,10 @@ pub enum Error {
         /// The decoded reason.
         refusal: ZcrxRefusal,
     },
-    /// zcrx hands out buffers of one page (Linux 6.18) and a chunk must hold whole buffers.
+    /// A chunk must hold whole zcrx buffers (a page, or `rx_buf_len` on 7.0+).
     #[error(
-        "chunk size {chunk_size} is smaller than the zcrx buffer size {buffer_size} (the page \
-         size); build the area with chunk_size({buffer_size}) or larger"
+        "chunk size {chunk_size} is smaller than the zcrx buffer size {buffer_size}; build the \
+         area with chunk_size({buffer_size}) or larger, or ask for smaller buffers"
     )]
     ZcrxChunkTooSmall {
         /// The area's chunk size.

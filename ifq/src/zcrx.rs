@@ -245,7 +245,7 @@ impl ZcrxFeatures {
 #[derive(Debug)]
 pub struct ExportRefused {
     /// The queue, as it was (flushed).
-    pub queue: ZcrxIfq,
+    pub queue: Box<ZcrxIfq>,
     /// Why.
     pub error: Error,
 }
@@ -686,6 +686,7 @@ impl Plan {
         rx_buf_len: Option<u32>,
         features: &ZcrxFeatures,
         stats: bool,
+        no_device: bool,
     ) -> Result<Self> {
         let page = rustix::param::page_size();
         let buf = match rx_buf_len {
@@ -696,6 +697,19 @@ impl Plan {
                     return Err(Error::BadRxBufLen {
                         rx_buf_len: len,
                         why: "it must be a power of two of at least a page",
+                    });
+                }
+                if len > crate::area::MAX_CHUNK_SIZE {
+                    return Err(Error::BadRxBufLen {
+                        rx_buf_len: len,
+                        why: "it is larger than the largest chunk (1 MiB), which must hold it",
+                    });
+                }
+                if len > page && no_device {
+                    return Err(Error::BadRxBufLen {
+                        rx_buf_len: len,
+                        why: "without a device the kernel copies into page-sized buffers only \
+                              (it answers EOPNOTSUPP); leave rx_buf_len unset",
                     });
                 }
                 if len > page && !features.large_buffers() {
@@ -830,6 +844,7 @@ impl ZcrxIfq {
             config.rx_buf_len,
             &features,
             config.events.is_some(),
+            no_device,
         )?;
         if config.exportable && area.shared_fd().is_none() {
             return Err(Error::NotExportable {
@@ -1041,6 +1056,7 @@ impl ZcrxIfq {
             None,
             &ZcrxFeatures::PRE_QUERY,
             false,
+            false,
         )?;
         let region =
             Mmap::anonymous(plan.region_len, false, false).map_err(|source| Error::Map {
@@ -1137,7 +1153,10 @@ impl ZcrxIfq {
     pub fn export(mut self) -> std::result::Result<ZcrxExport, ExportRefused> {
         match self.export_parts() {
             Ok(export) => Ok(export),
-            Err(error) => Err(ExportRefused { queue: self, error }),
+            Err(error) => Err(ExportRefused {
+                queue: Box::new(self),
+                error,
+            }),
         }
     }
 

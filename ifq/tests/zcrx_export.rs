@@ -398,7 +398,7 @@ fn export_refusals() {
         Err(r) => {
             assert!(matches!(r.error, Error::NotExportable { .. }), "{r}");
             assert!(r.to_string().contains("holds"), "{r}");
-            r.queue
+            *r.queue
         }
         Ok(e) => panic!("exported while a buffer is held: {e:?}"),
     };

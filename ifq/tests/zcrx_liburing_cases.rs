@@ -935,15 +935,9 @@ fn rx_buf_len_refused() {
     assert_eq!(rx.buffer_size(), page as usize);
 }
 
-/// liburing's 1<<31 through the API. No device takes anything but a page (the kernel's
-/// EOPNOTSUPP, which `ifq` turns into `BadRxBufLen` for sizes its chunks can hold), but for
-/// sizes above the chunk size `ifq` answers first with `ZcrxChunkTooSmall`, whose message calls
-/// the size "the page size" and says to build the area with `chunk_size(2147483648)`, which
-/// `AreaBuilder` refuses (chunks stop at 1 MiB): advice that cannot be followed, for a size no
-/// device-less queue accepts at any chunk size.
+/// liburing's 1<<31 through the API: no device takes anything but a page (the kernel's
+/// EOPNOTSUPP), and no chunk holds 2 GiB, so `ifq` answers `BadRxBufLen` before asking.
 #[test]
-#[ignore = "ifq bug: rx_buf_len 1<<31 without a device gives ZcrxChunkTooSmall, 'build the area \
-            with chunk_size(2147483648)' (impossible; chunks stop at 1 MiB), not BadRxBufLen"]
 fn rx_buf_len_2_gib_without_a_device() {
     let Some(f) = nodev_guard() else { return };
     if !f.large_buffers() {

@@ -522,8 +522,8 @@ impl SharedStats {
             && offset
                 .checked_add(size_of::<zcrx_stats>() as u64)
                 .is_some_and(|end| end <= map.len() as u64);
-        // SAFETY: in bounds (checked), the caller keeps the mapping alive.
         fits.then(|| Self {
+            // SAFETY: in bounds (checked), the caller keeps the mapping alive.
             ptr: unsafe { map.as_ptr().add(offset as usize) }
                 .cast_const()
                 .cast(),
