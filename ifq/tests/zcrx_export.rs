@@ -11,32 +11,25 @@
 //! On kernels without `ZCRX_REG_NODEV` (this host's 6.18) these print why they were skipped;
 //! `.ci/run` runs them in the Linux 7.x guest.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
 
-use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use ifq::io_uring::types::Fd;
 use ifq::io_uring::{cqueue, squeue, IoUring};
 use ifq::probe::KernelVersion;
 use ifq::zcrx::{ZcrxConfig, ZcrxExport, ZcrxIfq};
 use ifq::{Area, Error, OwnerId, RecvEvent};
 use rustix::thread::{capabilities, CapabilitySet};
 
+mod common;
+use common::zcrx::{transfer, zcrx_ring};
+
 /// The environment variable that makes `import_child_process` the importing child.
 const CHILD_SOCKET: &str = "ZCRX_EXPORT_TEST_SOCKET";
 /// Set (to anything) when the child runs as `nobody` without capabilities.
 const CHILD_UNPRIVILEGED: &str = "ZCRX_EXPORT_TEST_UNPRIVILEGED";
-
-fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
-    IoUring::<squeue::Entry, cqueue::Entry32>::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(1024)
-        .build(64)
-        .expect("a SINGLE_ISSUER | DEFER_TASKRUN ring with 32-byte CQEs")
-}
 
 /// Why this machine cannot run the test, if it cannot.
 fn unable() -> Option<String> {
@@ -63,88 +56,6 @@ fn exportable_queue(ring: &IoUring<squeue::Entry, cqueue::Entry32>, chunks: usiz
         .expect("a shared area");
     ZcrxIfq::register(ring, area, ZcrxConfig::no_device().exportable(true))
         .expect("an exportable NODEV queue")
-}
-
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(31) ^ (i >> 8)) as u8
-}
-
-/// Sends `len` bytes of [`pattern`] over loopback and receives them through `rx` on `ring`,
-/// checking every byte and dropping each buffer at once. Returns the bytes received.
-fn transfer(
-    ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
-    rx: &mut ZcrxIfq,
-    len: usize,
-) -> u64 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    let writer = std::thread::spawn(move || {
-        let data: Vec<u8> = (0..len).map(pattern).collect();
-        client.write_all(&data).unwrap();
-        client.shutdown(std::net::Shutdown::Write).unwrap();
-        let _ = client.read_to_end(&mut Vec::new());
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let arm = |ring: &mut IoUring<squeue::Entry, cqueue::Entry32>, rx: &ZcrxIfq| {
-        let sqe = rx.recv_zc(Fd(server.as_raw_fd())).user_data(1);
-        // SAFETY: the socket outlives the request (closed after EOF, which ends it).
-        unsafe { ring.submission().push(&sqe).expect("SQ has room") };
-    };
-    arm(ring, rx);
-    let mut received = 0u64;
-    'outer: loop {
-        assert!(
-            Instant::now() < deadline,
-            "no EOF ({received} bytes so far)"
-        );
-        let ts = Timespec::new().sec(1);
-        match ring
-            .submitter()
-            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
-        {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TIME.raw_os_error()) => {}
-            Err(e) => panic!("io_uring_enter: {e}"),
-        }
-        let cqes: Vec<(i32, u32, [u64; 2])> = ring
-            .completion()
-            .map(|c| (c.result(), c.flags(), *c.big_cqe()))
-            .collect();
-        for (res, flags, big) in cqes {
-            let c = rx
-                .complete(OwnerId(1), res, flags, big)
-                .expect("a valid completion");
-            let rearm = c.needs_rearm();
-            match c.event {
-                RecvEvent::Data(buf) => {
-                    for (i, &b) in buf.iter().enumerate() {
-                        assert_eq!(
-                            b,
-                            pattern(received as usize + i),
-                            "byte {}",
-                            received as usize + i
-                        );
-                    }
-                    received += buf.len() as u64;
-                }
-                RecvEvent::Eof => {
-                    rx.flush();
-                    break 'outer;
-                }
-                RecvEvent::NoBuffers | RecvEvent::CqOverflow => {}
-                RecvEvent::Error(e) => panic!("receive failed: {e}"),
-            }
-            if rearm {
-                rx.flush();
-                arm(ring, rx);
-            }
-        }
-        rx.flush();
-    }
-    drop(server);
-    writer.join().unwrap();
-    received
 }
 
 /// Starts this test binary as the importing child, passing it `theirs`; as `nobody` without

@@ -1,6 +1,8 @@
 //! Helpers shared by the kernel tests.
 #![allow(dead_code)]
 
+pub mod zcrx;
+
 /// A deterministic byte stream (xorshift64*), so a receiver can check every byte it gets
 /// against what the sender wrote without keeping a copy.
 pub struct Pattern {

@@ -1,0 +1,156 @@
+//! zcrx helpers shared by the zcrx kernel tests: the ring zcrx needs, the guards that skip
+//! with a reason, and a loopback transfer checked byte by byte.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use ifq::io_uring::{cqueue, squeue, IoUring};
+use ifq::probe::KernelVersion;
+use ifq::zcrx::ZcrxIfq;
+use ifq::{Area, OwnerId, RecvEvent};
+use rustix::thread::{capabilities, CapabilitySet};
+
+/// A ring as zcrx needs it: `SINGLE_ISSUER | DEFER_TASKRUN` with 32-byte CQEs.
+pub fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
+    IoUring::<squeue::Entry, cqueue::Entry32>::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(1024)
+        .build(64)
+        .expect("a SINGLE_ISSUER | DEFER_TASKRUN ring with 32-byte CQEs")
+}
+
+/// True (after printing why) when this process cannot get past the capability check.
+pub fn skip_unless_root() -> bool {
+    let caps = capabilities(None).expect("capget");
+    if !rustix::process::geteuid().is_root() || !caps.effective.contains(CapabilitySet::NET_ADMIN) {
+        println!("skipped: needs root");
+        return true;
+    }
+    false
+}
+
+/// A NODEV queue on a new ring with `chunks` pages, or `None` (after saying why) where this
+/// kernel or process cannot have one.
+pub fn nodev_queue(
+    chunks: usize,
+    rq_entries: Option<u32>,
+) -> Option<(IoUring<squeue::Entry, cqueue::Entry32>, ZcrxIfq)> {
+    if skip_unless_root() {
+        return None;
+    }
+    let kernel = KernelVersion::current().expect("uname");
+    if !kernel.at_least(7, 1) {
+        println!("skipped: {kernel} has no ZCRX_REG_NODEV (7.1+); run it in the kernel guest");
+        return None;
+    }
+    let ring = zcrx_ring();
+    let area = Area::builder()
+        .chunk_size(4096)
+        .chunks(chunks)
+        .build()
+        .unwrap();
+    let rx =
+        ZcrxIfq::register_nodev(&ring, area, rq_entries, None).expect("ZCRX_REG_NODEV on 7.1+");
+    Some((ring, rx))
+}
+
+/// Sends `len` bytes of [`pattern`] over a loopback connection and receives them through `rx`,
+/// checking every byte. Returns the bytes received.
+pub fn transfer(
+    ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
+    rx: &mut ZcrxIfq,
+    len: usize,
+) -> u64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let writer = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..len).map(pattern).collect();
+        client.write_all(&data).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+    });
+    let got = receive_until_eof(ring, rx, &server, Duration::from_secs(120));
+    // The writer waits for the server side to close.
+    drop(server);
+    writer.join().unwrap();
+    got
+}
+
+pub fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+/// Receives on `sock` through `rx` until EOF, checking every byte against [`pattern`] and
+/// re-arming after overflow or buffer shortage. Returns the byte count.
+pub fn receive_until_eof(
+    ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
+    rx: &mut ZcrxIfq,
+    sock: &TcpStream,
+    timeout: Duration,
+) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let arm = |ring: &mut IoUring<squeue::Entry, cqueue::Entry32>, rx: &ZcrxIfq| {
+        let sqe = rx.recv_zc(Fd(sock.as_raw_fd())).user_data(1);
+        // SAFETY: the socket outlives the request (it is only closed after EOF, which ends it).
+        unsafe { ring.submission().push(&sqe).expect("SQ has room") };
+    };
+    arm(ring, rx);
+    let mut received = 0u64;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no EOF within {timeout:?} ({received} bytes so far)"
+        );
+        let ts = Timespec::new().sec(1);
+        match ring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TIME.raw_os_error()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INTR.raw_os_error()) => {}
+            Err(e) => panic!("io_uring_enter: {e}"),
+        }
+        let cqes: Vec<(i32, u32, [u64; 2])> = ring
+            .completion()
+            .map(|c| (c.result(), c.flags(), *c.big_cqe()))
+            .collect();
+        let mut done = false;
+        for (res, flags, big) in cqes {
+            let c = rx
+                .complete(OwnerId(1), res, flags, big)
+                .expect("a valid completion");
+            let rearm = c.needs_rearm();
+            match c.event {
+                RecvEvent::Data(buf) => {
+                    for (i, &b) in buf.iter().enumerate() {
+                        assert_eq!(
+                            b,
+                            pattern(received as usize + i),
+                            "byte {}",
+                            received as usize + i
+                        );
+                    }
+                    received += buf.len() as u64;
+                }
+                RecvEvent::Eof => done = true,
+                RecvEvent::NoBuffers | RecvEvent::CqOverflow => {}
+                RecvEvent::Error(e) => panic!("receive failed: {e}"),
+            }
+            if rearm && !done {
+                rx.flush();
+                arm(ring, rx);
+            }
+        }
+        rx.flush();
+        if done {
+            return received;
+        }
+    }
+}
