@@ -314,6 +314,42 @@ mod tests {
         assert!(ExportInfo::decode(&flags).is_err());
     }
 
+    proptest::proptest! {
+        /// What another process sends is input: any bytes decode to an error or to a value
+        /// that encodes back to the same bytes, and nothing panics.
+        #[test]
+        fn any_message_decodes_or_is_refused(bytes in proptest::collection::vec(
+            proptest::prelude::any::<u8>(), 0..80)) {
+            if let Ok(info) = ExportInfo::decode(&bytes) {
+                proptest::prop_assert_eq!(&info.encode()[..], &bytes[..]);
+            }
+        }
+
+        /// The same behind the right magic, where decoding gets past the first check.
+        #[test]
+        fn any_body_behind_the_magic(body in proptest::collection::vec(
+            proptest::prelude::any::<u8>(), 40..56)) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&body);
+            if let Ok(info) = ExportInfo::decode(&bytes) {
+                proptest::prop_assert_eq!(&info.encode()[..], &bytes[..]);
+            }
+        }
+
+        /// Every geometry round-trips.
+        #[test]
+        fn every_info_round_trips(w in proptest::array::uniform9(proptest::prelude::any::<u32>()),
+                                  region_len in proptest::prelude::any::<u64>(),
+                                  area_token in proptest::prelude::any::<u64>()) {
+            let i = ExportInfo {
+                chunk_size: w[0], chunks: w[1], buf_shift: w[2], rq_entries: w[3],
+                region_len, head: w[4], tail: w[5], rqes: w[6], no_device: w[7] % 2 == 1,
+                area_token,
+            };
+            proptest::prop_assert_eq!(ExportInfo::decode(&i.encode()).unwrap(), i);
+        }
+    }
+
     #[test]
     fn send_and_recv_carry_three_fds() {
         let (a, b) = rustix::net::socketpair(
