@@ -10,15 +10,46 @@ use crate::shutdown::{ShutdownReport, ShutdownSignal};
 /// Which receive backend the runtime uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RxBackend {
-    /// zcrx on the queue given with [`Builder::zcrx_queue`] if the kernel and NIC accept it;
-    /// otherwise (or with no queue given) the provided buffer ring, saying why once on stderr.
+    /// zcrx on the NIC queue given with [`Builder::zcrx_queue`] if the kernel and NIC accept it;
+    /// otherwise the provided buffer ring, saying why once (a `tracing` warning). Without a
+    /// queue, and with [`Builder::zcrx_nodev`], the buffer ring: zcrx without a device copies
+    /// every byte like the buffer ring does, and measured slower (see `docs/runtime.md`), so
+    /// only [`RxBackend::Zcrx`] runs it.
     #[default]
     Auto,
     /// The provided buffer ring (works on every NIC).
     BufRing,
-    /// zcrx on the queue given with [`Builder::zcrx_queue`]; start-up fails, with the kernel's
-    /// reason in plain words, if it is not available.
+    /// zcrx on the target given with [`Builder::zcrx_queue`] or [`Builder::zcrx_nodev`];
+    /// start-up fails, with the kernel's reason in plain words, if it is not available.
     Zcrx,
+}
+
+/// Where zcrx receives: a NIC's receive queue, or no device at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZcrxTarget {
+    /// Receive queues of a NIC: runtime thread `i` uses queue `queue + i` (steer each queue's
+    /// flows there, see `docs/zcrx-setup.md`).
+    Queue {
+        /// The interface name (`eth0`).
+        ifname: String,
+        /// The first queue.
+        queue: u32,
+    },
+    /// zcrx without a device (`ZCRX_REG_NODEV`, Linux 7.1+): the kernel copies every received
+    /// byte into the area, with zcrx's completions, refill ring and teardown. Any TCP socket
+    /// works (loopback, veth, any NIC); each runtime thread registers its own. Useful to run
+    /// the zcrx code paths where no NIC can do zcrx; it copies, so it is no faster than the
+    /// buffer ring. Needs `CAP_NET_ADMIN` like a device queue.
+    NoDevice,
+}
+
+impl std::fmt::Display for ZcrxTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZcrxTarget::Queue { ifname, queue } => write!(f, "{ifname} queue {queue}"),
+            ZcrxTarget::NoDevice => f.write_str("no device"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,7 +59,7 @@ pub(crate) struct Config {
     pub(crate) sq_entries: u32,
     pub(crate) cq_entries: u32,
     pub(crate) backend: RxBackend,
-    pub(crate) zcrx: Option<(String, u32)>,
+    pub(crate) zcrx: Option<ZcrxTarget>,
     pub(crate) chunk_size: usize,
     pub(crate) chunks: usize,
     pub(crate) incremental: bool,
@@ -130,7 +161,24 @@ impl Builder {
     /// The NIC and first receive queue for zcrx: thread `i` uses queue `queue + i`. Steer each
     /// queue's flows there (`ethtool -N`), see `docs/zcrx-setup.md`.
     pub fn zcrx_queue(mut self, ifname: impl Into<String>, queue: u32) -> Self {
-        self.config.zcrx = Some((ifname.into(), queue));
+        self.config.zcrx = Some(ZcrxTarget::Queue {
+            ifname: ifname.into(),
+            queue,
+        });
+        self
+    }
+
+    /// zcrx without a device ([`ZcrxTarget::NoDevice`], Linux 7.1+): with
+    /// [`RxBackend::Zcrx`], every thread registers its own device-less interface queue and
+    /// receives through it on any TCP socket. [`RxBackend::Auto`] does not pick it.
+    pub fn zcrx_nodev(self) -> Self {
+        self.zcrx(ZcrxTarget::NoDevice)
+    }
+
+    /// Where zcrx receives ([`zcrx_queue`](Self::zcrx_queue) and
+    /// [`zcrx_nodev`](Self::zcrx_nodev) in one).
+    pub fn zcrx(mut self, target: ZcrxTarget) -> Self {
+        self.config.zcrx = Some(target);
         self
     }
 

@@ -71,6 +71,9 @@ pub struct DriverStats {
     /// Times a buffer dropped on another thread woke the loop while connections waited for
     /// buffers.
     pub return_wakes: u64,
+    /// zcrx receives that ended because their byte cap was spent (re-armed; the buffer ring's
+    /// capped receives end with their last data and are not counted here).
+    pub caps_reached: u64,
 }
 
 enum OpState {
@@ -97,8 +100,14 @@ pub(crate) struct Conn {
     cancelling: bool,
     /// Waiting for buffers: over its limit, or the pool is promised to others.
     paused: bool,
-    /// What the armed receive may still take (0 when uncapped or not armed).
+    /// What the armed receive may still take (0 when uncapped or not armed), in what it takes
+    /// from the pool (whole chunks unless incremental).
     budget_left: u64,
+    /// Bytes the kernel may still deliver on the armed receive before its cap ends it (`None`:
+    /// uncapped or not armed). zcrx ends a capped receive with a 0-byte completion, which is
+    /// also how it reports the end of the stream: one that comes when this is down to 0 is the
+    /// cap (the kernel stops at the cap before it looks for the end), any other is the end.
+    cap_left: Option<u32>,
     /// The `TcpStream` is gone: finish the receive, drop what arrives, then free the slot.
     dropped: bool,
     waker: Option<Waker>,
@@ -158,6 +167,14 @@ pub(crate) struct Driver {
     paused: Vec<usize>,
     /// Receives that ended with `-ENOBUFS`: re-armed once the ring has buffers again.
     starved: Vec<usize>,
+    /// zcrx receives the full CQ ended (`-ENOSPC`): re-armed a few a turn (`overflow_quota`),
+    /// and only once the kernel holds no overflowed completions. zcrx posts its data in extra
+    /// completions that, unlike a request's last one, cannot wait in the kernel's overflow
+    /// list: with more receives armed than the CQ holds, the `-ENOSPC` ends of the others fill
+    /// it before any data fits, every receive re-armed at once ends the same way, and no byte
+    /// moves (16 flows with a 4-entry CQ: 600,000 re-arms in 5 s, nothing received).
+    overflowed: Vec<usize>,
+    overflow_quota: usize,
     /// Times a buffer dropped on another thread woke the loop (the receive pool's return
     /// waker counts them, on the dropping thread).
     return_wakes: Arc<AtomicU64>,
@@ -181,6 +198,10 @@ pub(crate) struct Driver {
     committed: u64,
     /// Bytes of the pool that connections already holding buffers may not be promised.
     reserve: u64,
+    /// The smallest fair share a receive is armed with, in bytes (see `arm_recv`).
+    share_floor: u64,
+    /// Most bytes one connection may hold (`Builder::conn_limit`; the pool enforces it too).
+    conn_limit: Option<u64>,
     /// Pool geometry.
     chunk: u64,
     pool: u64,
@@ -223,7 +244,7 @@ impl Driver {
         // take.
         let depth = config
             .adaptive_floor()
-            .filter(|_| rx.can_cap())
+            .filter(|_| rx.has_depth())
             .map(|floor| Depth::new(floor, chunks as u32));
         let (delay, completions) = config.coalesce;
         let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {
@@ -242,6 +263,8 @@ impl Driver {
             rearm: Vec::new(),
             paused: Vec::new(),
             starved: Vec::new(),
+            overflowed: Vec::new(),
+            overflow_quota: (config.cq_entries as usize / 4).max(1),
             return_wakes,
             wake_fd,
             wake_buf: Box::new([0; 8]),
@@ -255,6 +278,9 @@ impl Driver {
             capped_recv: true,
             committed: 0,
             reserve: chunk * (chunks / 8).max(2),
+            // 16 of the chunks asked for, also under zcrx, whose pool is split into pages.
+            share_floor: 16 * config.chunk_size as u64,
+            conn_limit: config.conn_limit,
             chunk,
             pool: chunk * chunks,
             live_conns: 0,
@@ -361,6 +387,7 @@ impl Driver {
             cancelling: false,
             paused: false,
             budget_left: 0,
+            cap_left: None,
             dropped: false,
             waker: None,
         });
@@ -395,7 +422,7 @@ impl Driver {
             // The share has a floor of 16 chunks: smaller budgets end receives after a handful
             // of chunks and the re-arms cost more than the fairness buys (64 flows: 2.3 -> 4.8
             // GB/s). The promise accounting below still keeps the total within the free pool.
-            let quantum = (self.pool / self.live_conns.max(1) as u64).max(16 * self.chunk);
+            let quantum = (self.pool / self.live_conns.max(1) as u64).max(self.share_floor);
             let budget = limit.saturating_sub(held).min(room).min(quantum);
             if budget == 0 {
                 self.pause(key, held >= limit);
@@ -415,6 +442,7 @@ impl Driver {
         conn.armed = true;
         conn.paused = false;
         conn.budget_left = budget;
+        conn.cap_left = (budget > 0).then_some(budget as u32);
         self.committed += budget;
         self.stats.recv_arms += 1;
         self.push(&sqe);
@@ -424,7 +452,7 @@ impl Driver {
     /// capped-receive rules (`arm_recv`, `stop_if_overdrawn`) decide on.
     fn footprint(&self, rx: &Rx, owner: OwnerId) -> Footprint {
         Footprint {
-            limit: rx.owner_limit().unwrap_or(u64::MAX),
+            limit: self.conn_limit.unwrap_or(u64::MAX),
             held: rx.owner_footprint(owner, self.incremental),
             free: u64::from(rx.available()) * self.chunk,
         }
@@ -640,6 +668,10 @@ impl Driver {
     /// `block`, and never past `limit`.
     pub(crate) fn turn(&mut self, mut block: bool, limit: Option<Instant>) {
         self.prepare();
+        // Receives the full CQ ended are re-armed a few a turn: come back for the rest.
+        if !self.overflowed.is_empty() {
+            block = false;
+        }
         // While connections wait for buffers, a buffer dropped on another thread wakes the loop
         // (through the eventfd read `prepare` keeps armed); if some came back since `prepare`
         // drained them, no wake-up will come for those: do not sleep.
@@ -770,6 +802,10 @@ impl Driver {
         if self.rx.as_ref().is_some_and(|rx| rx.available() > 0) {
             rearm.append(&mut self.starved);
         }
+        if !self.overflowed.is_empty() && !self.ring.cq_overflow() {
+            let n = self.overflow_quota.min(self.overflowed.len());
+            rearm.extend(self.overflowed.drain(..n));
+        }
         for key in rearm.drain(..) {
             let Some(conn) = self.conns.get(key) else {
                 continue;
@@ -832,6 +868,7 @@ impl Driver {
             return;
         };
         let mut rearm = false;
+        let mut overflowed = false;
         let mut received = 0u64;
         let capped = self.capped_recv && rx.can_cap();
         match rx.complete(conn.owner, res, flags, big) {
@@ -840,6 +877,9 @@ impl Driver {
                 match c.event {
                     RecvEvent::Data(buf) => {
                         received = buf.len() as u64;
+                        if let Some(left) = conn.cap_left.as_mut() {
+                            *left = left.saturating_sub(received as u32);
+                        }
                         // A capped receive ends by itself only when the kernel's byte cap is
                         // spent, and our promise never runs behind that cap; ending with data
                         // while more than this completion was still promised means the kernel
@@ -857,6 +897,12 @@ impl Driver {
                             conn.queue.push_back(buf);
                         }
                     }
+                    // zcrx's capped receive ends with 0 bytes too: with its cap spent, that is
+                    // the cap (re-arm; an end of stream shows on the next receive).
+                    RecvEvent::Eof if rx.is_zcrx() && conn.cap_left == Some(0) => {
+                        self.stats.caps_reached += 1;
+                        rearm = true;
+                    }
                     RecvEvent::Eof => conn.eof = true,
                     RecvEvent::NoBuffers => {
                         self.stats.no_buffers += 1;
@@ -865,7 +911,10 @@ impl Driver {
                         }
                         rearm = false;
                     }
-                    RecvEvent::CqOverflow => self.stats.cq_overflows += 1,
+                    RecvEvent::CqOverflow => {
+                        self.stats.cq_overflows += 1;
+                        overflowed = true;
+                    }
                     RecvEvent::Error(e)
                         if e.raw_os_error() == Some(libc::EINVAL) && self.capped_recv =>
                     {
@@ -884,6 +933,7 @@ impl Driver {
                 if !c.more {
                     conn.armed = false;
                     conn.cancelling = false;
+                    conn.cap_left = None;
                 } else if !capped && !conn.dropped && !conn.cancelling && rx.over_limit(conn.owner)
                 {
                     // Back-pressure without a kernel cap: stop reading this connection until it
@@ -902,6 +952,7 @@ impl Driver {
                 conn.error = Some(io::Error::other(e));
                 if flags & CQE_F_MORE == 0 {
                     conn.armed = false;
+                    conn.cap_left = None;
                 }
             }
         }
@@ -918,7 +969,11 @@ impl Driver {
             return;
         }
         if rearm && !conn.armed && !conn.eof && conn.error.is_none() {
-            self.rearm.push(key);
+            if overflowed {
+                self.overflowed.push(key);
+            } else {
+                self.rearm.push(key);
+            }
         }
         if let Some(w) = conn.waker.take() {
             w.wake();

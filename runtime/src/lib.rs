@@ -44,7 +44,7 @@ mod rx;
 mod shutdown;
 pub mod time;
 
-pub use builder::{Builder, RxBackend};
+pub use builder::{Builder, RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use ifq;

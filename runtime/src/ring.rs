@@ -58,6 +58,12 @@ impl Ring {
         each!(self, r => unsafe { r.submission().push(sqe) }.is_ok())
     }
 
+    /// Whether completions overflowed the CQ and wait in the kernel (`IORING_SQ_CQ_OVERFLOW`):
+    /// the next enter moves them into the CQ first.
+    pub(crate) fn cq_overflow(&mut self) -> bool {
+        each!(self, r => r.submission().cq_overflow())
+    }
+
     /// Whether `io_uring_enter` takes a minimum wait (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.13+).
     pub(crate) fn has_min_wait(&self) -> bool {
         each!(self, r => r.params().is_feature_min_timeout())

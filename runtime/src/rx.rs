@@ -5,13 +5,16 @@ use std::os::fd::RawFd;
 
 use ifq::backend::Completion;
 use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::io_uring::{squeue, types};
+use ifq::io_uring::{opcode, squeue, types};
 use ifq::zcrx::{ZcrxConfig, ZcrxIfq};
 use ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
-use crate::builder::{Config, RxBackend};
+use crate::builder::{Config, RxBackend, ZcrxTarget};
 use crate::ring::Ring;
 
+// One per thread, set up once and used in place for the thread's life: the size difference
+// costs nothing, a box would cost a pointer chase on every completion.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Rx {
     Buf(BufRing),
     Zcrx(ZcrxIfq),
@@ -19,51 +22,98 @@ pub(crate) enum Rx {
 
 static FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Says, once per process, that `Auto` runs the buffer ring and why: a warning when zcrx was
+/// refused, a note when it was not tried.
+fn say_fallback(refused: bool, why: impl FnOnce() -> String) {
+    if !FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let why = why();
+        if refused {
+            tracing::warn!(target: "runtime", "{why}; falling back to the provided buffer ring");
+        } else {
+            tracing::info!(target: "runtime", "{why}; receiving with the provided buffer ring");
+        }
+    }
+}
+
 impl Rx {
     /// Sets up the ring and the receive pool `config` asks for on thread `index`.
     pub(crate) fn setup(config: &Config, index: usize) -> io::Result<(Ring, Rx, String)> {
-        let area = || {
+        let area = |chunk_size: usize, chunks: usize| {
             Area::builder()
-                .chunk_size(config.chunk_size)
-                .chunks(config.chunks)
+                .chunk_size(chunk_size)
+                .chunks(chunks)
                 .prefault(true)
                 .build()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
         };
+        // zcrx's kernel buffers are pages: every completion lies in one, the kernel hands each
+        // out on its own, and a chunk goes back only once all of its pages' handles drop. A
+        // chunk of several pages shared by several connections would be neither free for the
+        // budgets nor anyone's fault, so under zcrx the pool is split into pages (the same
+        // bytes): what is free, and what a connection holds, is then exact.
+        let zcrx_area = || {
+            let page = rustix::param::page_size();
+            let bytes = config.chunks * config.chunk_size;
+            area(page, bytes.div_ceil(page))
+        };
         let want_zcrx = match (&config.backend, &config.zcrx) {
             (RxBackend::BufRing, _) => None,
-            (RxBackend::Zcrx, None) => return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "RxBackend::Zcrx needs an interface and queue: Builder::zcrx_queue(ifname, queue)",
-            )),
-            (_, Some((ifname, queue))) => Some((ifname.clone(), queue + index as u32)),
+            (RxBackend::Zcrx, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "RxBackend::Zcrx needs a target: Builder::zcrx_queue(ifname, queue) for a \
+                     NIC queue, or Builder::zcrx_nodev() for zcrx without a device",
+                ))
+            }
+            // The default: nothing to explain.
             (RxBackend::Auto, None) => None,
+            (RxBackend::Auto, Some(ZcrxTarget::NoDevice)) => {
+                say_fallback(false, || {
+                    "the automatic backend choice does not run zcrx without a device: it copies \
+                     every byte like the buffer ring and was slower in the measurements of \
+                     docs/runtime.md (RxBackend::Zcrx runs it)"
+                        .into()
+                });
+                None
+            }
+            (_, Some(ZcrxTarget::Queue { ifname, queue })) => Some(ZcrxTarget::Queue {
+                ifname: ifname.clone(),
+                queue: queue + index as u32,
+            }),
+            (RxBackend::Zcrx, Some(ZcrxTarget::NoDevice)) => Some(ZcrxTarget::NoDevice),
         };
-        if let Some((ifname, queue)) = want_zcrx {
+        if let Some(target) = want_zcrx {
             let ring = Ring::new(config.sq_entries, config.cq_entries, true)?;
             let Ring::Big(r) = &ring else { unreachable!() };
-            let mut zc = ZcrxConfig::new(ifname.clone(), queue);
-            if let Some(l) = config.conn_limit {
-                zc = zc.owner_limit(l);
-            }
-            match ZcrxIfq::register(r, area()?, zc) {
+            let registered = match &target {
+                ZcrxTarget::Queue { ifname, queue } => {
+                    let mut zc = ZcrxConfig::new(ifname.clone(), *queue);
+                    if let Some(l) = config.conn_limit {
+                        zc = zc.owner_limit(l);
+                    }
+                    ZcrxIfq::register(r, zcrx_area()?, zc)
+                }
+                // The refill queue sized to the area (the default): every page can be out at
+                // once.
+                ZcrxTarget::NoDevice => {
+                    ZcrxIfq::register_nodev(r, zcrx_area()?, None, config.conn_limit)
+                }
+            };
+            match registered {
                 Ok(mut ifq) => {
                     // The runtime is thread-per-core: the queue never leaves this thread.
                     ifq.set_home_thread();
-                    return Ok((
-                        ring,
-                        Rx::Zcrx(ifq),
-                        format!("zcrx on {ifname} queue {queue}"),
-                    ));
+                    let what = match target {
+                        ZcrxTarget::NoDevice => "zcrx without a device (copy)".to_string(),
+                        t => format!("zcrx on {t}"),
+                    };
+                    tracing::debug!(target: "runtime", thread = index, "receive backend: {what}");
+                    return Ok((ring, Rx::Zcrx(ifq), what));
                 }
                 Err(e) if config.backend == RxBackend::Zcrx => {
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
                 }
-                Err(e) => {
-                    if !FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        eprintln!("runtime: {e}; falling back to the provided buffer ring");
-                    }
-                }
+                Err(e) => say_fallback(true, || e.to_string()),
             }
         }
         let ring = Ring::new(config.sq_entries, config.cq_entries, false)?;
@@ -72,7 +122,7 @@ impl Rx {
         };
         let mut buf = BufRing::register(
             r,
-            area()?,
+            area(config.chunk_size, config.chunks)?,
             BufRingConfig {
                 bgid: 0,
                 incremental: config.incremental,
@@ -92,18 +142,36 @@ impl Rx {
         Ok((ring, Rx::Buf(buf), what.to_string()))
     }
 
-    /// A receive for `fd`, capped at `budget` bytes where the backend can (0: no cap).
+    /// A receive for `fd`, capped at `budget` bytes (0: no cap). The kernel ends a capped
+    /// receive once it delivered `budget` bytes: the buffer ring's with the last data
+    /// completion (`IORING_RECV_MSHOT_LIM`, 6.17+), zcrx's with a completion of 0 bytes, which
+    /// is also how it reports the end of the stream (the driver tells them apart by counting).
     pub(crate) fn recv(&self, fd: RawFd, budget: u32) -> squeue::Entry {
         match self {
             Rx::Buf(b) if budget > 0 => b.recv_multishot_capped(types::Fd(fd), budget),
             Rx::Buf(b) => b.recv_multishot(types::Fd(fd)),
-            Rx::Zcrx(z) => z.recv_zc(types::Fd(fd)),
+            Rx::Zcrx(ifq) if budget > 0 => opcode::RecvZc::new(types::Fd(fd), budget)
+                .ifq(ifq.zcrx_id())
+                .build(),
+            Rx::Zcrx(ifq) => ifq.recv_zc(types::Fd(fd)),
         }
     }
 
-    /// Whether receives can be capped (the buffer ring, on kernels with the cap).
-    pub(crate) fn can_cap(&self) -> bool {
+    /// Whether this is zcrx, whose capped receive ends with a 0-byte completion like the end of
+    /// the stream.
+    pub(crate) fn is_zcrx(&self) -> bool {
+        matches!(self, Rx::Zcrx(_))
+    }
+
+    /// Whether the pool's depth can be set (the buffer ring; zcrx's free list is the kernel's).
+    pub(crate) fn has_depth(&self) -> bool {
         matches!(self, Rx::Buf(_))
+    }
+
+    /// Whether receives can be capped: both backends can, on kernels with the cap (the driver
+    /// finds out on the first receive; `RECV_ZC`'s byte limit is as old as zcrx).
+    pub(crate) fn can_cap(&self) -> bool {
+        true
     }
 
     pub(crate) fn complete(
@@ -164,27 +232,21 @@ impl Rx {
         }
     }
 
-    pub(crate) fn owner_limit(&self) -> Option<u64> {
-        match self {
-            Rx::Buf(b) => b.owner_limit(),
-            Rx::Zcrx(_) => None, // zcrx: back-pressure by cancelling (see the driver)
-        }
-    }
-
     /// What `owner` keeps out of the pool, in bytes. Without incremental consumption every
     /// completion takes a whole chunk however few bytes it carries, so a chunk counts whole: a
     /// peer sending one byte per segment must not pin a chunk per byte within a byte limit.
+    /// Under zcrx a chunk is one of the kernel's buffers (a page, see `setup`): a completion
+    /// lies in one, which stays out of the pool until every handle into it drops, so the same
+    /// rule holds.
     pub(crate) fn owner_footprint(&self, owner: OwnerId, incremental: bool) -> u64 {
-        match self {
-            Rx::Buf(b) => {
-                let s = b.owner(owner);
-                if incremental {
-                    s.bytes
-                } else {
-                    s.bytes.max(u64::from(s.chunks) * b.chunk_size() as u64)
-                }
-            }
-            Rx::Zcrx(z) => z.owner(owner).bytes,
+        let (s, chunk) = match self {
+            Rx::Buf(b) => (b.owner(owner), b.chunk_size() as u64),
+            Rx::Zcrx(ifq) => (ifq.owner(owner), ifq.chunk_size() as u64),
+        };
+        if incremental && !self.is_zcrx() {
+            s.bytes
+        } else {
+            s.bytes.max(u64::from(s.chunks) * chunk)
         }
     }
 
@@ -192,9 +254,9 @@ impl Rx {
     pub(crate) fn geometry(&self) -> (u64, u64) {
         match self {
             Rx::Buf(b) => (b.chunk_size() as u64, u64::from(b.chunks())),
-            Rx::Zcrx(z) => (
-                z.chunk_size() as u64,
-                u64::from(z.snapshot().counts.total()),
+            Rx::Zcrx(ifq) => (
+                ifq.chunk_size() as u64,
+                u64::from(ifq.snapshot().counts.total()),
             ),
         }
     }
@@ -219,6 +281,7 @@ impl Rx {
     pub(crate) fn available(&self) -> u32 {
         match self {
             Rx::Buf(b) => b.available(),
+            // The queue has no cheaper way to say it yet; the snapshot also lists the owners.
             Rx::Zcrx(z) => z.snapshot().counts.kernel,
         }
     }
