@@ -3,12 +3,11 @@
 mod common;
 
 use common::{echo_roundtrip, echo_server, pattern};
-use runtime::Builder;
 
 /// 100 concurrent connections each echo 4 MiB of random data; every byte is verified.
 #[test]
 fn hundred_connections_echo_4mib_each() {
-    let (addr, signal, server) = echo_server(Builder::new().threads(2));
+    let (addr, signal, server) = echo_server(common::builder().threads(2));
     let clients: Vec<_> = (0..100u64)
         .map(|i| {
             std::thread::spawn(move || {

@@ -10,6 +10,8 @@
 
 #[path = "common/faults.rs"]
 mod faults;
+#[path = "common/rx.rs"]
+mod rx;
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
@@ -22,15 +24,17 @@ use std::time::{Duration, Instant};
 use faults::{check, digest_of, fill, open_fds, Digest, VethPair};
 use runtime::net::TcpListener;
 use runtime::time::{sleep, timeout};
-use runtime::{spawn, Runtime, RxBuf, ShutdownReport, ShutdownSignal};
+use runtime::{spawn, RxBuf, ShutdownReport, ShutdownSignal};
 
 /// The two tests count the process's fds: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const CHUNK: usize = 16 * 1024;
 const CHUNKS: usize = 32;
-/// The default per-connection limit: a quarter of the pool.
-const LIMIT_CHUNKS: u32 = (CHUNKS / 4) as u32;
+/// The default per-connection limit: a quarter of the pool, in the pool's chunks.
+fn limit_chunks() -> u32 {
+    rx::pool_chunks(CHUNKS, CHUNK) / 4
+}
 /// Requests up to this size are assembled zero-copy: the server holds every buffer until the
 /// request is complete (what a parser that does not copy does).
 const ASSEMBLE_MAX: u64 = 64 * 1024;
@@ -154,7 +158,7 @@ fn start_server(netns: Option<String>, ip: IpAddr) -> Server {
                 faults::enter_netns(ns).unwrap();
             }
             let stop = sig.clone();
-            let rt = Runtime::builder()
+            let rt = rx::builder()
                 .chunks(CHUNKS)
                 .chunk_size(CHUNK)
                 .shutdown_signal(sig)
@@ -215,7 +219,7 @@ fn start_server(netns: Option<String>, ip: IpAddr) -> Server {
                 for _ in 0..400 {
                     snap = runtime::rx_snapshot().unwrap();
                     fds_after = open_fds();
-                    if fds_after <= fds_before && snap.counts.kernel == CHUNKS as u32 {
+                    if fds_after <= fds_before && snap.counts.kernel == snap.counts.total() {
                         break;
                     }
                     sleep(Duration::from_millis(5)).await;
@@ -272,9 +276,9 @@ fn check_server(o: &ServerOut) -> (String, Tally) {
         o.fds_before,
         o.fds_after,
         o.max_owner_chunks,
-        LIMIT_CHUNKS,
+        limit_chunks(),
         o.min_kernel_chunks,
-        CHUNKS,
+        rx::pool_chunks(CHUNKS, CHUNK),
         o.snap.counts,
         o.stats
     );
@@ -286,12 +290,13 @@ fn check_server(o: &ServerOut) -> (String, Tally) {
         faults::fd_summary()
     );
     assert_eq!(o.snap.counts.user, 0, "chunks still held: {:?}", o.snap);
-    assert_eq!(o.snap.counts.kernel, CHUNKS as u32, "{:?}", o.snap);
+    assert_eq!(o.snap.counts.kernel, o.snap.counts.total(), "{:?}", o.snap);
     assert!(o.snap.owners.is_empty(), "{:?}", o.snap);
     assert!(
-        o.max_owner_chunks <= LIMIT_CHUNKS + 2,
-        "one connection held {} chunks (limit {LIMIT_CHUNKS})",
-        o.max_owner_chunks
+        o.max_owner_chunks <= limit_chunks() + 2,
+        "one connection held {} chunks (limit {})",
+        o.max_owner_chunks,
+        limit_chunks()
     );
     assert_eq!(
         e.accepted.get(),

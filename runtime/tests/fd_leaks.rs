@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use runtime::net::{TcpListener, TcpStream};
 use runtime::time::sleep;
-use runtime::{spawn, yield_now, Runtime};
+use runtime::{spawn, yield_now};
+
+#[path = "common/rx.rs"]
+mod rx;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -13,11 +16,7 @@ fn open_fds() -> usize {
 
 #[test]
 fn dropped_accepts_and_connects_leak_nothing() {
-    let rt = Runtime::builder()
-        .chunks(64)
-        .chunk_size(4096)
-        .build()
-        .unwrap();
+    let rt = rx::builder().chunks(64).chunk_size(4096).build().unwrap();
     rt.block_on(async {
         let before = open_fds();
 

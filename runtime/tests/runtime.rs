@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{echo_roundtrip, pattern};
 use runtime::net::TcpListener;
 use runtime::time::{interval, sleep, timeout};
-use runtime::{spawn, yield_now, Runtime, RxBuf};
+use runtime::{spawn, yield_now, RxBuf};
 
 /// Polls the inner future at most `n` times; then gives up and drops it.
 struct PollN<F> {
@@ -70,7 +70,7 @@ fn std_sender(
 /// once and in order.
 #[test]
 fn dropped_recv_futures_lose_nothing() {
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(32)
         .chunk_size(4096)
         .build()
@@ -78,6 +78,7 @@ fn dropped_recv_futures_lose_nothing() {
     let data = pattern(42, 8 << 20);
     let (_, tx, l) = std_sender(data.clone());
     let (drops, got) = rt.block_on(async move {
+        common::rx::assert_backend();
         let stream = runtime::net::TcpStream::from_std(l.accept().unwrap().0);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut got = Vec::with_capacity(data.len());
@@ -116,12 +117,13 @@ fn dropped_recv_futures_lose_nothing() {
 /// back, and the runtime keeps serving.
 #[test]
 fn panicking_task_returns_its_chunks() {
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(16)
         .chunk_size(4096)
         .build()
         .unwrap();
     rt.block_on(async {
+        common::rx::assert_backend();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let client = std::thread::spawn(move || {
@@ -179,12 +181,13 @@ fn panicking_task_returns_its_chunks() {
 /// A tiny pool and one connection that holds every buffer it gets: the others still complete.
 #[test]
 fn hog_connection_cannot_starve_the_others() {
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(16)
         .chunk_size(4096)
         .build()
         .unwrap();
     let stats = rt.block_on(async {
+        common::rx::assert_backend();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         // The hog: connects first, sends 4 MiB, never has its buffers dropped.
@@ -256,8 +259,9 @@ fn hog_connection_cannot_starve_the_others() {
 /// A task that is always ready does not stop I/O or other tasks.
 #[test]
 fn spinning_task_does_not_starve_io() {
-    let rt = Runtime::builder().build().unwrap();
+    let rt = common::builder().build().unwrap();
     rt.block_on(async {
+        common::rx::assert_backend();
         let spinner = spawn(async {
             loop {
                 yield_now().await;
@@ -291,7 +295,7 @@ fn spinning_task_does_not_starve_io() {
 /// no crash, the bytes stay valid until dropped.
 #[test]
 fn shutdown_reports_held_buffers() {
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(32)
         .chunk_size(4096)
         .shutdown_grace(Duration::from_millis(100))
@@ -302,6 +306,7 @@ fn shutdown_reports_held_buffers() {
     let (held_tx, held_rx) = std::sync::mpsc::channel::<Vec<RxBuf>>();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let expected_len = rt.block_on(async move {
+        common::rx::assert_backend();
         let stream = runtime::net::TcpStream::from_std(l.accept().unwrap().0);
         let mut held = vec![];
         let mut len = 0;
@@ -345,7 +350,7 @@ fn shutdown_reports_held_buffers() {
 
 #[test]
 fn join_handles_and_abort() {
-    let rt = Runtime::builder().build().unwrap();
+    let rt = common::builder().build().unwrap();
     rt.block_on(async {
         assert_eq!(spawn(async { 40 + 2 }).await.unwrap(), 42);
         let sleeper = spawn(sleep(Duration::from_secs(3600)));
@@ -383,7 +388,7 @@ fn join_handles_and_abort() {
 
 #[test]
 fn timers() {
-    let rt = Runtime::builder().build().unwrap();
+    let rt = common::builder().build().unwrap();
     rt.block_on(async {
         let t = Instant::now();
         sleep(Duration::from_millis(50)).await;
@@ -405,7 +410,7 @@ fn timers() {
 /// CQ overflow) and are re-armed by the runtime; every byte arrives once, in order.
 #[test]
 fn rearm_after_enobufs_and_small_cq_loses_nothing() {
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(8)
         .chunk_size(4096)
         .sq_entries(8)
@@ -413,6 +418,7 @@ fn rearm_after_enobufs_and_small_cq_loses_nothing() {
         .build()
         .unwrap();
     rt.block_on(async {
+        common::rx::assert_backend();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let senders: Vec<_> = (0..6u64)
@@ -467,7 +473,7 @@ fn threads_are_pinned() {
             .filter(|&c| set.is_set(c))
             .collect()
     };
-    let out = runtime::Builder::new()
+    let out = common::builder()
         .threads(2)
         .chunks(16)
         .run(|i| async move {
@@ -520,7 +526,7 @@ fn zcrx_backend_selection() {
 /// the loop.
 #[test]
 fn shutdown_ends_when_the_last_task_does() {
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(16)
         .shutdown_grace(Duration::from_secs(5))
         .build()
@@ -546,7 +552,7 @@ fn shutdown_ends_when_the_last_task_does() {
 /// Polling a `shutdown_requested()` future many times keeps one waker, not one per poll.
 #[test]
 fn shutdown_wait_does_not_grow() {
-    let rt = Runtime::builder().chunks(16).build().unwrap();
+    let rt = common::builder().chunks(16).build().unwrap();
     let signal = rt.shutdown_signal();
     rt.block_on(async {
         let mut wait = std::pin::pin!(signal.wait());
@@ -581,7 +587,7 @@ fn coalescing_applies_to_bulk_only_and_never_stalls() {
     // A delay far longer than any round trip: if small receives coalesced, 200 round trips
     // would take 200 x 100 ms.
     let delay = Duration::from_millis(100);
-    let rt = Runtime::builder().coalesce(delay, 32).build().unwrap();
+    let rt = common::builder().coalesce(delay, 32).build().unwrap();
     let min_wait = rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -615,7 +621,7 @@ fn coalescing_applies_to_bulk_only_and_never_stalls() {
 
     // Bulk through a pool of 8 chunks with a per-connection limit of 4: at most 2 completions
     // are awaited per wait, so the data keeps flowing.
-    let rt = Runtime::builder()
+    let rt = common::builder()
         .chunks(8)
         .chunk_size(16 * 1024)
         .conn_limit(4 * 16 * 1024)
@@ -669,8 +675,9 @@ fn has_min_wait() -> bool {
 /// fail (its address is gone by then): it is skipped and the next client is accepted.
 #[test]
 fn accept_skips_connections_reset_before_accept() {
-    let rt = Runtime::new_default().unwrap();
+    let rt = common::builder().build().unwrap();
     rt.block_on(async {
+        common::rx::assert_backend();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         for _ in 0..3 {
@@ -698,8 +705,9 @@ fn accept_skips_connections_reset_before_accept() {
 #[test]
 fn a_request_after_bulk_data_is_answered_at_once() {
     const BULK: usize = 64 << 20;
-    let rt = Runtime::builder().build().unwrap();
+    let rt = common::builder().build().unwrap();
     let (rtts, stats) = rt.block_on(async {
+        common::rx::assert_backend();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let (quiet_tx, quiet_rx) = std::sync::mpsc::channel::<()>();

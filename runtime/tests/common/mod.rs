@@ -7,6 +7,9 @@ use std::thread::JoinHandle;
 use runtime::net::TcpListener;
 use runtime::{Builder, ShutdownSignal};
 
+pub mod rx;
+pub use rx::builder;
+
 /// Deterministic pseudo-random bytes (xorshift64*).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
@@ -35,6 +38,7 @@ pub fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<
             .run(move |_| {
                 let ready_tx = ready_tx.clone();
                 async move {
+                    rx::assert_backend();
                     let listener = TcpListener::bind_reuseport(addr).unwrap();
                     let _ = ready_tx.send(());
                     while let Ok((stream, _)) = listener.accept().await {
