@@ -4,14 +4,16 @@
 //!
 //! ```sh
 //! cargo run --release --example echo -- --addr 127.0.0.1 --port 7000 --threads 2
+//! # zcrx without a device (Linux 7.1+, as root):
+//! cargo run --release --example echo -- --backend zcrx --zcrx nodev
 //! ```
 
 use std::net::IpAddr;
 
 use anyhow::Context;
 use clap::Parser;
+use examples::cli;
 use runtime::net::TcpListener;
-use runtime::Runtime;
 
 #[derive(Parser, Debug)]
 #[command(about = "Zero-copy echo server on the io_uring runtime")]
@@ -22,32 +24,29 @@ struct Args {
     /// Port to listen on.
     #[arg(long, default_value_t = 7000)]
     port: u16,
-    /// Runtime threads (one listener each, SO_REUSEPORT).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
-    /// Receive chunks per thread.
-    #[arg(long, default_value_t = 256)]
-    chunks: usize,
-    /// Receive chunk size in bytes (a power of two, 4096..=1048576).
-    #[arg(long, default_value_t = 32 * 1024)]
-    chunk_size: usize,
+    #[command(flatten)]
+    rt: cli::RuntimeArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    cli::init_tracing();
     let addr = (args.addr, args.port);
     // Fail early, with a clear message, if the address cannot be bound.
     std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
     eprintln!(
         "echo: listening on {}:{} with {} thread(s)",
-        args.addr, args.port, args.threads
+        args.addr, args.port, args.rt.threads
     );
-    let results = Runtime::builder()
-        .threads(args.threads.into())
-        .chunks(args.chunks)
-        .chunk_size(args.chunk_size)
-        .run(move |_| async move {
+    let results = args
+        .rt
+        .builder()
+        .run(move |i| async move {
+            eprintln!(
+                "echo: thread {i} receives with the {}",
+                runtime::rx_backend()
+            );
             let listener = TcpListener::bind_reuseport(addr)?;
             loop {
                 let (stream, _) = match listener.accept().await {

@@ -1115,22 +1115,44 @@ pub mod cli {
         Ok(std::time::Duration::from_secs_f64(v))
     }
 
-    /// A zcrx receive queue, `IFNAME:QUEUE` (`eth0:4`): the interface name is checked the way the
-    /// kernel will (1 to 15 bytes, no `/`, no whitespace, no NUL), the queue is a number.
-    pub fn zcrx_queue(s: &str) -> Result<(String, u32), String> {
+    /// Where zcrx receives: `nodev` (zcrx without a device, Linux 7.1+), or a NIC receive queue,
+    /// `IFNAME:QUEUE` (`eth0:4`): the interface name is checked the way the kernel will (1 to
+    /// 15 bytes, no `/`, no whitespace, no NUL), the queue is a number.
+    pub fn zcrx_target(s: &str) -> Result<runtime::ZcrxTarget, String> {
+        if s == "nodev" {
+            return Ok(runtime::ZcrxTarget::NoDevice);
+        }
         let Some((name, queue)) = s.rsplit_once(':') else {
             return Err(format!(
-                "'{s}' is not IFNAME:QUEUE (e.g. eth0:4; `ethtool -l IFNAME` shows the queues)"
+                "'{s}' is not IFNAME:QUEUE (e.g. eth0:4; `ethtool -l IFNAME` shows the queues) \
+                 or nodev (zcrx without a device)"
             ));
         };
         ifq::zcrx::validate_ifname(name).map_err(|e| e.to_string())?;
         let queue = queue
             .parse()
             .map_err(|_| format!("'{queue}' in '{s}' is not a queue number"))?;
-        Ok((name.to_string(), queue))
+        Ok(runtime::ZcrxTarget::Queue {
+            ifname: name.to_string(),
+            queue,
+        })
     }
 
-    /// The runtime flags `proxy` and `sink` share; [`builder`](Self::builder) applies them.
+    /// Sends the runtime's `tracing` events (which receive backend it chose, and why) to stderr,
+    /// at `info` and above unless `RUST_LOG` says otherwise. Call once, first thing in `main`.
+    pub fn init_tracing() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // A second call (or another subscriber already installed) changes nothing.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .try_init();
+    }
+
+    /// The runtime flags `echo`, `proxy` and `sink` share; [`builder`](Self::builder) applies
+    /// them.
     #[derive(clap::Args, Debug, Clone)]
     pub struct RuntimeArgs {
         /// Runtime threads (one listener each, SO_REUSEPORT), 1 to 256.
@@ -1142,11 +1164,14 @@ pub mod cli {
         /// Receive chunk size in bytes: a power of two from 4096 to 1048576 (K and M suffixes work).
         #[arg(long, default_value = "32K", value_parser = chunk_size)]
         pub chunk_size: usize,
-        /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i). Needs a
-        /// zcrx-capable NIC with header/data split and flow steering, and CAP_NET_ADMIN.
-        #[arg(long, value_name = "IFNAME:QUEUE", value_parser = zcrx_queue)]
-        pub zcrx: Option<(String, u32)>,
-        /// Receive backend: auto falls back from zcrx to the buffer ring, saying why once.
+        /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i; needs a
+        /// zcrx-capable NIC with header/data split and flow steering), or without a device
+        /// (nodev: Linux 7.1+, any TCP socket, the kernel copies; run it with --backend zcrx).
+        /// Either needs CAP_NET_ADMIN.
+        #[arg(long, value_name = "IFNAME:QUEUE|nodev", value_parser = zcrx_target)]
+        pub zcrx: Option<runtime::ZcrxTarget>,
+        /// Receive backend: auto falls back from zcrx on a NIC queue to the buffer ring, saying
+        /// why once, and never picks nodev (it copies and is slower than the buffer ring).
         #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
         pub backend: Backend,
         /// Fix how many chunks the buffer ring keeps posted at once (default: the runtime adapts
@@ -1172,7 +1197,7 @@ pub mod cli {
                 b = b.max_posted(n);
             }
             match &self.zcrx {
-                Some((ifname, queue)) => b.zcrx_queue(ifname.clone(), *queue),
+                Some(target) => b.zcrx(target.clone()),
                 None => b,
             }
         }
@@ -1181,12 +1206,12 @@ pub mod cli {
     /// The receive backend, for `--backend`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
     pub enum Backend {
-        /// zcrx on `--zcrx` if the kernel, NIC and privileges allow it, else the buffer ring
-        /// (saying why, once).
+        /// zcrx on `--zcrx IFNAME:QUEUE` if the kernel, NIC and privileges allow it, else the
+        /// buffer ring (saying why, once).
         Auto,
         /// The provided buffer ring (copies into the pool; works on every NIC).
         Bufring,
-        /// zcrx on `--zcrx`, or fail.
+        /// zcrx on `--zcrx` (a NIC queue or nodev), or fail.
         Zcrx,
     }
 

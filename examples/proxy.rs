@@ -71,6 +71,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    cli::init_tracing();
     if args.listen == args.upstream {
         Args::command()
             .error(

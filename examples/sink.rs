@@ -81,6 +81,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    cli::init_tracing();
     if let Some(n) = args.generate {
         return generate(args.verify.unwrap_or_default(), n);
     }

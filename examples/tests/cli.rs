@@ -1,5 +1,5 @@
-//! The `proxy` and `sink` example binaries themselves: `--help`, flag validation, and a run of
-//! each over loopback. `cargo test` builds the examples next to the test binaries; when they are
+//! The `echo`, `proxy` and `sink` example binaries themselves: `--help`, flag validation, and a
+//! run of each over loopback (on the backend `RUNTIME_TEST_RX` names: see `common::rx_flags`). `cargo test` builds the examples next to the test binaries; when they are
 //! missing or older than their sources (`cargo test --test cli` alone does not build them),
 //! these tests say they were skipped.
 
@@ -12,7 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    connect, echo_upstream, free_port, roundtrip, run_bounded, wait_listening, ChildGuard,
+    connect, echo_upstream, free_port, roundtrip, run_bounded, rx, rx_flags, wait_listening,
+    ChildGuard,
 };
 use examples::Pattern;
 
@@ -184,6 +185,7 @@ fn sink_binary_generates_and_verifies() {
         Command::new(&sink)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "2"])
             .args(["--verify", "42", "--connections", "2"])
+            .args(rx_flags())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -206,6 +208,13 @@ fn sink_binary_generates_and_verifies() {
         .expect("the sink exits after 2 connections");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout} {}", text(&out.stderr));
+    let receives_with = format!("receives with the {}", rx::expected_backend());
+    assert_eq!(
+        text(&out.stderr).matches(&receives_with).count(),
+        2,
+        "both threads on the backend asked for: {}",
+        text(&out.stderr)
+    );
     assert!(
         stdout.contains("8388608 bytes") && stdout.contains(", verified"),
         "{stdout}"
@@ -226,6 +235,7 @@ fn sink_binary_generates_and_verifies() {
         Command::new(&sink)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--verify", "7"])
             .args(["--duration", "1.5", "--interval", "0.5"])
+            .args(rx_flags())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -260,6 +270,7 @@ fn proxy_binary_forwards() {
         Command::new(&proxy)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--upstream", &up.to_string(), "--threads", "2"])
+            .args(rx_flags())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -276,9 +287,62 @@ fn proxy_binary_forwards() {
     upstream.join().unwrap();
 }
 
+/// The echo binary sends back every byte of several concurrent connections, on both of its
+/// threads.
+#[test]
+fn echo_binary_echoes() {
+    let Some(echo) = example("echo") else {
+        return;
+    };
+    let port = free_port();
+    let mut child = ChildGuard::spawn(
+        Command::new(&echo)
+            .args([
+                "--addr",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--threads",
+                "2",
+            ])
+            .args(rx_flags())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        wait_listening(port, Duration::from_secs(10)),
+        "echo listens"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let clients: Vec<_> = (0..4u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = Pattern::bytes(100 + i, 4 << 20);
+                assert!(roundtrip(addr, data.clone()) == data, "connection {i}");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    child.kill();
+    let out = child
+        .wait_output(Duration::from_secs(5))
+        .expect("the echo server was stopped");
+    let receives_with = format!("receives with the {}", rx::expected_backend());
+    assert_eq!(
+        text(&out.stderr).matches(&receives_with).count(),
+        2,
+        "both threads on the backend asked for: {}",
+        text(&out.stderr)
+    );
+}
+
 /// zcrx without CAP_NET_ADMIN: `--backend zcrx` fails at start-up with a message that names the
 /// capability and the ways to get it; auto mode falls back to the buffer ring and says so once,
-/// however many threads start. Bad `--zcrx` values are refused before anything starts.
+/// however many threads start. Bad `--zcrx` values are refused before anything starts; `nodev`
+/// is accepted, and auto mode does not pick it.
 #[test]
 fn zcrx_privilege_and_fallback() {
     let Some(sink) = example("sink") else {
@@ -304,6 +368,37 @@ fn zcrx_privilege_and_fallback() {
     assert!(
         text(&out.stderr).contains("--zcrx"),
         "--backend zcrx without --zcrx says what is missing"
+    );
+    // `--zcrx nodev` is accepted; the automatic choice runs the buffer ring with it, and says
+    // why once.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = run(
+        &sink,
+        &[
+            "--listen",
+            &listen,
+            "--zcrx",
+            "nodev",
+            "--threads",
+            "2",
+            "--duration",
+            "0.2",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "--zcrx nodev in auto mode serves: {err}"
+    );
+    assert_eq!(
+        err.matches("does not run zcrx without a device").count(),
+        1,
+        "said once, with the reason: {err}"
+    );
+    assert_eq!(
+        err.matches("receives with the buffer ring").count(),
+        2,
+        "{err}"
     );
 
     let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]

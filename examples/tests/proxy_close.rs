@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{connect, echo, echo_upstream, reset, roundtrip, Proxy};
 use examples::{Pattern, PROXY_CONN_LIMIT_CHUNKS};
-use runtime::Runtime;
 
 /// The client sends 8 MiB and shuts down its write side; the upstream echoes and closes: the
 /// client gets every byte back, then the end of stream.
@@ -51,7 +50,7 @@ fn half_close_echo() {
 #[test]
 fn echo_with_large_chunks_zero_copy_send() {
     let (up, upstream) = echo_upstream(4);
-    let builder = Runtime::builder()
+    let builder = common::rx::builder()
         .chunk_size(256 * 1024)
         .chunks(64)
         .conn_limit(PROXY_CONN_LIMIT_CHUNKS * 256 * 1024);
@@ -79,7 +78,7 @@ fn echo_with_large_chunks_zero_copy_send() {
 #[test]
 fn echo_through_a_tiny_pool() {
     let (up, upstream) = echo_upstream(4);
-    let builder = Runtime::builder()
+    let builder = common::rx::builder()
         .chunk_size(4096)
         .chunks(8)
         .conn_limit(4096);
@@ -115,7 +114,7 @@ fn echo_through_a_tiny_pool() {
 fn shared_pool_does_not_deadlock_with_default_conn_limit() {
     for round in 0..5 {
         let (up, upstream) = echo_upstream(4);
-        let builder = Runtime::builder().chunk_size(64 * 1024).chunks(16);
+        let builder = common::rx::builder().chunk_size(64 * 1024).chunks(16);
         let proxy = Proxy::start_with(up, 1, builder);
         let clients: Vec<_> = (0..4u64)
             .map(|i| {

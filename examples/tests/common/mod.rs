@@ -14,7 +14,19 @@ use examples::{
     serve_proxy, serve_sink, ProxyConfig, ProxyCounters, SinkConfig, SinkReport, SinkTotals,
 };
 use runtime::net::TcpListener;
-use runtime::{Runtime, ShutdownReport, ShutdownSignal};
+use runtime::{ShutdownReport, ShutdownSignal};
+
+/// The receive backend the tests run on (`RUNTIME_TEST_RX`), shared with the runtime's tests.
+#[path = "../../../runtime/tests/common/rx.rs"]
+pub mod rx;
+
+/// The example binaries' flags for the backend the tests run on.
+pub fn rx_flags() -> &'static [&'static str] {
+    match rx::rx() {
+        rx::Rx::BufRing => &[],
+        rx::Rx::ZcrxNodev => &["--backend", "zcrx", "--zcrx", "nodev"],
+    }
+}
 
 // ---- tools ----------------------------------------------------------------------------------
 
@@ -283,7 +295,7 @@ impl Proxy {
     /// per-connection limit ([`examples::PROXY_CONN_LIMIT_CHUNKS`] chunks).
     pub fn start(upstream: SocketAddr, threads: usize) -> Self {
         let limit = examples::PROXY_CONN_LIMIT_CHUNKS * 32 * 1024;
-        Self::start_with(upstream, threads, Runtime::builder().conn_limit(limit))
+        Self::start_with(upstream, threads, rx::builder().conn_limit(limit))
     }
 
     /// Like [`start`](Self::start), each thread's runtime built from `builder` (pool size,
@@ -308,6 +320,7 @@ impl Proxy {
                             .build()
                             .expect("runtime");
                         rt.block_on(async move {
+                            rx::assert_backend();
                             // Thread 0 picks the port; the others share it (SO_REUSEPORT).
                             let l = TcpListener::bind_reuseport(
                                 want.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
@@ -398,7 +411,7 @@ impl Sink {
         drop(probe);
         let (tx, reports) = mpsc::channel::<SinkReport>();
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
-        let builder = Runtime::builder()
+        let builder = rx::builder()
             .threads(threads)
             .shutdown_signal(signal.clone())
             .shutdown_grace(Duration::from_secs(2));
@@ -409,6 +422,7 @@ impl Sink {
                     let (tx, ready_tx, totals) = (tx.clone(), ready_tx.clone(), t_totals.clone());
                     let config = config.clone();
                     async move {
+                        rx::assert_backend();
                         let l = TcpListener::bind_reuseport(addr).expect("bind the sink");
                         let _ = ready_tx.send(());
                         serve_sink(l, config, totals, move |r| {
