@@ -1166,12 +1166,11 @@ pub mod cli {
         pub chunk_size: usize,
         /// Receive with zcrx on this NIC queue (IFNAME:QUEUE; thread i uses QUEUE + i; needs a
         /// zcrx-capable NIC with header/data split and flow steering), or without a device
-        /// (nodev: Linux 7.1+, any TCP socket, the kernel copies; run it with --backend zcrx).
-        /// Either needs CAP_NET_ADMIN.
+        /// (nodev: Linux 7.1+, any TCP socket, the kernel copies). Either needs CAP_NET_ADMIN.
         #[arg(long, value_name = "IFNAME:QUEUE|nodev", value_parser = zcrx_target)]
         pub zcrx: Option<runtime::ZcrxTarget>,
-        /// Receive backend: auto falls back from zcrx on a NIC queue to the buffer ring, saying
-        /// why once, and never picks nodev (it copies and is slower than the buffer ring).
+        /// Receive backend: auto tries zcrx on --zcrx (a NIC queue or nodev) and falls back to
+        /// the buffer ring, saying why once; without --zcrx it runs the buffer ring.
         #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
         pub backend: Backend,
         /// Fix how many chunks the buffer ring keeps posted at once (default: the runtime adapts
@@ -1206,8 +1205,8 @@ pub mod cli {
     /// The receive backend, for `--backend`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
     pub enum Backend {
-        /// zcrx on `--zcrx IFNAME:QUEUE` if the kernel, NIC and privileges allow it, else the
-        /// buffer ring (saying why, once).
+        /// zcrx on `--zcrx` if the kernel, NIC and privileges allow it, else the buffer ring
+        /// (saying why, once).
         Auto,
         /// The provided buffer ring (copies into the pool; works on every NIC).
         Bufring,

@@ -101,16 +101,12 @@ fn echo_through_a_tiny_pool() {
     proxy.stop_clean();
 }
 
-/// KNOWN RUNTIME ISSUE, kept as a reproduction (run with `--ignored`): with the runtime's
-/// default per-connection limit (a quarter of the pool), four client connections whose data
-/// waits for an upstream that only reads once its answers are read hold every chunk of the
-/// thread's pool; the upstream connections then get no buffer (ENOBUFS, starved) and nothing
-/// moves again. Fails (a client read times out) in about half the runs of one round; this
-/// runs five rounds.
+/// Regression: with the runtime's default per-connection limit (a quarter of the pool), four
+/// client connections whose data waits for an upstream that only reads once its answers are
+/// read used to hold every chunk of the thread's pool while the upstream connections starved
+/// and nothing moved again (a client read timed out in about half the runs of one round; this
+/// runs five). Fixed by the runtime's reserve and promised-budget accounting.
 #[test]
-/// Regression: four connections at the default per-connection limit used to hold the whole pool
-/// while the upstream side starved (fixed by the runtime's reserve and promised-budget
-/// accounting).
 fn shared_pool_does_not_deadlock_with_default_conn_limit() {
     for round in 0..5 {
         let (up, upstream) = echo_upstream(4);

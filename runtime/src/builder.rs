@@ -10,11 +10,11 @@ use crate::shutdown::{ShutdownReport, ShutdownSignal};
 /// Which receive backend the runtime uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RxBackend {
-    /// zcrx on the NIC queue given with [`Builder::zcrx_queue`] if the kernel and NIC accept it;
-    /// otherwise the provided buffer ring, saying why once (a `tracing` warning). Without a
-    /// queue, and with [`Builder::zcrx_nodev`], the buffer ring: zcrx without a device copies
-    /// every byte like the buffer ring does, and measured slower (see `docs/runtime.md`), so
-    /// only [`RxBackend::Zcrx`] runs it.
+    /// zcrx on the target given with [`Builder::zcrx_queue`] or [`Builder::zcrx_nodev`] if the
+    /// kernel (and NIC) accept it; otherwise the provided buffer ring, saying why once (a
+    /// `tracing` warning). Without a target, the buffer ring: zcrx without a device is never
+    /// picked unasked (it needs `CAP_NET_ADMIN` and Linux 7.1+, and whether it beats the buffer
+    /// ring depends on the load: see `docs/runtime.md`).
     #[default]
     Auto,
     /// The provided buffer ring (works on every NIC).
@@ -38,8 +38,9 @@ pub enum ZcrxTarget {
     /// zcrx without a device (`ZCRX_REG_NODEV`, Linux 7.1+): the kernel copies every received
     /// byte into the area, with zcrx's completions, refill ring and teardown. Any TCP socket
     /// works (loopback, veth, any NIC); each runtime thread registers its own. Useful to run
-    /// the zcrx code paths where no NIC can do zcrx; it copies, so it is no faster than the
-    /// buffer ring. Needs `CAP_NET_ADMIN` like a device queue.
+    /// the zcrx code paths where no NIC can do zcrx. It copies like the buffer ring; which of
+    /// the two is faster depends on the load (`docs/runtime.md`). Needs `CAP_NET_ADMIN` like a
+    /// device queue.
     NoDevice,
 }
 
@@ -168,9 +169,9 @@ impl Builder {
         self
     }
 
-    /// zcrx without a device ([`ZcrxTarget::NoDevice`], Linux 7.1+): with
-    /// [`RxBackend::Zcrx`], every thread registers its own device-less interface queue and
-    /// receives through it on any TCP socket. [`RxBackend::Auto`] does not pick it.
+    /// zcrx without a device ([`ZcrxTarget::NoDevice`], Linux 7.1+): every thread registers
+    /// its own device-less interface queue and receives through it on any TCP socket; with
+    /// [`RxBackend::Auto`] the buffer ring instead if the kernel refuses it.
     pub fn zcrx_nodev(self) -> Self {
         self.zcrx(ZcrxTarget::NoDevice)
     }

@@ -22,16 +22,11 @@ pub(crate) enum Rx {
 
 static FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Says, once per process, that `Auto` runs the buffer ring and why: a warning when zcrx was
-/// refused, a note when it was not tried.
-fn say_fallback(refused: bool, why: impl FnOnce() -> String) {
+/// Says, once per process, that `Auto` runs the buffer ring because zcrx was refused, and why.
+fn say_fallback(why: impl FnOnce() -> String) {
     if !FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         let why = why();
-        if refused {
-            tracing::warn!(target: "runtime", "{why}; falling back to the provided buffer ring");
-        } else {
-            tracing::info!(target: "runtime", "{why}; receiving with the provided buffer ring");
-        }
+        tracing::warn!(target: "runtime", "{why}; falling back to the provided buffer ring");
     }
 }
 
@@ -65,22 +60,15 @@ impl Rx {
                      NIC queue, or Builder::zcrx_nodev() for zcrx without a device",
                 ))
             }
-            // The default: nothing to explain.
+            // The default. Auto never picks zcrx without a device by itself: it needs
+            // CAP_NET_ADMIN and Linux 7.1+, and what it does against the buffer ring depends on
+            // the load (docs/runtime.md).
             (RxBackend::Auto, None) => None,
-            (RxBackend::Auto, Some(ZcrxTarget::NoDevice)) => {
-                say_fallback(false, || {
-                    "the automatic backend choice does not run zcrx without a device: it copies \
-                     every byte like the buffer ring and was slower in the measurements of \
-                     docs/runtime.md (RxBackend::Zcrx runs it)"
-                        .into()
-                });
-                None
-            }
             (_, Some(ZcrxTarget::Queue { ifname, queue })) => Some(ZcrxTarget::Queue {
                 ifname: ifname.clone(),
                 queue: queue + index as u32,
             }),
-            (RxBackend::Zcrx, Some(ZcrxTarget::NoDevice)) => Some(ZcrxTarget::NoDevice),
+            (_, Some(ZcrxTarget::NoDevice)) => Some(ZcrxTarget::NoDevice),
         };
         if let Some(target) = want_zcrx {
             let ring = Ring::new(config.sq_entries, config.cq_entries, true)?;
@@ -113,7 +101,7 @@ impl Rx {
                 Err(e) if config.backend == RxBackend::Zcrx => {
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
                 }
-                Err(e) => say_fallback(true, || e.to_string()),
+                Err(e) => say_fallback(|| e.to_string()),
             }
         }
         let ring = Ring::new(config.sq_entries, config.cq_entries, false)?;

@@ -490,7 +490,8 @@ fn threads_are_pinned() {
 }
 
 /// Backend choice on a machine without a zcrx-capable NIC: zcrx demanded on `lo` fails at
-/// start-up with the kernel's reason; auto mode falls back to the buffer ring.
+/// start-up with the kernel's reason; auto mode falls back to the buffer ring. zcrx without a
+/// device runs where the kernel has it, and is refused or fallen back from elsewhere.
 #[test]
 fn zcrx_backend_selection() {
     if !rustix::process::geteuid().is_root() {
@@ -519,6 +520,31 @@ fn zcrx_backend_selection() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("zcrx_queue"), "{e}");
+    // zcrx without a device: from Linux 7.1 both modes run it; before, zcrx demanded fails with
+    // the reason and auto mode falls back.
+    let demanded = runtime::Builder::new()
+        .rx_backend(runtime::RxBackend::Zcrx)
+        .zcrx_nodev()
+        .chunks(16)
+        .build();
+    let auto = runtime::Builder::new()
+        .zcrx_nodev()
+        .chunks(16)
+        .build()
+        .unwrap();
+    let has_nodev = runtime::ifq::probe::KernelVersion::current().is_some_and(|v| v.at_least(7, 1));
+    match demanded {
+        Ok(rt) => {
+            assert!(has_nodev, "zcrx without a device before Linux 7.1?");
+            assert_eq!(rt.rx_backend(), "zcrx without a device (copy)");
+            assert_eq!(auto.rx_backend(), "zcrx without a device (copy)");
+        }
+        Err(e) => {
+            assert!(!has_nodev, "refused on Linux 7.1+: {e}");
+            assert!(e.to_string().contains("7.1"), "{e}");
+            assert_eq!(auto.rx_backend(), "buffer ring");
+        }
+    }
 }
 
 /// Shutdown returns once the last task has finished, not at the end of the grace period: here
