@@ -59,7 +59,22 @@ fn main() -> anyhow::Result<()> {
                 };
                 runtime::spawn(async move {
                     while let Ok(Some(buf)) = stream.recv().await {
-                        if stream.send_buf(buf).await.is_err() {
+                        // What arrived together goes back in one request (under zcrx each
+                        // buffer is at most a page); a lone buffer as it came.
+                        let sent = match stream.try_recv_buf() {
+                            None => stream.send_buf(buf).await,
+                            Some(next) => {
+                                let mut bufs = vec![buf, next];
+                                while bufs.len() < runtime::net::SEND_BUFS_MAX {
+                                    match stream.try_recv_buf() {
+                                        Some(b) => bufs.push(b),
+                                        None => break,
+                                    }
+                                }
+                                stream.send_bufs(bufs).await
+                            }
+                        };
+                        if sent.is_err() {
                             break;
                         }
                     }

@@ -57,18 +57,34 @@ fn context(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Forwards `from` to `to` until `from` ends, then shuts down `to`'s write half. Each received
-/// buffer is sent from the receive pool without a copy ([`TcpStream::send_buf`]); its chunk goes
-/// back to the pool once the kernel is done sending it.
+/// Forwards `from` to `to` until `from` ends, then shuts down `to`'s write half. Received
+/// buffers are sent from the receive pool without a copy in user space, those that arrived
+/// together in one request ([`TcpStream::send_bufs`]: under zcrx each carries at most a page);
+/// each chunk goes back to the pool once the kernel is done sending it.
 async fn forward(from: &TcpStream, to: &TcpStream, dir: Dir, count: &Cell<u64>) -> io::Result<()> {
     let (src, dst) = dir.names();
     loop {
         match from.recv().await {
             Ok(Some(buf)) => {
-                let n = buf.len() as u64;
-                to.send_buf(buf)
-                    .await
-                    .map_err(|e| context(e, format!("sending to the {dst}")))?;
+                let n = match from.try_recv_buf() {
+                    // Request/response traffic: one buffer at a time, as it came.
+                    None => {
+                        let n = buf.len() as u64;
+                        to.send_buf(buf).await.map(|()| n)
+                    }
+                    Some(next) => {
+                        let mut bufs = vec![buf, next];
+                        while bufs.len() < runtime::net::SEND_BUFS_MAX {
+                            match from.try_recv_buf() {
+                                Some(b) => bufs.push(b),
+                                None => break,
+                            }
+                        }
+                        let n: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+                        to.send_bufs(bufs).await.map(|()| n)
+                    }
+                }
+                .map_err(|e| context(e, format!("sending to the {dst}")))?;
                 count.set(count.get() + n);
             }
             Ok(None) => {

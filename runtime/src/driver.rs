@@ -543,7 +543,13 @@ impl Driver {
         Poll::Pending
     }
 
-    /// Bytes queued for the application on this connection but not yet taken.
+    /// A buffer already received on this connection, if one is queued (errors and the end of
+    /// the stream are left for `poll_recv`).
+    pub(crate) fn take_queued(&mut self, key: usize) -> Option<RxBuf> {
+        self.conns[key].queue.pop_front()
+    }
+
+    /// The id the receive pool charges this connection's held bytes to.
     pub(crate) fn conn_owner(&self, key: usize) -> OwnerId {
         self.conns[key].owner
     }

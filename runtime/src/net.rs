@@ -24,6 +24,47 @@ use crate::op::Op;
 /// Sends of at least this many bytes from an [`RxBuf`] use zero-copy send.
 pub const ZC_SEND_THRESHOLD: usize = 64 * 1024;
 
+/// Most buffers [`TcpStream::send_bufs`] puts in one request (the kernel takes up to 1024
+/// iovecs; 64 pages or chunks is plenty for one wake-up's worth).
+pub const SEND_BUFS_MAX: usize = 64;
+
+/// What a `SENDMSG` of received buffers points at (the buffers, their iovecs, the header), owned
+/// by its request's slot until the kernel's final completion.
+struct SendMsgKeep {
+    _fd: Rc<OwnedFd>,
+    bufs: Vec<RxBuf>,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+impl SendMsgKeep {
+    fn new(fd: Rc<OwnedFd>, bufs: Vec<RxBuf>) -> Box<Self> {
+        let iov = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: `msghdr` is plain data, and all zeros is a header without name or control.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut keep = Box::new(Self {
+            _fd: fd,
+            bufs,
+            iov,
+            msg,
+        });
+        // Both point into the box's heap allocations, which do not move with the box.
+        keep.msg.msg_iov = keep.iov.as_mut_ptr();
+        keep.msg.msg_iovlen = keep.iov.len() as _;
+        keep
+    }
+
+    fn msg(&self) -> *const libc::msghdr {
+        &self.msg
+    }
+}
+
 fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
     addr.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
@@ -235,6 +276,14 @@ impl TcpStream {
         context::with_driver(|d| d.poll_recv(self.key, cx))
     }
 
+    /// A buffer that has already arrived, if any, without waiting (an error or the end of the
+    /// stream is left for [`recv`](Self::recv)). With [`send_bufs`](Self::send_bufs), a
+    /// forwarder sends what arrived together in one request: under zcrx a completion carries at
+    /// most a page.
+    pub fn try_recv_buf(&self) -> Option<RxBuf> {
+        context::with_driver(|d| d.take_queued(self.key))
+    }
+
     /// Sends from an owned buffer; returns the bytes sent and the buffer.
     pub async fn send_owned<B: AsRef<[u8]> + 'static>(&self, buf: B) -> (io::Result<usize>, B) {
         self.send_with(buf, false).await
@@ -304,6 +353,50 @@ impl TcpStream {
             match r? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 n => buf.advance(n),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends all bytes of `bufs`, in order, straight from the receive area like
+    /// [`send_buf`](Self::send_buf), in as few requests as the kernel takes: one `SENDMSG` with
+    /// one iovec per buffer (at most [`SEND_BUFS_MAX`] a request), again for what a short send
+    /// left. Each chunk goes back to the pool once the kernel is done with it.
+    pub async fn send_bufs(&self, bufs: impl IntoIterator<Item = RxBuf>) -> io::Result<()> {
+        let mut bufs: std::collections::VecDeque<RxBuf> =
+            bufs.into_iter().filter(|b| !b.is_empty()).collect();
+        while !bufs.is_empty() {
+            if bufs.len() == 1 {
+                return self.send_buf(bufs.pop_front().expect("one buffer")).await;
+            }
+            let batch: Vec<RxBuf> = bufs.drain(..bufs.len().min(SEND_BUFS_MAX)).collect();
+            let keep = SendMsgKeep::new(self.fd.clone(), batch);
+            let sqe = opcode::SendMsg::new(types::Fd(self.fd.as_raw_fd()), keep.msg())
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build();
+            let (res, _, keep) = Op::submit(sqe, keep as Box<dyn Any>).await;
+            let keep = *keep.downcast::<SendMsgKeep>().expect("sendmsg resources");
+            if res < 0 {
+                return Err(errno(res));
+            }
+            if res == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            // Sent buffers are done with (the kernel copied them); what a short send left goes
+            // first next time, in order.
+            let mut sent = res as usize;
+            let mut unsent = Vec::new();
+            for mut b in keep.bufs {
+                if sent >= b.len() {
+                    sent -= b.len();
+                    continue;
+                }
+                b.advance(sent);
+                sent = 0;
+                unsent.push(b);
+            }
+            for b in unsent.into_iter().rev() {
+                bufs.push_front(b);
             }
         }
         Ok(())
