@@ -183,7 +183,9 @@ impl Builder {
         self
     }
 
-    /// Receive chunk size (power of two, 4 KiB..=1 MiB).
+    /// Receive chunk size (power of two, 4 KiB..=1 MiB). Under zcrx the pool keeps its size
+    /// (`chunks * chunk_size` bytes) but is split into the kernel's buffers, pages, which it hands
+    /// out one at a time: what is free and what a connection holds are then exact.
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.config.chunk_size = bytes;
         self

@@ -78,7 +78,8 @@ impl Runtime {
         self.handle.signal.clone()
     }
 
-    /// The receive backend in use, in words ("buffer ring", "zcrx on eth0 queue 4").
+    /// The receive backend in use, in words ("buffer ring", "zcrx on eth0 queue 4", "zcrx
+    /// without a device (copy)").
     pub fn rx_backend(&self) -> String {
         self.handle.driver.borrow().backend.clone()
     }
@@ -199,7 +200,8 @@ pub async fn shutdown_requested() {
 }
 
 /// Who holds what in the current thread's receive pool (chunks per state, bytes per
-/// connection). `None` after shutdown.
+/// connection; under zcrx a chunk is a page, see [`Builder::chunk_size`](crate::Builder::chunk_size)).
+/// `None` after shutdown.
 ///
 /// # Panics
 /// Outside a runtime.
