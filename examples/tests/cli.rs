@@ -310,11 +310,46 @@ fn echo_binary_echoes() {
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    assert!(
-        wait_listening(port, Duration::from_secs(10)),
-        "echo listens"
+    // Each thread says which backend it receives with just before it listens. (The port
+    // itself is no sign: the binary binds it once at start to fail early, then lets it go.)
+    let stderr = child.child().stderr.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let receives_with = format!("receives with the {}", rx::expected_backend());
+    let mut said = Vec::new();
+    while said
+        .iter()
+        .filter(|l: &&String| l.contains("receives with"))
+        .count()
+        < 2
+    {
+        said.push(
+            lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("the echo threads did not start: {said:?}")),
+        );
+    }
+    assert_eq!(
+        said.iter().filter(|l| l.contains(&receives_with)).count(),
+        2,
+        "both threads on the backend asked for: {said:?}"
     );
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok()),
+        "echo listens"
+    );
     let clients: Vec<_> = (0..4u64)
         .map(|i| {
             std::thread::spawn(move || {
@@ -326,17 +361,6 @@ fn echo_binary_echoes() {
     for c in clients {
         c.join().unwrap();
     }
-    child.kill();
-    let out = child
-        .wait_output(Duration::from_secs(5))
-        .expect("the echo server was stopped");
-    let receives_with = format!("receives with the {}", rx::expected_backend());
-    assert_eq!(
-        text(&out.stderr).matches(&receives_with).count(),
-        2,
-        "both threads on the backend asked for: {}",
-        text(&out.stderr)
-    );
 }
 
 /// zcrx without CAP_NET_ADMIN: `--backend zcrx` fails at start-up with a message that names the
