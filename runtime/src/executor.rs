@@ -240,6 +240,19 @@ pub(crate) struct Executor {
     panics: Cell<u64>,
 }
 
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Wakes handed to the remote queue that no turn will run any more: each holds an
+        // `Arc<Header>`, whose `remote` is this queue's own `Arc`, a cycle that would outlive the
+        // executor (LeakSanitizer saw it after a shutdown mid-transfer).
+        self.remote
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
 impl Executor {
     pub(crate) fn new(remote: Arc<Remote>) -> Self {
         let id = NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed);
