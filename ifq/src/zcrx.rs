@@ -1691,6 +1691,22 @@ impl ZcrxIfq {
         self.core.table.owner(owner)
     }
 
+    /// The per-owner limit, if any.
+    pub fn owner_limit(&self) -> Option<u64> {
+        self.core.table.owner_limit()
+    }
+
+    /// Free chunks: the kernel's to receive into (nothing waits in a pool: the kernel takes
+    /// every returned chunk).
+    pub fn available(&self) -> u32 {
+        self.core.table.counts().kernel
+    }
+
+    /// Chunks in the area.
+    pub fn chunks(&self) -> u32 {
+        self.core.area().chunks()
+    }
+
     /// Who holds what.
     pub fn snapshot(&self) -> Snapshot {
         self.core.snapshot()

@@ -242,10 +242,7 @@ impl Rx {
     pub(crate) fn geometry(&self) -> (u64, u64) {
         match self {
             Rx::Buf(b) => (b.chunk_size() as u64, u64::from(b.chunks())),
-            Rx::Zcrx(ifq) => (
-                ifq.chunk_size() as u64,
-                u64::from(ifq.snapshot().counts.total()),
-            ),
+            Rx::Zcrx(ifq) => (ifq.chunk_size() as u64, u64::from(ifq.chunks())),
         }
     }
 
@@ -269,8 +266,7 @@ impl Rx {
     pub(crate) fn available(&self) -> u32 {
         match self {
             Rx::Buf(b) => b.available(),
-            // The queue has no cheaper way to say it yet; the snapshot also lists the owners.
-            Rx::Zcrx(z) => z.snapshot().counts.kernel,
+            Rx::Zcrx(z) => z.available(),
         }
     }
 
