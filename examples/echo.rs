@@ -3,12 +3,12 @@
 //! `SO_REUSEPORT`.
 //!
 //! ```sh
-//! cargo run --release --example echo -- --addr 127.0.0.1 --port 7000 --threads 2
+//! cargo run --release --example echo -- --listen 127.0.0.1:7000 --threads 2
 //! # zcrx without a device (Linux 7.1+, as root):
 //! cargo run --release --example echo -- --backend zcrx --zcrx nodev
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::Parser;
@@ -18,12 +18,15 @@ use runtime::net::TcpListener;
 #[derive(Parser, Debug)]
 #[command(about = "Zero-copy echo server on the io_uring runtime")]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    addr: IpAddr,
-    /// Port to listen on.
-    #[arg(long, default_value_t = 7000)]
-    port: u16,
+    /// Address and port to listen on, as the other examples take them.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// The address alone (older spelling, kept for scripts; overrides --listen's).
+    #[arg(long, hide = true)]
+    addr: Option<IpAddr>,
+    /// The port alone (older spelling, kept for scripts; overrides --listen's).
+    #[arg(long, hide = true)]
+    port: Option<u16>,
     #[command(flatten)]
     rt: cli::RuntimeArgs,
 }
@@ -31,13 +34,18 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     cli::init_tracing();
-    let addr = (args.addr, args.port);
+    let mut addr = args.listen;
+    if let Some(ip) = args.addr {
+        addr.set_ip(ip);
+    }
+    if let Some(port) = args.port {
+        addr.set_port(port);
+    }
     // Fail early, with a clear message, if the address cannot be bound.
-    std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
+    std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!(
-        "echo: listening on {}:{} with {} thread(s)",
-        args.addr, args.port, args.rt.threads
+        "echo: listening on {addr} with {} thread(s)",
+        args.rt.threads
     );
     let results = args
         .rt

@@ -287,6 +287,45 @@ fn proxy_binary_forwards() {
     upstream.join().unwrap();
 }
 
+/// `echo` takes `--listen ADDR:PORT` like `sink` and `proxy`; its older `--addr` and `--port`
+/// still work (hidden from `--help`) and override the parts of `--listen`.
+#[test]
+fn echo_listen_spellings() {
+    let Some(echo) = example("echo") else {
+        return;
+    };
+    let help = run_bounded(Command::new(&echo).arg("--help"), Duration::from_secs(20)).unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--listen <ADDR:PORT>"), "{help}");
+    assert!(
+        !help.contains("--addr") && !help.contains("--port"),
+        "{help}"
+    );
+    let port = free_port();
+    let mut child = ChildGuard::spawn(
+        Command::new(&echo)
+            .args(["--listen", "127.0.0.1:1", "--port", &port.to_string()])
+            .args(["--addr", "127.0.0.1"])
+            .args(rx_flags())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let stderr = child.child().stderr.take().expect("piped");
+    let first = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stderr)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    };
+    assert!(
+        first.contains(&format!("listening on 127.0.0.1:{port}")),
+        "the old flags set the address: {first:?}"
+    );
+}
+
 /// The echo binary sends back every byte of several concurrent connections, on both of its
 /// threads.
 #[test]
@@ -297,14 +336,7 @@ fn echo_binary_echoes() {
     let port = free_port();
     let mut child = ChildGuard::spawn(
         Command::new(&echo)
-            .args([
-                "--addr",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--threads",
-                "2",
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "2"])
             .args(rx_flags())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
