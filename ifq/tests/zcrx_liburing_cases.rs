@@ -43,7 +43,6 @@ use ifq::completion::CQE_F_MORE;
 use ifq::error::ZcrxRefusal;
 use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
 use ifq::io_uring::{cqueue, opcode, squeue, IoUring};
-use ifq::probe::KernelVersion;
 use ifq::zcrx::abi_info::{
     io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, zcrx_ctrl,
     IORING_MEM_REGION_TYPE_USER, IORING_REGISTER_ZCRX_CTRL, IORING_REGISTER_ZCRX_IFQ,
@@ -51,7 +50,9 @@ use ifq::zcrx::abi_info::{
 };
 use ifq::zcrx::{ZcrxConfig, ZcrxFeatures, ZcrxIfq};
 use ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
-use rustix::thread::{capabilities, CapabilitySet};
+
+mod common;
+use common::zcrx::{nodev_guard, zcrx_ring};
 
 type Ring = IoUring<squeue::Entry, cqueue::Entry32>;
 
@@ -90,46 +91,7 @@ fn errno_name(errno: i32) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Guards and rings (as in tests/zcrx_kernel.rs).
-
-/// True (after printing why) when this process cannot get past the capability check.
-fn skip_unless_root() -> bool {
-    let caps = capabilities(None).expect("capget");
-    if !rustix::process::geteuid().is_root() || !caps.effective.contains(CapabilitySet::NET_ADMIN) {
-        println!("skipped: needs root");
-        return true;
-    }
-    false
-}
-
-/// The guard of `nodev_queue` in tests/zcrx_kernel.rs: `None` (after saying why) where this
-/// kernel or process cannot have a device-less queue; else what the kernel's query says.
-fn nodev_guard() -> Option<ZcrxFeatures> {
-    if skip_unless_root() {
-        return None;
-    }
-    let kernel = KernelVersion::current().expect("uname");
-    if !kernel.at_least(7, 1) {
-        println!("skipped: {kernel} has no ZCRX_REG_NODEV (7.1+); run it in the kernel guest");
-        return None;
-    }
-    let features = ZcrxFeatures::detect().expect("IORING_REGISTER_QUERY");
-    // 7.1 has the query (6.19) and NODEV: a kernel that says otherwise is not the one we think.
-    assert!(
-        features.queried && features.no_device(),
-        "{kernel} does not report ZCRX_REG_NODEV: {features:?}"
-    );
-    Some(features)
-}
-
-fn zcrx_ring() -> Ring {
-    IoUring::<squeue::Entry, cqueue::Entry32>::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(1024)
-        .build(64)
-        .expect("a SINGLE_ISSUER | DEFER_TASKRUN ring with 32-byte CQEs")
-}
+// Rings (the guards and the ring zcrx needs are in tests/common/zcrx.rs).
 
 /// liburing's `try_register_zcrx` ring (8 entries).
 fn raw_ring() -> Ring {

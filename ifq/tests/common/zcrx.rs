@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
 use ifq::io_uring::{cqueue, squeue, IoUring};
 use ifq::probe::KernelVersion;
-use ifq::zcrx::ZcrxIfq;
+use ifq::zcrx::{ZcrxFeatures, ZcrxIfq};
 use ifq::{Area, OwnerId, RecvEvent};
 use rustix::thread::{capabilities, CapabilitySet};
 
@@ -33,12 +33,9 @@ pub fn skip_unless_root() -> bool {
     false
 }
 
-/// A NODEV queue on a new ring with `chunks` pages, or `None` (after saying why) where this
-/// kernel or process cannot have one.
-pub fn nodev_queue(
-    chunks: usize,
-    rq_entries: Option<u32>,
-) -> Option<(IoUring<squeue::Entry, cqueue::Entry32>, ZcrxIfq)> {
+/// `None` (after saying why) where this kernel or process cannot have a device-less queue;
+/// else what the kernel's query says.
+pub fn nodev_guard() -> Option<ZcrxFeatures> {
     if skip_unless_root() {
         return None;
     }
@@ -47,6 +44,22 @@ pub fn nodev_queue(
         println!("skipped: {kernel} has no ZCRX_REG_NODEV (7.1+); run it in the kernel guest");
         return None;
     }
+    let features = ZcrxFeatures::detect().expect("IORING_REGISTER_QUERY");
+    // 7.1 has the query (6.19) and NODEV: a kernel that says otherwise is not the one we think.
+    assert!(
+        features.queried && features.no_device(),
+        "{kernel} does not report ZCRX_REG_NODEV: {features:?}"
+    );
+    Some(features)
+}
+
+/// A NODEV queue on a new ring with `chunks` pages, or `None` (after saying why) where this
+/// kernel or process cannot have one.
+pub fn nodev_queue(
+    chunks: usize,
+    rq_entries: Option<u32>,
+) -> Option<(IoUring<squeue::Entry, cqueue::Entry32>, ZcrxIfq)> {
+    nodev_guard()?;
     let ring = zcrx_ring();
     let area = Area::builder()
         .chunk_size(4096)
