@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context;
 use clap::Parser;
 use examples::cli;
-use runtime::net::TcpListener;
+use zcrx::net::TcpListener;
 
 #[derive(Parser, Debug)]
 #[command(about = "Zero-copy echo server on the io_uring runtime")]
@@ -51,10 +51,7 @@ fn main() -> anyhow::Result<()> {
         .rt
         .builder()
         .run(move |i| async move {
-            eprintln!(
-                "echo: thread {i} receives with the {}",
-                runtime::rx_backend()
-            );
+            eprintln!("echo: thread {i} receives with the {}", zcrx::rx_backend());
             let listener = TcpListener::bind_reuseport(addr)?;
             loop {
                 let (stream, _) = match listener.accept().await {
@@ -65,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                runtime::spawn(async move {
+                zcrx::spawn(async move {
                     while let Ok(Some(buf)) = stream.recv().await {
                         // What arrived together goes back in one request (under zcrx each
                         // buffer is at most a page); a lone buffer as it came.
@@ -73,7 +70,7 @@ fn main() -> anyhow::Result<()> {
                             None => stream.send_buf(buf).await,
                             Some(next) => {
                                 let mut bufs = vec![buf, next];
-                                while bufs.len() < runtime::net::SEND_BUFS_MAX {
+                                while bufs.len() < zcrx::net::SEND_BUFS_MAX {
                                     match stream.try_recv_buf() {
                                         Some(b) => bufs.push(b),
                                         None => break,

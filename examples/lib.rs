@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use runtime::net::{TcpListener, TcpStream};
+use zcrx::net::{TcpListener, TcpStream};
 
 // ---- proxy --------------------------------------------------------------------------------------
 
@@ -74,7 +74,7 @@ async fn forward(from: &TcpStream, to: &TcpStream, dir: Dir, count: &Cell<u64>) 
                     }
                     Some(next) => {
                         let mut bufs = vec![buf, next];
-                        while bufs.len() < runtime::net::SEND_BUFS_MAX {
+                        while bufs.len() < zcrx::net::SEND_BUFS_MAX {
                             match from.try_recv_buf() {
                                 Some(b) => bufs.push(b),
                                 None => break,
@@ -217,24 +217,26 @@ impl ProxyCounters {
 
 /// Connects to the upstream and proxies one accepted client with [`proxy_connection`].
 pub async fn proxy_client(client: TcpStream, config: &ProxyConfig) -> io::Result<ProxyReport> {
-    let upstream =
-        match runtime::time::timeout(config.connect_timeout, TcpStream::connect(config.upstream))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(context(e, format!("connecting to {}", config.upstream)));
-            }
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "connecting to {}: no answer within {:?}",
-                        config.upstream, config.connect_timeout
-                    ),
-                ))
-            }
-        };
+    let upstream = match zcrx::time::timeout(
+        config.connect_timeout,
+        TcpStream::connect(config.upstream),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(context(e, format!("connecting to {}", config.upstream)));
+        }
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connecting to {}: no answer within {:?}",
+                    config.upstream, config.connect_timeout
+                ),
+            ))
+        }
+    };
     if config.nodelay {
         client.set_nodelay(true)?;
         upstream.set_nodelay(true)?;
@@ -258,13 +260,13 @@ pub async fn serve_proxy(
             Err(e) => {
                 // Out of fds or memory, for instance: say so, and do not spin.
                 eprintln!("proxy: accept failed: {e}");
-                runtime::time::sleep(Duration::from_millis(10)).await;
+                zcrx::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         counters.accepted.fetch_add(1, Ordering::AcqRel);
         let (config, counters) = (config.clone(), counters.clone());
-        runtime::spawn(async move {
+        zcrx::spawn(async move {
             match proxy_client(client, &config).await {
                 Ok(report) => {
                     counters
@@ -700,7 +702,7 @@ where
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => break,
             Err(e) => {
                 eprintln!("sink: accept failed: {e}");
-                runtime::time::sleep(Duration::from_millis(10)).await;
+                zcrx::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -715,8 +717,8 @@ where
             on_done.clone(),
             config.clone(),
         );
-        tasks.retain(|t: &runtime::JoinHandle<()>| !t.is_finished());
-        tasks.push(runtime::spawn(async move {
+        tasks.retain(|t: &zcrx::JoinHandle<()>| !t.is_finished());
+        tasks.push(zcrx::spawn(async move {
             let mut report = if config.iperf3 {
                 iperf3::connection(&stream, &config.tests, &totals.bytes).await
             } else {
@@ -845,7 +847,7 @@ mod iperf3 {
         }
 
         async fn read_step(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
-            match runtime::time::timeout(STEP, self.read_exact(n)).await {
+            match zcrx::time::timeout(STEP, self.read_exact(n)).await {
                 Ok(r) => r.map_err(|e| context(e, format!("iperf3: reading {what}"))),
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -988,7 +990,7 @@ mod iperf3 {
                     ),
                 ));
             }
-            runtime::time::sleep(Duration::from_millis(2)).await;
+            zcrx::time::sleep(Duration::from_millis(2)).await;
         }
         send_state(stream, TEST_START).await?;
         send_state(stream, TEST_RUNNING).await?;
@@ -1097,7 +1099,10 @@ pub mod cli {
         let n = n
             .checked_mul(mult)
             .ok_or_else(|| format!("'{s}' is too large"))?;
-        let (min, max) = (ifq::area::MIN_CHUNK_SIZE, ifq::area::MAX_CHUNK_SIZE);
+        let (min, max) = (
+            zcrx_ifq::area::MIN_CHUNK_SIZE,
+            zcrx_ifq::area::MAX_CHUNK_SIZE,
+        );
         if !n.is_power_of_two() || !(min..=max).contains(&n) {
             return Err(format!(
                 "{n} bytes is not a power of two from {min} to {max} (4K .. 1M)"
@@ -1108,7 +1113,7 @@ pub mod cli {
 
     /// Receive chunks per thread: 1 to 32768 (the largest buffer ring).
     pub fn chunks(s: &str) -> Result<usize, String> {
-        let max = ifq::bufring::MAX_ENTRIES;
+        let max = zcrx_ifq::bufring::MAX_ENTRIES;
         let n: usize = s
             .trim()
             .parse()
@@ -1134,9 +1139,9 @@ pub mod cli {
     /// Where zcrx receives: `nodev` (zcrx without a device, Linux 7.1+), or a NIC receive queue,
     /// `IFNAME:QUEUE` (`eth0:4`): the interface name is checked the way the kernel will (1 to
     /// 15 bytes, no `/`, no whitespace, no NUL), the queue is a number.
-    pub fn zcrx_target(s: &str) -> Result<runtime::ZcrxTarget, String> {
+    pub fn zcrx_target(s: &str) -> Result<zcrx::ZcrxTarget, String> {
         if s == "nodev" {
-            return Ok(runtime::ZcrxTarget::NoDevice);
+            return Ok(zcrx::ZcrxTarget::NoDevice);
         }
         let Some((name, queue)) = s.rsplit_once(':') else {
             return Err(format!(
@@ -1144,11 +1149,11 @@ pub mod cli {
                  or nodev (zcrx without a device)"
             ));
         };
-        ifq::zcrx::validate_ifname(name).map_err(|e| e.to_string())?;
+        zcrx_ifq::zcrx::validate_ifname(name).map_err(|e| e.to_string())?;
         let queue = queue
             .parse()
             .map_err(|_| format!("'{queue}' in '{s}' is not a queue number"))?;
-        Ok(runtime::ZcrxTarget::Queue {
+        Ok(zcrx::ZcrxTarget::Queue {
             ifname: name.to_string(),
             queue,
         })
@@ -1184,7 +1189,7 @@ pub mod cli {
         /// zcrx-capable NIC with header/data split and flow steering), or without a device
         /// (nodev: Linux 7.1+, any TCP socket, the kernel copies). Either needs CAP_NET_ADMIN.
         #[arg(long, value_name = "IFNAME:QUEUE|nodev", value_parser = zcrx_target)]
-        pub zcrx: Option<runtime::ZcrxTarget>,
+        pub zcrx: Option<zcrx::ZcrxTarget>,
         /// Receive backend: auto tries zcrx on --zcrx (a NIC queue or nodev) and falls back to
         /// the buffer ring, saying why once; without --zcrx it runs the buffer ring.
         #[arg(long, value_enum, default_value = "auto", requires_if("zcrx", "zcrx"))]
@@ -1201,8 +1206,8 @@ pub mod cli {
 
     impl RuntimeArgs {
         /// A runtime builder with these threads, pool and backend.
-        pub fn builder(&self) -> runtime::Builder {
-            let mut b = runtime::Runtime::builder()
+        pub fn builder(&self) -> zcrx::Builder {
+            let mut b = zcrx::Runtime::builder()
                 .threads(self.threads.into())
                 .chunks(self.chunks)
                 .chunk_size(self.chunk_size)
@@ -1230,12 +1235,12 @@ pub mod cli {
         Zcrx,
     }
 
-    impl From<Backend> for runtime::RxBackend {
+    impl From<Backend> for zcrx::RxBackend {
         fn from(b: Backend) -> Self {
             match b {
-                Backend::Auto => runtime::RxBackend::Auto,
-                Backend::Bufring => runtime::RxBackend::BufRing,
-                Backend::Zcrx => runtime::RxBackend::Zcrx,
+                Backend::Auto => zcrx::RxBackend::Auto,
+                Backend::Bufring => zcrx::RxBackend::BufRing,
+                Backend::Zcrx => zcrx::RxBackend::Zcrx,
             }
         }
     }

@@ -10,7 +10,7 @@
 //! queue, so on a production machine name the queues you mean to use.
 
 use clap::Parser;
-use ifq::probe::{probe_with, ProbeOptions};
+use zcrx_ifq::probe::{probe_with, ProbeOptions};
 
 /// Probe zero-copy receive support.
 #[derive(Debug, Parser)]

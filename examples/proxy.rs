@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use examples::{cli, serve_proxy, ProxyConfig, ProxyCounters, PROXY_CONN_LIMIT_CHUNKS};
-use runtime::net::TcpListener;
+use zcrx::net::TcpListener;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -137,10 +137,7 @@ fn main() -> anyhow::Result<()> {
         .run(move |i| {
             let (config, counters) = (config.clone(), counters.clone());
             async move {
-                eprintln!(
-                    "proxy: thread {i} receives with the {}",
-                    runtime::rx_backend()
-                );
+                eprintln!("proxy: thread {i} receives with the {}", zcrx::rx_backend());
                 let listener = TcpListener::bind_reuseport(listen)?;
                 serve_proxy(listener, config, counters).await
             }

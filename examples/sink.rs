@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use examples::{cli, serve_sink, Pattern, SinkConfig, SinkTotals};
-use runtime::net::TcpListener;
-use runtime::ShutdownSignal;
+use zcrx::net::TcpListener;
+use zcrx::ShutdownSignal;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,10 +130,7 @@ fn main() -> anyhow::Result<()> {
         builder.run(move |i| {
             let (totals, config) = (rt_totals.clone(), config.clone());
             async move {
-                eprintln!(
-                    "sink: thread {i} receives with the {}",
-                    runtime::rx_backend()
-                );
+                eprintln!("sink: thread {i} receives with the {}", zcrx::rx_backend());
                 let listener = TcpListener::bind_reuseport(listen)?;
                 serve_sink(listener, config, totals, move |report| {
                     if !quiet {

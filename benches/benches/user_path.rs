@@ -42,15 +42,15 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::chunk::{ChunkTable, Redelivery};
-use ifq::completion::{
+use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::chunk::{ChunkTable, Redelivery};
+use zcrx_ifq::completion::{
     decode_bufring, decode_zcrx, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE,
 };
-use ifq::refill::pbuf::PbufProducer;
-use ifq::refill::zcrx::{rqe_off, ZcrxRefill};
-use ifq::zcrx::ZcrxIfq;
-use ifq::{Area, OwnerId, RecvEvent, RxBuf};
+use zcrx_ifq::refill::pbuf::PbufProducer;
+use zcrx_ifq::refill::zcrx::{rqe_off, ZcrxRefill};
+use zcrx_ifq::zcrx::ZcrxIfq;
+use zcrx_ifq::{Area, OwnerId, RecvEvent, RxBuf};
 
 /// 4 KiB chunks, as in the 200 Gbit/s budget.
 const CHUNK: usize = 4096;

@@ -14,8 +14,8 @@ use std::io::Write;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use runtime::net::TcpListener;
-use runtime::{Builder, RxBackend};
+use zcrx::net::TcpListener;
+use zcrx::{Builder, RxBackend};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {

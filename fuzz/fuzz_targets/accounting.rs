@@ -1,4 +1,4 @@
-//! The chunk ownership state machine (`ifq::chunk::ChunkTable`) under arbitrary operations.
+//! The chunk ownership state machine (`zcrx_ifq::chunk::ChunkTable`) under arbitrary operations.
 //!
 //! Any sequence of takes, deliveries (any chunk id, owner, length, busy flag), kernel-done,
 //! releases, publishes, reclaims and limit changes, under each redelivery policy. After every
@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use ifq::chunk::{AccountingError, ChunkState, ChunkTable, OwnerId, Redelivery};
+use zcrx_ifq::chunk::{AccountingError, ChunkState, ChunkTable, OwnerId, Redelivery};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]

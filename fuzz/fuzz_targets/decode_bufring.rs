@@ -1,6 +1,6 @@
 //! Completion decoding and the buffer-ring backend's handling of arbitrary completions.
 //!
-//! Drives `ifq::completion::decode_bufring` and a simulated `BufRing` (the real user-side code,
+//! Drives `zcrx_ifq::completion::decode_bufring` and a simulated `BufRing` (the real user-side code,
 //! no kernel) with arbitrary `res`/`flags` values, plausible ones (small buffer ids, lengths near
 //! the chunk size, chosen flag bits) and honest ones (the next buffer the kernel would take), mixed
 //! with handle drops, slices, splits and flushes. A model of the ring checks, after every step:
@@ -17,12 +17,12 @@
 use std::collections::HashSet;
 
 use arbitrary::Arbitrary;
-use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::completion::{
+use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::completion::{
     decode_bufring, BufLoc, CompletionError, Event, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_BUF_MORE,
     CQE_F_MORE,
 };
-use ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
+use zcrx_ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]

@@ -1,6 +1,6 @@
 //! Completion decoding and the zcrx backend's handling of arbitrary completions and kernel heads.
 //!
-//! Drives `ifq::completion::decode_zcrx` and a simulated `ZcrxIfq` (the real user-side code, no
+//! Drives `zcrx_ifq::completion::decode_zcrx` and a simulated `ZcrxIfq` (the real user-side code, no
 //! kernel) with arbitrary `res`/`flags`/big-CQE values, plausible ones (the queue's area id,
 //! offsets in or just past the area, lengths around a buffer), handle drops, slices, splits,
 //! flushes, and kernel refill heads that move honestly, jump backwards or past the tail, or take
@@ -19,9 +19,9 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use ifq::completion::{decode_zcrx, Event, ZcrxLoc, CQE_F_MORE, ZCRX_AREA_SHIFT, ZCRX_OFFSET_MASK};
-use ifq::zcrx::ZcrxIfq;
-use ifq::{Area, Error, OwnerId, RecvEvent};
+use zcrx_ifq::completion::{decode_zcrx, Event, ZcrxLoc, CQE_F_MORE, ZCRX_AREA_SHIFT, ZCRX_OFFSET_MASK};
+use zcrx_ifq::zcrx::ZcrxIfq;
+use zcrx_ifq::{Area, Error, OwnerId, RecvEvent};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]

@@ -1,4 +1,4 @@
-//! The refill producers (`ifq::refill::pbuf::PbufProducer`, `ifq::refill::zcrx::ZcrxRefill`)
+//! The refill producers (`zcrx_ifq::refill::pbuf::PbufProducer`, `zcrx_ifq::refill::zcrx::ZcrxRefill`)
 //! under arbitrary sequences, with kernel heads and completions that may be honest, go
 //! backwards, run past the tail or take any value.
 //!
@@ -12,9 +12,9 @@
 use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
-use ifq::completion::ZCRX_OFFSET_MASK;
-use ifq::refill::pbuf::PbufProducer;
-use ifq::refill::zcrx::{rqe_off, ZcrxRefill};
+use zcrx_ifq::completion::ZCRX_OFFSET_MASK;
+use zcrx_ifq::refill::pbuf::PbufProducer;
+use zcrx_ifq::refill::zcrx::{rqe_off, ZcrxRefill};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run -p guest -- kernel                                   # fetch or reuse the kernel
-//! cargo run -p guest -- test -p ifq --test zcrx_kernel --test bufring_kernel
+//! cargo run -p guest -- test -p zcrx-ifq --test zcrx_kernel --test bufring_kernel
 //! cargo run -p guest -- test -p examples --test sink_iperf3 --with iperf3 -- --nocapture
 //! cargo run -p guest -- exec target/debug/examples/probe
 //! ```

@@ -17,9 +17,9 @@ pub const MAX_CHUNKS: usize = (u32::MAX >> 1) as usize;
 /// How to build an [`Area`].
 ///
 /// ```
-/// let area = ifq::Area::builder().chunk_size(16 * 1024).chunks(64).build()?;
+/// let area = zcrx_ifq::Area::builder().chunk_size(16 * 1024).chunks(64).build()?;
 /// assert_eq!(area.len(), 1 << 20);
-/// # Ok::<(), ifq::Error>(())
+/// # Ok::<(), zcrx_ifq::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct AreaBuilder {

@@ -4,9 +4,9 @@
 //! consumption since 6.12).
 //!
 //! ```no_run
-//! use ifq::bufring::{BufRing, BufRingConfig};
-//! use ifq::io_uring::{IoUring, types::Fd};
-//! use ifq::{Area, OwnerId, RecvEvent};
+//! use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+//! use zcrx_ifq::io_uring::{IoUring, types::Fd};
+//! use zcrx_ifq::{Area, OwnerId, RecvEvent};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut ring = IoUring::new(256)?;
@@ -381,9 +381,9 @@ impl BufRing {
     /// one is installed already.
     ///
     /// ```no_run
-    /// use ifq::bufring::{BufRing, BufRingConfig};
-    /// use ifq::io_uring::IoUring;
-    /// use ifq::Area;
+    /// use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+    /// use zcrx_ifq::io_uring::IoUring;
+    /// use zcrx_ifq::Area;
     /// use rustix::event::{eventfd, EventfdFlags};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

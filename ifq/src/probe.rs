@@ -3,7 +3,7 @@
 //! registration) and why not, and which backend automatic selection would pick.
 //!
 //! ```no_run
-//! let report = ifq::probe::probe();
+//! let report = zcrx_ifq::probe::probe();
 //! println!("{report}");
 //! ```
 //!

@@ -10,9 +10,9 @@
 //! Loopback, veth and virtio_net cannot do zcrx: use the [buffer ring](crate::bufring).
 //!
 //! ```no_run
-//! use ifq::io_uring::{cqueue, squeue, types::Fd, IoUring};
-//! use ifq::zcrx::{ZcrxConfig, ZcrxIfq};
-//! use ifq::{Area, OwnerId, RecvEvent};
+//! use zcrx_ifq::io_uring::{cqueue, squeue, types::Fd, IoUring};
+//! use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxIfq};
+//! use zcrx_ifq::{Area, OwnerId, RecvEvent};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()

@@ -10,8 +10,8 @@
 
 use std::mem::{align_of, offset_of, size_of};
 
-use ifq::io_uring::types::BufRingEntry;
-use ifq::zcrx::abi_info::{self as abi, layouts, Layout};
+use zcrx_ifq::io_uring::types::BufRingEntry;
+use zcrx_ifq::zcrx::abi_info::{self as abi, layouts, Layout};
 
 fn layout(name: &str) -> Layout {
     layouts()
@@ -453,14 +453,14 @@ fn buf_reg() {
 #[test]
 fn constants() {
     assert_eq!(abi::IORING_OP_RECV_ZC, 58);
-    assert_eq!(ifq::io_uring::opcode::RecvZc::CODE, 58);
+    assert_eq!(zcrx_ifq::io_uring::opcode::RecvZc::CODE, 58);
     assert_eq!(abi::IORING_REGISTER_ZCRX_IFQ, 32);
     assert_eq!(abi::IORING_ZCRX_AREA_SHIFT, 48);
-    assert_eq!(ifq::io_uring::types::IORING_ZCRX_AREA_SHIFT, 48);
-    assert_eq!(ifq::completion::ZCRX_AREA_SHIFT, 48);
+    assert_eq!(zcrx_ifq::io_uring::types::IORING_ZCRX_AREA_SHIFT, 48);
+    assert_eq!(zcrx_ifq::completion::ZCRX_AREA_SHIFT, 48);
     assert_eq!(
-        ifq::completion::ZCRX_OFFSET_MASK,
-        !ifq::io_uring::types::IORING_ZCRX_AREA_MASK
+        zcrx_ifq::completion::ZCRX_OFFSET_MASK,
+        !zcrx_ifq::io_uring::types::IORING_ZCRX_AREA_MASK
     );
     assert_eq!(abi::IORING_MEM_REGION_TYPE_USER, 1);
     assert_eq!(abi::IORING_ZCRX_AREA_DMABUF, 1);
@@ -477,7 +477,7 @@ fn constants() {
 /// `zcrx_ifq_idx` (the u32 at byte 44), `len` 0, addr fields zero.
 #[test]
 fn recv_zc_sqe() {
-    use ifq::io_uring::{opcode, squeue, types::Fd};
+    use zcrx_ifq::io_uring::{opcode, squeue, types::Fd};
     let sqe: squeue::Entry = opcode::RecvZc::new(Fd(7), 0).ifq(0x0102_0304).build();
     // SAFETY: `squeue::Entry` is a `#[repr(C)]` wrapper of the 64-byte `io_uring_sqe` (plain
     // integers), so its bytes are a valid `[u8; 64]`.

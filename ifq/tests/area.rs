@@ -1,7 +1,7 @@
 //! Area configuration: bad input is a typed error at build time, with a message that says what
 //! to do. Its own test binary: one test lowers RLIMIT_MEMLOCK for the process.
 
-use ifq::{Area, Error};
+use zcrx_ifq::{Area, Error};
 
 #[test]
 fn zero_chunks() {

@@ -8,9 +8,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
 use common::{is_mapped, Fnv, Pattern};
-use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::io_uring::{types::Fd, IoUring};
-use ifq::{Area, OwnerId, RecvEvent, RxBuf};
+use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::io_uring::{types::Fd, IoUring};
+use zcrx_ifq::{Area, OwnerId, RecvEvent, RxBuf};
 
 const SEED: u64 = 0x5eed_1234_abcd_ef01;
 

@@ -10,10 +10,10 @@
 
 use std::collections::HashSet;
 
-use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::completion::{CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE};
-use ifq::{Area, OwnerId, RecvEvent, RxBuf};
 use proptest::prelude::*;
+use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::completion::{CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE};
+use zcrx_ifq::{Area, OwnerId, RecvEvent, RxBuf};
 
 const CHUNK: usize = 4096;
 

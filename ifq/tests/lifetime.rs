@@ -1,10 +1,10 @@
 //! Drop order between the queue and its handles: owner first, handles first, handles on other
 //! threads, through `bytes::Bytes`. Meaningful under valgrind memcheck, which `.ci/run` uses.
 
-use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::completion::{CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE};
-use ifq::zcrx::ZcrxIfq;
-use ifq::{Area, OwnerId, RecvEvent, RxBuf};
+use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::completion::{CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE};
+use zcrx_ifq::zcrx::ZcrxIfq;
+use zcrx_ifq::{Area, OwnerId, RecvEvent, RxBuf};
 
 fn ring(incremental: bool) -> BufRing {
     let area = Area::builder().chunk_size(4096).chunks(8).build().unwrap();

@@ -16,12 +16,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 
-use ifq::io_uring::types::Fd;
-use ifq::io_uring::{cqueue, squeue, IoUring};
-use ifq::probe::KernelVersion;
-use ifq::zcrx::{ZcrxConfig, ZcrxExport, ZcrxIfq};
-use ifq::{Area, Error, OwnerId, RecvEvent};
 use rustix::thread::{capabilities, CapabilitySet};
+use zcrx_ifq::io_uring::types::Fd;
+use zcrx_ifq::io_uring::{cqueue, squeue, IoUring};
+use zcrx_ifq::probe::KernelVersion;
+use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxExport, ZcrxIfq};
+use zcrx_ifq::{Area, Error, OwnerId, RecvEvent};
 
 mod common;
 use common::zcrx::{transfer, zcrx_ring};
@@ -218,7 +218,7 @@ fn receive_after_dropping_privileges() {
         let area = Area::builder().chunk_size(4096).chunks(16).build().unwrap();
         match ZcrxIfq::register(&other, area, ZcrxConfig::no_device()) {
             Err(Error::ZcrxRefused { refusal, .. }) => {
-                assert_eq!(refusal, ifq::error::ZcrxRefusal::NotPermitted)
+                assert_eq!(refusal, zcrx_ifq::error::ZcrxRefusal::NotPermitted)
             }
             other => panic!("expected EPERM after dropping privileges, got {other:?}"),
         }

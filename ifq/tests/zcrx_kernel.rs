@@ -24,13 +24,13 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use ifq::error::ZcrxRefusal;
-use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
-use ifq::io_uring::{cqueue, squeue, IoUring};
-use ifq::probe::{probe_with, Backend, KernelVersion, ProbeOptions, ZcrxVerdict};
-use ifq::zcrx::{Interface, ZcrxConfig, ZcrxIfq};
-use ifq::{Area, Error, OwnerId, RecvEvent};
 use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+use zcrx_ifq::error::ZcrxRefusal;
+use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use zcrx_ifq::io_uring::{cqueue, squeue, IoUring};
+use zcrx_ifq::probe::{probe_with, Backend, KernelVersion, ProbeOptions, ZcrxVerdict};
+use zcrx_ifq::zcrx::{Interface, ZcrxConfig, ZcrxIfq};
+use zcrx_ifq::{Area, Error, OwnerId, RecvEvent};
 
 mod common;
 use common::zcrx::{nodev_queue, receive_until_eof, skip_unless_root, transfer, zcrx_ring};
@@ -136,7 +136,7 @@ fn queue_out_of_range() {
     let mut names = interfaces_with_device();
     names.push("lo".to_string());
     for ifname in names {
-        let Some(queues) = ifq::zcrx::rx_queue_count(&ifname) else {
+        let Some(queues) = zcrx_ifq::zcrx::rx_queue_count(&ifname) else {
             println!("{ifname}: sysfs shows no receive queues, not checked");
             continue;
         };
@@ -191,12 +191,12 @@ fn interface_names() {
         other => panic!("expected UnknownInterface, got {other:?}"),
     }
     assert_eq!(
-        ifq::zcrx::resolve_interface(&Interface::Name("lo".into())).unwrap(),
+        zcrx_ifq::zcrx::resolve_interface(&Interface::Name("lo".into())).unwrap(),
         ("lo".to_owned(), 1),
         "lo is always ifindex 1"
     );
     assert_eq!(
-        ifq::zcrx::resolve_interface(&Interface::Index(1))
+        zcrx_ifq::zcrx::resolve_interface(&Interface::Index(1))
             .unwrap()
             .0,
         "lo"
@@ -459,7 +459,7 @@ fn probe_reports_lo_unsupported_and_picks_a_buffer_ring() {
 
     // Every interface of this machine: whatever they are, nothing may claim zcrx unless a
     // registration really succeeded, and the backend follows the verdicts.
-    let all = ifq::probe::probe();
+    let all = zcrx_ifq::probe::probe();
     let any_zcrx = all
         .interfaces
         .iter()
@@ -478,7 +478,7 @@ fn nodev_events_and_copy_statistics() {
         return;
     }
     let kernel = KernelVersion::current().expect("uname");
-    let features = ifq::zcrx::ZcrxFeatures::detect().expect("query");
+    let features = zcrx_ifq::zcrx::ZcrxFeatures::detect().expect("query");
     if !features.events() || !features.no_device() {
         println!("skipped: {kernel} has no zcrx events (7.2+) or no ZCRX_REG_NODEV (7.1+)");
         return;
@@ -489,12 +489,12 @@ fn nodev_events_and_copy_statistics() {
     let mut rx = ZcrxIfq::register(
         &ring,
         area,
-        ifq::zcrx::ZcrxConfig::no_device().events(EVENTS),
+        zcrx_ifq::zcrx::ZcrxConfig::no_device().events(EVENTS),
     )
     .expect("NODEV with events");
     assert_eq!(rx.event_user_data(), Some(EVENTS));
     // Not fired yet: re-arming is the kernel's EINVAL.
-    assert!(rx.rearm_event(ifq::zcrx::ZcrxEvent::Copy).is_err());
+    assert!(rx.rearm_event(zcrx_ifq::zcrx::ZcrxEvent::Copy).is_err());
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -504,8 +504,8 @@ fn nodev_events_and_copy_statistics() {
     unsafe { ring.submission().push(&sqe).unwrap() };
     #[derive(Default)]
     struct Seen {
-        events: Vec<ifq::zcrx::ZcrxEvent>,
-        held: Vec<ifq::RxBuf>,
+        events: Vec<zcrx_ifq::zcrx::ZcrxEvent>,
+        held: Vec<zcrx_ifq::RxBuf>,
         bytes: u64,
         ended: Option<String>,
     }
@@ -562,7 +562,7 @@ fn nodev_events_and_copy_statistics() {
     });
     assert_eq!(
         seen.events,
-        [ifq::zcrx::ZcrxEvent::Copy],
+        [zcrx_ifq::zcrx::ZcrxEvent::Copy],
         "one copy event until re-armed"
     );
     let s = rx.stats();
@@ -570,7 +570,7 @@ fn nodev_events_and_copy_statistics() {
     // 7.3 counts a copy per skb fragment copied (io_zcrx_copy_frag), not per CQE as the uapi
     // comment says: 16 KiB over loopback arrive as one fragment and four CQEs.
     assert!(s.copy_count >= 1 && s.copy_count <= s.deliveries, "{s:?}");
-    rx.rearm_event(ifq::zcrx::ZcrxEvent::Copy)
+    rx.rearm_event(zcrx_ifq::zcrx::ZcrxEvent::Copy)
         .expect("re-arm after it fired");
 
     client.write_all(&[9u8; 256 << 10]).unwrap();
@@ -632,7 +632,12 @@ fn nodev_teardown_with_buffers_held_elsewhere() {
     unsafe { ring.submission().push(&sqe).unwrap() };
     let mut held = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while held.iter().map(|b: &ifq::RxBuf| b.len()).sum::<usize>() < 40 << 10 {
+    while held
+        .iter()
+        .map(|b: &zcrx_ifq::RxBuf| b.len())
+        .sum::<usize>()
+        < 40 << 10
+    {
         assert!(Instant::now() < deadline, "40 KiB did not arrive");
         ring.submit_and_wait(1).unwrap();
         let cqes: Vec<_> = ring

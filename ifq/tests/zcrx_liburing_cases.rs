@@ -1,7 +1,7 @@
 //! liburing's own zcrx test (`test/zcrx.c`, the `ZCRX_REG_NODEV` rewrite: the kernel maintainers'
 //! list of cases and expected errnos), case by case against `ifq`. It needs Linux 7.1+ (no
 //! device); on older kernels every test prints "skipped: ..." and returns. Run it in the 7.x
-//! guest: `cargo run -p guest -- test -p ifq --test zcrx_liburing_cases`.
+//! guest: `cargo run -p guest -- test -p zcrx-ifq --test zcrx_liburing_cases`.
 //!
 //! Each case asserts the exact errno Linux 7.3 gives (read from `io_uring/zcrx.c`, `memmap.c`,
 //! `rsrc.c`, `register.c` and `net.c`; liburing often accepts either of two) and what `ifq` makes
@@ -10,7 +10,7 @@
 //! `raw_refill`/`raw_ctrl_flush*` hooks for hostile refill rings). `ifq` maps the area and the
 //! refill region itself (page-aligned, writable, the region sized for the entries) and keeps
 //! the registration and control structs to itself, so the cases about those are sent raw, built
-//! from `ifq::zcrx::abi_info`, and show what `ZcrxRefusal::from_errno` makes of the errno.
+//! from `zcrx_ifq::zcrx::abi_info`, and show what `ZcrxRefusal::from_errno` makes of the errno.
 //!
 //! | case                                        | 7.3 answer                                 |
 //! |---------------------------------------------|--------------------------------------------|
@@ -39,17 +39,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::addr_of_mut;
 use std::time::{Duration, Instant};
 
-use ifq::completion::CQE_F_MORE;
-use ifq::error::ZcrxRefusal;
-use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
-use ifq::io_uring::{cqueue, opcode, squeue, IoUring};
-use ifq::zcrx::abi_info::{
+use zcrx_ifq::completion::CQE_F_MORE;
+use zcrx_ifq::error::ZcrxRefusal;
+use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use zcrx_ifq::io_uring::{cqueue, opcode, squeue, IoUring};
+use zcrx_ifq::zcrx::abi_info::{
     io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, zcrx_ctrl,
     IORING_MEM_REGION_TYPE_USER, IORING_REGISTER_ZCRX_CTRL, IORING_REGISTER_ZCRX_IFQ,
     IORING_ZCRX_AREA_SHIFT, RQE_SIZE, ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
 };
-use ifq::zcrx::{ZcrxConfig, ZcrxFeatures, ZcrxIfq};
-use ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
+use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxFeatures, ZcrxIfq};
+use zcrx_ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
 
 mod common;
 use common::zcrx::{nodev_guard, zcrx_ring};

@@ -23,10 +23,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 
-use ifq::completion::{CompletionError, CQE_F_MORE, ZCRX_OFFSET_MASK};
-use ifq::zcrx::ZcrxIfq;
-use ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
 use proptest::prelude::*;
+use zcrx_ifq::completion::{CompletionError, CQE_F_MORE, ZCRX_OFFSET_MASK};
+use zcrx_ifq::zcrx::ZcrxIfq;
+use zcrx_ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
 
 const AREA_ID: u16 = 1;
 const TOKEN: u64 = (AREA_ID as u64) << 48;
@@ -783,7 +783,7 @@ fn home_thread_owns_completions() {
         let e = ifq
             .complete(OwnerId(1), 10, CQE_F_MORE, [TOKEN | 100, 0])
             .unwrap_err();
-        assert!(matches!(e, ifq::Error::AwayFromHome), "{e}");
+        assert!(matches!(e, zcrx_ifq::Error::AwayFromHome), "{e}");
         assert!(e.to_string().contains("set_home_thread"));
         // A refused completion that is not valid either is refused for that, and costs nothing.
         assert!(ifq

@@ -87,7 +87,7 @@ impl Config {
 /// Builds a [`Runtime`] for this thread, or runs one pinned runtime per thread.
 ///
 /// ```no_run
-/// let rt = runtime::Runtime::builder().chunks(512).chunk_size(16 * 1024).build()?;
+/// let rt = zcrx::Runtime::builder().chunks(512).chunk_size(16 * 1024).build()?;
 /// rt.block_on(async { /* ... */ });
 /// # Ok::<(), std::io::Error>(())
 /// ```

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ifq::completion::CQE_F_MORE;
-use ifq::io_uring::{opcode, squeue, types};
-use ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 use slab::Slab;
+use zcrx_ifq::completion::CQE_F_MORE;
+use zcrx_ifq::io_uring::{opcode, squeue, types};
+use zcrx_ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 
 use crate::builder::Config;
 use crate::depth::{Change, Depth};
@@ -583,7 +583,7 @@ impl Driver {
     }
 
     /// Who holds what in this thread's receive pool.
-    pub(crate) fn rx_snapshot(&self) -> Option<ifq::Snapshot> {
+    pub(crate) fn rx_snapshot(&self) -> Option<zcrx_ifq::Snapshot> {
         self.rx.as_ref().map(|rx| rx.snapshot())
     }
 

@@ -6,14 +6,14 @@
 //! connection that holds more than its share stops being read until it gives buffers back.
 //!
 //! ```no_run
-//! use runtime::net::TcpListener;
+//! use zcrx::net::TcpListener;
 //!
-//! let rt = runtime::Runtime::builder().build()?;
+//! let rt = zcrx::Runtime::builder().build()?;
 //! rt.block_on(async {
 //!     let listener = TcpListener::bind("127.0.0.1:7000")?;
 //!     loop {
 //!         let (stream, _) = listener.accept().await?;
-//!         runtime::spawn(async move {
+//!         zcrx::spawn(async move {
 //!             // Echo without copying: each received chunk is sent straight from the pool.
 //!             while let Ok(Some(buf)) = stream.recv().await {
 //!                 if stream.send_buf(buf).await.is_err() {
@@ -47,7 +47,7 @@ pub mod time;
 pub use builder::{Builder, RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
-pub use ifq;
-pub use ifq::{OwnerId, RxBuf};
 pub use runtime::{rx_backend, rx_snapshot, shutdown_requested, spawn, stats, yield_now, Runtime};
 pub use shutdown::{ShutdownReport, ShutdownSignal};
+pub use zcrx_ifq as ifq;
+pub use zcrx_ifq::{OwnerId, RxBuf};

@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use ifq::io_uring::{opcode, types};
-use ifq::{OwnerId, RxBuf};
 use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+use zcrx_ifq::io_uring::{opcode, types};
+use zcrx_ifq::{OwnerId, RxBuf};
 
 use crate::context;
 use crate::op::Op;

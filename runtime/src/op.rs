@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ifq::io_uring::squeue;
+use zcrx_ifq::io_uring::squeue;
 
 use crate::context;
 

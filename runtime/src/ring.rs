@@ -2,7 +2,7 @@
 
 use std::io;
 
-use ifq::io_uring::{cqueue, squeue, types, IoUring};
+use zcrx_ifq::io_uring::{cqueue, squeue, types, IoUring};
 
 pub(crate) enum Ring {
     Small(IoUring),
@@ -23,7 +23,7 @@ macro_rules! each {
 impl Ring {
     pub(crate) fn new(sq: u32, cq: u32, big: bool) -> io::Result<Self> {
         fn setup<C: cqueue::EntryMarker>(
-            b: &mut ifq::io_uring::Builder<squeue::Entry, C>,
+            b: &mut zcrx_ifq::io_uring::Builder<squeue::Entry, C>,
             cq: u32,
         ) {
             b.setup_single_issuer()

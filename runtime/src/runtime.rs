@@ -205,7 +205,7 @@ pub async fn shutdown_requested() {
 ///
 /// # Panics
 /// Outside a runtime.
-pub fn rx_snapshot() -> Option<ifq::Snapshot> {
+pub fn rx_snapshot() -> Option<zcrx_ifq::Snapshot> {
     crate::context::with_driver(|d| d.rx_snapshot())
 }
 

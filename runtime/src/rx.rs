@@ -3,11 +3,11 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use ifq::backend::Completion;
-use ifq::bufring::{BufRing, BufRingConfig};
-use ifq::io_uring::{opcode, squeue, types};
-use ifq::zcrx::{ZcrxConfig, ZcrxIfq};
-use ifq::{Area, OwnerId, Snapshot, TeardownReport};
+use zcrx_ifq::backend::Completion;
+use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::io_uring::{opcode, squeue, types};
+use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxIfq};
+use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
 use crate::builder::{Config, RxBackend, ZcrxTarget};
 use crate::ring::Ring;
@@ -168,7 +168,7 @@ impl Rx {
         res: i32,
         flags: u32,
         big: [u64; 2],
-    ) -> ifq::Result<Completion> {
+    ) -> zcrx_ifq::Result<Completion> {
         match self {
             Rx::Buf(b) => b.complete(owner, res, flags),
             Rx::Zcrx(z) => z.complete(owner, res, flags, big),

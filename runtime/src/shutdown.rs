@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use ifq::TeardownReport;
+use zcrx_ifq::TeardownReport;
 
 #[derive(Default)]
 struct Inner {

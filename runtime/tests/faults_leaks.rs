@@ -18,9 +18,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use faults::{check, fill, Rng};
-use runtime::net::TcpListener;
-use runtime::time::timeout;
-use runtime::{spawn, OwnerId, Runtime, RxBuf};
+use zcrx::net::TcpListener;
+use zcrx::time::timeout;
+use zcrx::{spawn, OwnerId, Runtime, RxBuf};
 
 const CHUNK: usize = 4096;
 const CHUNKS: usize = 64;
@@ -194,7 +194,7 @@ fn leak_loop(
                 assert!(early || got == need, "{owner}: {got} of {need} bytes");
                 // Close the socket while still holding everything it received.
                 drop(stream);
-                let snap = runtime::rx_snapshot().unwrap();
+                let snap = zcrx::rx_snapshot().unwrap();
                 let mut st = stats.borrow_mut();
                 let top = snap.owners.iter().map(|(_, s)| s.chunks).max().unwrap_or(0);
                 st.2 = st.2.max(top);
@@ -261,12 +261,12 @@ fn leak_loop(
 }
 
 /// Waits (on the runtime) until every returned chunk was published back.
-fn settle(rt: &Runtime) -> runtime::ifq::Snapshot {
+fn settle(rt: &Runtime) -> zcrx::ifq::Snapshot {
     rt.block_on(async {
-        let mut snap = runtime::rx_snapshot().unwrap();
+        let mut snap = zcrx::rx_snapshot().unwrap();
         for _ in 0..200 {
-            runtime::time::sleep(Duration::from_millis(5)).await;
-            snap = runtime::rx_snapshot().unwrap();
+            zcrx::time::sleep(Duration::from_millis(5)).await;
+            snap = zcrx::rx_snapshot().unwrap();
             if snap.counts.refill == 0 && snap.counts.kernel + snap.counts.user == CHUNKS as u32 {
                 break;
             }
@@ -411,7 +411,7 @@ fn closed_connections_leave_the_fair_share() {
                 .unwrap();
         }
         churn.join().unwrap();
-        let before = runtime::stats().recv_arms;
+        let before = zcrx::stats().recv_arms;
         let sender = std::thread::spawn(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             let mut buf = vec![0u8; 1 << 20];
@@ -428,7 +428,7 @@ fn closed_connections_leave_the_fair_share() {
         }
         sender.join().unwrap();
         assert_eq!(off, BYTES);
-        runtime::stats().recv_arms - before
+        zcrx::stats().recv_arms - before
     });
     eprintln!(
         "fair share after {CLOSED} closed connections: {} MiB in {arms} receive arms (limit 2 MiB)",

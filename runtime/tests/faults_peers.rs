@@ -22,9 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use faults::{check, digest_of, fill, open_fds, Digest, VethPair};
-use runtime::net::TcpListener;
-use runtime::time::{sleep, timeout};
-use runtime::{spawn, RxBuf, ShutdownReport, ShutdownSignal};
+use zcrx::net::TcpListener;
+use zcrx::time::{sleep, timeout};
+use zcrx::{spawn, RxBuf, ShutdownReport, ShutdownSignal};
 
 /// The two tests count the process's fds: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -76,7 +76,7 @@ fn bump(c: &Cell<u64>) {
 /// One connection. Protocol: `[seed: u64][len: u64]` then `len` bytes of stream `seed`; the
 /// server answers `[len: u64][digest: u64]` and closes. Small requests are held (zero-copy
 /// assembly) until complete; large ones are verified and dropped buffer by buffer.
-async fn handle(stream: runtime::net::TcpStream, ends: Rc<Ends>) {
+async fn handle(stream: zcrx::net::TcpStream, ends: Rc<Ends>) {
     let mut head = Vec::with_capacity(HEADER);
     let (mut seed, mut len) = (0u64, u64::MAX);
     let mut got = 0u64;
@@ -134,10 +134,10 @@ struct ServerOut {
     /// fds when the listener was up, and once every connection was gone.
     fds_before: usize,
     fds_after: usize,
-    snap: runtime::ifq::Snapshot,
+    snap: zcrx::ifq::Snapshot,
     max_owner_chunks: u32,
     min_kernel_chunks: u32,
-    stats: runtime::DriverStats,
+    stats: zcrx::DriverStats,
 }
 
 struct Server {
@@ -175,7 +175,7 @@ fn start_server(netns: Option<String>, ip: IpAddr) -> Server {
                 let w = watch.clone();
                 let watcher = spawn(async move {
                     loop {
-                        let s = runtime::rx_snapshot().unwrap();
+                        let s = zcrx::rx_snapshot().unwrap();
                         {
                             let mut w = w.borrow_mut();
                             let top = s.owners.iter().map(|(_, o)| o.chunks).max();
@@ -214,10 +214,10 @@ fn start_server(netns: Option<String>, ip: IpAddr) -> Server {
                 watcher.abort();
                 let _ = watcher.await;
                 // Let the last cancellations complete and the returned chunks be published.
-                let mut snap = runtime::rx_snapshot().unwrap();
+                let mut snap = zcrx::rx_snapshot().unwrap();
                 let mut fds_after = open_fds();
                 for _ in 0..400 {
-                    snap = runtime::rx_snapshot().unwrap();
+                    snap = zcrx::rx_snapshot().unwrap();
                     fds_after = open_fds();
                     if fds_after <= fds_before && snap.counts.kernel == snap.counts.total() {
                         break;
@@ -232,7 +232,7 @@ fn start_server(netns: Option<String>, ip: IpAddr) -> Server {
                     snap,
                     max_owner_chunks,
                     min_kernel_chunks,
-                    stats: runtime::stats(),
+                    stats: zcrx::stats(),
                 }
             });
             let (summary, tally) = check_server(&out);

@@ -13,9 +13,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use faults::{check, fill, Digest, Rng};
-use runtime::net::TcpListener;
-use runtime::time::{sleep, timeout};
-use runtime::{spawn, Builder, DriverStats, RxBuf};
+use zcrx::net::TcpListener;
+use zcrx::time::{sleep, timeout};
+use zcrx::{spawn, Builder, DriverStats, RxBuf};
 
 #[derive(Clone, Copy)]
 struct Consumer {
@@ -126,12 +126,9 @@ fn run_flows(builder: Builder, flows: u64, per_flow: u64, consumer: Consumer) ->
             bytes += len;
         }
         // A turn flushes what the flows dropped, topping the ring up to its depth.
-        runtime::yield_now().await;
-        runtime::yield_now().await;
-        let posted = runtime::rx_snapshot()
-            .expect("a receive pool")
-            .counts
-            .kernel;
+        zcrx::yield_now().await;
+        zcrx::yield_now().await;
+        let posted = zcrx::rx_snapshot().expect("a receive pool").counts.kernel;
         (got.len(), bytes, posted)
     });
     let elapsed = t0.elapsed();
@@ -296,7 +293,7 @@ fn max_posted_keeps_the_rest_in_the_pool() {
         .max_posted(4)
         .build()
         .unwrap();
-    let counts = rt.block_on(async { runtime::rx_snapshot().expect("a receive pool").counts });
+    let counts = rt.block_on(async { zcrx::rx_snapshot().expect("a receive pool").counts });
     assert_eq!((counts.kernel, counts.pool), (4, 60), "{counts:?}");
 }
 
@@ -320,7 +317,7 @@ fn adaptive_depth_starts_at_its_floor() {
             b = b.adaptive_depth(on);
         }
         let rt = b.build().unwrap();
-        let counts = rt.block_on(async { runtime::rx_snapshot().expect("a receive pool").counts });
+        let counts = rt.block_on(async { zcrx::rx_snapshot().expect("a receive pool").counts });
         assert_eq!(
             (counts.kernel, counts.pool),
             (posted, chunks as u32 - posted),
@@ -438,7 +435,7 @@ fn buffers_dropped_on_another_thread_wake_the_loop() {
         drop(tx);
         worker.join().unwrap();
         sender.join().unwrap();
-        (off, runtime::stats())
+        (off, zcrx::stats())
     });
     assert_eq!(bytes, LEN, "every byte arrived");
     assert!(
@@ -536,7 +533,7 @@ fn a_waiting_connection_is_served_while_busy_ones_stream() {
             }
             h.join().unwrap();
         }
-        (waited, streamed_meanwhile, runtime::stats())
+        (waited, streamed_meanwhile, zcrx::stats())
     });
     eprintln!("the late request was answered in {waited:.2?}, while the streams delivered {streamed} bytes; {stats:?}");
     assert!(

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faults::{check, fill};
-use runtime::net::TcpListener;
-use runtime::time::sleep;
-use runtime::{spawn, OwnerId, RxBuf};
+use zcrx::net::TcpListener;
+use zcrx::time::sleep;
+use zcrx::{spawn, OwnerId, RxBuf};
 
 const FLOWS: u64 = 64;
 const THREADS: usize = 2;
@@ -106,7 +106,7 @@ fn holder(
 }
 
 async fn flow(
-    stream: runtime::net::TcpStream,
+    stream: zcrx::net::TcpStream,
     runtime: usize,
     to_holder: Sender<Held>,
     shared: Arc<Shared>,
@@ -259,8 +259,8 @@ fn teardown_under_load_with_buffers_held_elsewhere() {
                         sleep(Duration::from_millis(1)).await;
                     }
                     drop(accepting); // detached: cancelled at shutdown like the flows
-                    let live = runtime::rx_snapshot().unwrap();
-                    (live, runtime::stats())
+                    let live = zcrx::rx_snapshot().unwrap();
+                    (live, zcrx::stats())
                 }
             })
             .expect("the runtimes ran")
@@ -402,7 +402,7 @@ fn wakes_survive_the_end_of_block_on() {
             let (g, d, s) = (go.clone(), done.clone(), slot.clone());
             rt.block_on(async move {
                 drop(spawn(parked(g, d, s)));
-                runtime::yield_now().await; // the task runs once and parks
+                zcrx::yield_now().await; // the task runs once and parks
                 go.set(true);
                 slot.borrow_mut().take().expect("parked").wake();
                 // Return at once: the task is woken but has not run.
@@ -410,7 +410,7 @@ fn wakes_survive_the_end_of_block_on() {
             assert_eq!(done.get(), round, "not run yet");
             if round == 0 {
                 // A second `block_on` polls its root future and runs the woken task.
-                rt.block_on(runtime::yield_now());
+                rt.block_on(zcrx::yield_now());
                 assert_eq!(done.get(), 1, "the second block_on ran the woken task");
             }
         }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use runtime::net::{TcpListener, TcpStream};
-use runtime::time::sleep;
-use runtime::{spawn, yield_now};
+use zcrx::net::{TcpListener, TcpStream};
+use zcrx::time::sleep;
+use zcrx::{spawn, yield_now};
 
 #[path = "common/rx.rs"]
 mod rx;
@@ -73,7 +73,7 @@ fn dropped_accepts_and_connects_leak_nothing() {
             }
         }
         assert_eq!(open_fds(), before, "fds leaked");
-        let snap = runtime::rx_snapshot().unwrap();
+        let snap = zcrx::rx_snapshot().unwrap();
         assert_eq!(
             snap.counts.user + snap.counts.refill,
             0,

@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::{echo_roundtrip, pattern};
-use runtime::net::TcpListener;
-use runtime::time::{interval, sleep, timeout};
-use runtime::{spawn, yield_now, RxBuf};
+use zcrx::net::TcpListener;
+use zcrx::time::{interval, sleep, timeout};
+use zcrx::{spawn, yield_now, RxBuf};
 
 /// Polls the inner future at most `n` times; then gives up and drops it.
 struct PollN<F> {
@@ -79,7 +79,7 @@ fn dropped_recv_futures_lose_nothing() {
     let (_, tx, l) = std_sender(data.clone());
     let (drops, got) = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = runtime::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut got = Vec::with_capacity(data.len());
         let mut drops = 0u64;
@@ -139,7 +139,7 @@ fn panicking_task_returns_its_chunks() {
                 held.push(stream.recv().await.unwrap().unwrap());
             }
             let owner = stream.owner();
-            let snap = runtime::rx_snapshot().unwrap();
+            let snap = zcrx::rx_snapshot().unwrap();
             assert!(snap
                 .owners
                 .iter()
@@ -150,7 +150,7 @@ fn panicking_task_returns_its_chunks() {
         assert!(err.is_panic());
         assert_eq!(err.panic_message(), Some("boom while holding 3 buffers"));
         sleep(Duration::from_millis(20)).await;
-        let snap = runtime::rx_snapshot().unwrap();
+        let snap = zcrx::rx_snapshot().unwrap();
         assert_eq!(
             snap.counts.user, 0,
             "chunks of the panicked task came back: {snap:?}"
@@ -246,7 +246,7 @@ fn hog_connection_cannot_starve_the_others() {
         hog_task.abort();
         let _ = hog_task.await;
         drop(hog_client); // it stays blocked in write until the hog socket closes
-        runtime::rx_snapshot().unwrap()
+        zcrx::rx_snapshot().unwrap()
     });
     assert!(
         rt.stats().backpressure_pauses > 0,
@@ -307,7 +307,7 @@ fn shutdown_reports_held_buffers() {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let expected_len = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = runtime::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
         let mut held = vec![];
         let mut len = 0;
         while held.len() < 4 {
@@ -498,8 +498,8 @@ fn zcrx_backend_selection() {
         eprintln!("skipped: needs root (zcrx registration needs CAP_NET_ADMIN)");
         return;
     }
-    let e = runtime::Builder::new()
-        .rx_backend(runtime::RxBackend::Zcrx)
+    let e = zcrx::Builder::new()
+        .rx_backend(zcrx::RxBackend::Zcrx)
         .zcrx_queue("lo", 0)
         .chunks(16)
         .build()
@@ -509,30 +509,30 @@ fn zcrx_backend_selection() {
         msg.contains("queue-management") && msg.contains("EOPNOTSUPP"),
         "{msg}"
     );
-    let rt = runtime::Builder::new()
+    let rt = zcrx::Builder::new()
         .zcrx_queue("lo", 0)
         .chunks(16)
         .build()
         .unwrap();
     assert_eq!(rt.rx_backend(), "buffer ring");
-    let e = runtime::Builder::new()
-        .rx_backend(runtime::RxBackend::Zcrx)
+    let e = zcrx::Builder::new()
+        .rx_backend(zcrx::RxBackend::Zcrx)
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("zcrx_queue"), "{e}");
     // zcrx without a device: from Linux 7.1 both modes run it; before, zcrx demanded fails with
     // the reason and auto mode falls back.
-    let demanded = runtime::Builder::new()
-        .rx_backend(runtime::RxBackend::Zcrx)
+    let demanded = zcrx::Builder::new()
+        .rx_backend(zcrx::RxBackend::Zcrx)
         .zcrx_nodev()
         .chunks(16)
         .build();
-    let auto = runtime::Builder::new()
+    let auto = zcrx::Builder::new()
         .zcrx_nodev()
         .chunks(16)
         .build()
         .unwrap();
-    let has_nodev = runtime::ifq::probe::KernelVersion::current().is_some_and(|v| v.at_least(7, 1));
+    let has_nodev = zcrx::ifq::probe::KernelVersion::current().is_some_and(|v| v.at_least(7, 1));
     match demanded {
         Ok(rt) => {
             assert!(has_nodev, "zcrx without a device before Linux 7.1?");
@@ -639,7 +639,7 @@ fn coalescing_applies_to_bulk_only_and_never_stalls() {
             took < Duration::from_secs(5),
             "small receives coalesced: {took:?}"
         );
-        let before = runtime::stats().coalesced_waits;
+        let before = zcrx::stats().coalesced_waits;
         assert_eq!(before, 0, "request/response traffic never coalesces");
         before
     });
@@ -672,7 +672,7 @@ fn coalescing_applies_to_bulk_only_and_never_stalls() {
         sender.join().unwrap();
         let took = t0.elapsed();
         assert!(got == expected, "every byte, in order");
-        let st = runtime::stats();
+        let st = zcrx::stats();
         eprintln!("32 MiB through 8 x 16 KiB chunks in {took:?}: {st:?}");
         // 32 MiB is 2048 chunks, 512 budgets of 4: waiting the full 20 ms for each is 10 s.
         assert!(
@@ -687,7 +687,7 @@ fn coalescing_applies_to_bulk_only_and_never_stalls() {
 
 /// Whether this kernel supports `min_wait` (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.13+).
 fn has_min_wait() -> bool {
-    let r = runtime::ifq::io_uring::IoUring::new(2)
+    let r = zcrx::ifq::io_uring::IoUring::new(2)
         .unwrap()
         .params()
         .is_feature_min_timeout();
@@ -777,7 +777,7 @@ fn a_request_after_bulk_data_is_answered_at_once() {
         }
         let rtts = client.join().unwrap();
         echo.await.unwrap();
-        (rtts, runtime::stats())
+        (rtts, zcrx::stats())
     });
     eprintln!("round trips after 64 MiB of bulk each: {rtts:?}; {stats:?}");
     let worst = rtts.iter().max().unwrap();
@@ -816,8 +816,8 @@ fn send_bufs_forwards_what_arrived_together_in_order() {
     });
     let (batches, most) = rt.block_on(async move {
         common::rx::assert_backend();
-        let from = runtime::net::TcpStream::from_std(l_in.accept().unwrap().0);
-        let to = runtime::net::TcpStream::connect(out_addr).await.unwrap();
+        let from = zcrx::net::TcpStream::from_std(l_in.accept().unwrap().0);
+        let to = zcrx::net::TcpStream::connect(out_addr).await.unwrap();
         let (mut batches, mut most) = (0u64, 0usize);
         while let Some(b) = from.recv().await.unwrap() {
             let mut bufs = vec![b];

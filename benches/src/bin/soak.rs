@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use runtime::net::TcpListener;
-use runtime::{Builder, DriverStats, ShutdownSignal};
 use serde::Serialize;
+use zcrx::net::TcpListener;
+use zcrx::{Builder, DriverStats, ShutdownSignal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -395,25 +395,25 @@ async fn serve(
         hold.local_addr().unwrap(),
     ));
     // Every task ends when shutdown is requested, so that shutdown reports no cancelled task.
-    runtime::spawn(select(
+    zcrx::spawn(select(
         async move {
             loop {
                 publish(&view);
-                runtime::time::sleep(Duration::from_millis(200)).await;
+                zcrx::time::sleep(Duration::from_millis(200)).await;
             }
         },
-        runtime::shutdown_requested(),
+        zcrx::shutdown_requested(),
     ));
     for (listener, mode) in [(echo, Mode::Echo), (hold, Mode::Hold)] {
         let counters = counters.clone();
-        runtime::spawn(select(
+        zcrx::spawn(select(
             accept_loop(listener, mode, counters),
-            runtime::shutdown_requested(),
+            zcrx::shutdown_requested(),
         ));
     }
     select(
         accept_loop(sink, Mode::Sink, counters),
-        runtime::shutdown_requested(),
+        zcrx::shutdown_requested(),
     )
     .await;
 }
@@ -436,8 +436,8 @@ async fn select(
 }
 
 fn publish(view: &Mutex<PoolView>) {
-    let st: DriverStats = runtime::stats();
-    let Some(snap) = runtime::rx_snapshot() else {
+    let st: DriverStats = zcrx::stats();
+    let Some(snap) = zcrx::rx_snapshot() else {
         return;
     };
     *view.lock().unwrap() = PoolView {
@@ -474,7 +474,7 @@ async fn accept_loop(listener: TcpListener, mode: Mode, counters: Arc<Counters>)
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => return,
             Err(e) => {
                 eprintln!("soak: accept failed: {e}");
-                runtime::time::sleep(Duration::from_millis(10)).await;
+                zcrx::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -482,14 +482,14 @@ async fn accept_loop(listener: TcpListener, mode: Mode, counters: Arc<Counters>)
         counters.server_active.fetch_add(1, Ordering::AcqRel);
         seed = xorshift(seed);
         let counters = counters.clone();
-        runtime::spawn(async move {
+        zcrx::spawn(async move {
             let _ = handle(s, mode, seed).await;
             counters.server_active.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
 
-async fn handle(s: runtime::net::TcpStream, mode: Mode, mut seed: u64) -> std::io::Result<()> {
+async fn handle(s: zcrx::net::TcpStream, mode: Mode, mut seed: u64) -> std::io::Result<()> {
     let mut count = 0u64;
     let mut held = Vec::new();
     let mut held_bytes = 0usize;
@@ -503,7 +503,7 @@ async fn handle(s: runtime::net::TcpStream, mode: Mode, mut seed: u64) -> std::i
                 held.push(buf);
                 seed = xorshift(seed);
                 if held_bytes >= 1 << 20 || seed % 8 == 0 {
-                    runtime::time::sleep(Duration::from_micros(seed % 50_000)).await;
+                    zcrx::time::sleep(Duration::from_micros(seed % 50_000)).await;
                     held.clear();
                     held_bytes = 0;
                 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use examples::{
     serve_proxy, serve_sink, ProxyConfig, ProxyCounters, SinkConfig, SinkReport, SinkTotals,
 };
-use runtime::net::TcpListener;
-use runtime::{ShutdownReport, ShutdownSignal};
+use zcrx::net::TcpListener;
+use zcrx::{ShutdownReport, ShutdownSignal};
 
 /// The receive backend the tests run on (`RUNTIME_TEST_RX`), shared with the runtime's tests.
 #[path = "../../../runtime/tests/common/rx.rs"]
@@ -300,7 +300,7 @@ impl Proxy {
 
     /// Like [`start`](Self::start), each thread's runtime built from `builder` (pool size,
     /// chunk size, ...).
-    pub fn start_with(upstream: SocketAddr, threads: usize, builder: runtime::Builder) -> Self {
+    pub fn start_with(upstream: SocketAddr, threads: usize, builder: zcrx::Builder) -> Self {
         let counters = Arc::new(ProxyCounters::default());
         let signal = ShutdownSignal::new();
         let mut addr: Option<SocketAddr> = None;

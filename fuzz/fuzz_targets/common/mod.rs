@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
-use ifq::{RxBuf, Snapshot};
+use zcrx_ifq::{RxBuf, Snapshot};
 
 /// A handle the application holds, with the chunk and the area range it was given.
 pub struct Live {

@@ -6,12 +6,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
-use ifq::io_uring::{cqueue, squeue, IoUring};
-use ifq::probe::KernelVersion;
-use ifq::zcrx::{ZcrxFeatures, ZcrxIfq};
-use ifq::{Area, OwnerId, RecvEvent};
 use rustix::thread::{capabilities, CapabilitySet};
+use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use zcrx_ifq::io_uring::{cqueue, squeue, IoUring};
+use zcrx_ifq::probe::KernelVersion;
+use zcrx_ifq::zcrx::{ZcrxFeatures, ZcrxIfq};
+use zcrx_ifq::{Area, OwnerId, RecvEvent};
 
 /// A ring as zcrx needs it: `SINGLE_ISSUER | DEFER_TASKRUN` with 32-byte CQEs.
 pub fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {

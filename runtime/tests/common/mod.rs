@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
-use runtime::net::TcpListener;
-use runtime::{Builder, ShutdownSignal};
+use zcrx::net::TcpListener;
+use zcrx::{Builder, ShutdownSignal};
 
 pub mod rx;
 pub use rx::builder;
@@ -42,7 +42,7 @@ pub fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<
                     let listener = TcpListener::bind_reuseport(addr).unwrap();
                     let _ = ready_tx.send(());
                     while let Ok((stream, _)) = listener.accept().await {
-                        runtime::spawn(async move {
+                        zcrx::spawn(async move {
                             while let Ok(Some(buf)) = stream.recv().await {
                                 if stream.send_buf(buf).await.is_err() {
                                     break;

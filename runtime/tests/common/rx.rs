@@ -5,7 +5,7 @@
 //! Included with `#[path = "common/rx.rs"] mod rx;` (or through `common`) so it stands alone.
 #![allow(dead_code)]
 
-use runtime::{Builder, RxBackend};
+use zcrx::{Builder, RxBackend};
 
 /// The backend the tests were asked to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub fn bufring_only(why: &str) -> bool {
 
 /// Asserts, inside a runtime, that it receives with the chosen backend.
 pub fn assert_backend() {
-    assert_eq!(runtime::rx_backend(), expected_backend());
+    assert_eq!(zcrx::rx_backend(), expected_backend());
 }
 
 /// The chunks of a pool built with `chunks(n).chunk_size(size)`: zcrx splits the same bytes into
@@ -73,7 +73,7 @@ pub fn pool_chunks(chunks: usize, chunk_size: usize) -> u32 {
 /// The chunks a clean teardown gave back: the buffer ring takes every chunk back from the
 /// kernel into the pool; zcrx leaves the free ones with the kernel, which keeps the area until
 /// its ring closes.
-pub fn given_back(c: &runtime::ifq::chunk::Counts) -> u32 {
+pub fn given_back(c: &zcrx::ifq::chunk::Counts) -> u32 {
     match rx() {
         Rx::BufRing => c.pool,
         Rx::ZcrxNodev => c.kernel,

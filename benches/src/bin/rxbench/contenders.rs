@@ -29,7 +29,7 @@ pub fn serve(c: Contender, l: TcpListener, t: Arc<Tally>) -> Result<()> {
 /// `adaptive`: the default adaptive ring depth, or every chunk posted. `RXBENCH_MAX_POSTED=n`
 /// fixes the depth instead (`Builder::max_posted`), for experiments.
 fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool, adaptive: bool) -> Result<()> {
-    let mut b = runtime::Runtime::builder()
+    let mut b = zcrx::Runtime::builder()
         .chunks(256)
         .chunk_size(32 * 1024)
         .incremental(incremental);
@@ -49,15 +49,15 @@ fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool, adaptive: bool) -> Res
     let rt = b.build().context("starting the runtime")?;
     rt.block_on(async move {
         if let Ok(path) = std::env::var("RXBENCH_STATS") {
-            runtime::spawn(async move {
+            zcrx::spawn(async move {
                 loop {
-                    runtime::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let _ = std::fs::write(&path, format!("{:?}\n", runtime::stats()));
+                    zcrx::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let _ = std::fs::write(&path, format!("{:?}\n", zcrx::stats()));
                 }
             });
         }
         crate::child::ready(&l)?;
-        let l = runtime::net::TcpListener::from_std(l);
+        let l = zcrx::net::TcpListener::from_std(l);
         loop {
             let (s, _) = l.accept().await?;
             if t.echo() {
@@ -65,7 +65,7 @@ fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool, adaptive: bool) -> Res
             }
             t.accepted();
             let t = t.clone();
-            runtime::spawn(async move {
+            zcrx::spawn(async move {
                 while let Ok(Some(b)) = s.recv().await {
                     t.add(b.len());
                     if t.echo() && s.send_buf(b).await.is_err() {
