@@ -39,6 +39,14 @@ pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Snapshot};
 pub use error::{Error, Result};
 pub use rxbuf::RxBuf;
 
-/// Re-export of the `io-uring` crate version this crate is built against, so callers build their
-/// ring with the same types.
+/// Re-export of the `io-uring` crate version this crate is built against.
+///
+/// It is part of this crate's API, not a convenience: the backends register on an
+/// [`io_uring::IoUring`] you own (`BufRing::register`, `ZcrxIfq::register`), return the
+/// submission entries you push (`recv_multishot`, `recv_zc`: [`io_uring::squeue::Entry`]) and
+/// decode the completions you pop ([`io_uring::cqueue::Entry`]). Those types must come from the
+/// same `io-uring` version as this crate's, which a re-export guarantees and a second dependency
+/// line in your `Cargo.toml` does not. A release of this crate that moves to a semver-incompatible
+/// `io-uring` is itself semver-incompatible. The `zcrx` runtime hides the ring entirely; use this
+/// only when you drive your own ring.
 pub use io_uring;
