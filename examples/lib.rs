@@ -856,7 +856,7 @@ mod iperf3 {
             }
         }
 
-        async fn read_json(&mut self, what: &str) -> io::Result<String> {
+        async fn read_json(&mut self, what: &str) -> io::Result<serde_json::Value> {
             let len = self.read_step(4, what).await?;
             let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
             if len > 1 << 20 {
@@ -866,21 +866,22 @@ mod iperf3 {
                 ));
             }
             let json = self.read_step(len, what).await?;
-            Ok(String::from_utf8_lossy(&json).into_owned())
+            serde_json::from_slice(&json).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("iperf3: {what} are not JSON ({e}): not an iperf3 client?"),
+                )
+            })
         }
     }
 
-    /// `"key":true` (or a non-zero number) in iperf3's compact JSON.
-    fn json_flag(json: &str, key: &str) -> bool {
-        json_value(json, key)
-            .is_some_and(|v| v == "true" || v.parse::<f64>().is_ok_and(|n| n != 0.0))
-    }
-
-    fn json_value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-        let at = json.find(&format!("\"{key}\""))? + key.len() + 2;
-        let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Some(rest[..end].trim())
+    /// `"key": true` (or a non-zero number) in iperf3's JSON.
+    fn json_flag(json: &serde_json::Value, key: &str) -> bool {
+        match json.get(key) {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+            _ => false,
+        }
     }
 
     /// Serves one connection of an iperf3 client: a data stream or a test's control connection.
@@ -969,10 +970,11 @@ mod iperf3 {
                 ));
             }
         }
-        let parallel = json_value(&params, "parallel")
-            .and_then(|v| v.parse::<usize>().ok())
+        let parallel = params
+            .get("parallel")
+            .and_then(serde_json::Value::as_u64)
             .unwrap_or(1)
-            .clamp(1, 128);
+            .clamp(1, 128) as usize;
         let test = Arc::new(Test {
             expected: parallel,
             streams: Mutex::default(),
@@ -1028,23 +1030,32 @@ mod iperf3 {
         send_state(stream, EXCHANGE_RESULTS).await?;
         let _client_results = rd.read_json("the client's results").await?;
         let secs = duration.as_secs_f64();
-        let streams: Vec<String> = counts
+        let streams: Vec<serde_json::Value> = counts
             .iter()
             .enumerate()
             .map(|(i, bytes)| {
-                let id = if i == 0 { 1 } else { i + 2 };
-                format!(
-                    "{{\"id\":{id},\"bytes\":{bytes},\"retransmits\":-1,\"jitter\":0,\"errors\":0,\
-                     \"omitted_errors\":0,\"packets\":0,\"omitted_packets\":0,\
-                     \"start_time\":0,\"end_time\":{secs:.6}}}"
-                )
+                serde_json::json!({
+                    "id": if i == 0 { 1 } else { i + 2 },
+                    "bytes": bytes,
+                    "retransmits": -1,
+                    "jitter": 0,
+                    "errors": 0,
+                    "omitted_errors": 0,
+                    "packets": 0,
+                    "omitted_packets": 0,
+                    "start_time": 0,
+                    "end_time": secs,
+                })
             })
             .collect();
-        let results = format!(
-            "{{\"cpu_util_total\":0,\"cpu_util_user\":0,\"cpu_util_system\":0,\
-             \"sender_has_retransmits\":-1,\"streams\":[{}]}}",
-            streams.join(",")
-        );
+        let results = serde_json::json!({
+            "cpu_util_total": 0,
+            "cpu_util_user": 0,
+            "cpu_util_system": 0,
+            "sender_has_retransmits": -1,
+            "streams": streams,
+        })
+        .to_string();
         let mut msg = (results.len() as u32).to_be_bytes().to_vec();
         msg.extend_from_slice(results.as_bytes());
         stream

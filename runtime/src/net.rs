@@ -94,47 +94,6 @@ fn to_std(addr: impl Into<Option<rustix::net::SocketAddrAny>>) -> io::Result<Soc
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
 }
 
-/// A raw `sockaddr` the kernel reads during `connect`; boxed so its address is stable.
-#[repr(C)]
-union RawAddr {
-    v4: libc::sockaddr_in,
-    v6: libc::sockaddr_in6,
-}
-
-fn raw_addr(addr: &SocketAddr) -> (Box<RawAddr>, libc::socklen_t) {
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            (
-                Box::new(RawAddr { v4: sin }),
-                std::mem::size_of::<libc::sockaddr_in>() as _,
-            )
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            (
-                Box::new(RawAddr { v6: sin6 }),
-                std::mem::size_of::<libc::sockaddr_in6>() as _,
-            )
-        }
-    }
-}
-
 fn errno(res: i32) -> io::Error {
     io::Error::from_raw_os_error(-res)
 }
@@ -235,13 +194,13 @@ impl TcpStream {
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
         let addr = resolve(addr)?;
         let fd = new_socket(&addr)?;
-        let (raw, len) = raw_addr(&addr);
-        // SAFETY: both union variants start with the family field, like `sockaddr`.
-        let ptr = &*raw as *const RawAddr as *const libc::sockaddr;
-        let sqe = opcode::Connect::new(types::Fd(fd.as_raw_fd()), ptr, len).build();
+        // Boxed so the address the kernel reads stays put until the connect completes.
+        let raw = Box::new(rustix::net::SocketAddrAny::from(addr));
+        let ptr = raw.as_ptr().cast::<libc::sockaddr>();
+        let sqe = opcode::Connect::new(types::Fd(fd.as_raw_fd()), ptr, raw.addr_len()).build();
         let (res, _, keep) = Op::submit(sqe, Box::new((fd, raw))).await;
         let (fd, _) = *keep
-            .downcast::<(OwnedFd, Box<RawAddr>)>()
+            .downcast::<(OwnedFd, Box<rustix::net::SocketAddrAny>)>()
             .expect("connect resources");
         if res < 0 {
             return Err(errno(res));

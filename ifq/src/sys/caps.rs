@@ -1,23 +1,17 @@
-//! Capability and resource-limit checks, read from procfs and getrlimit (no unsafe).
+//! Capability and resource-limit checks, through capget and getrlimit (no unsafe).
 
 use rustix::process::{getrlimit, Resource};
+use rustix::thread::CapabilitySet;
 
-/// CAP_NET_ADMIN's bit in the capability sets.
-pub(crate) const CAP_NET_ADMIN: u32 = 12;
-/// CAP_IPC_LOCK's bit.
-pub(crate) const CAP_IPC_LOCK: u32 = 14;
+/// CAP_NET_ADMIN.
+pub(crate) const CAP_NET_ADMIN: CapabilitySet = CapabilitySet::NET_ADMIN;
+/// CAP_IPC_LOCK.
+pub(crate) const CAP_IPC_LOCK: CapabilitySet = CapabilitySet::IPC_LOCK;
 
-/// Whether the calling thread has `cap` in its effective set.
-pub(crate) fn has_effective_cap(cap: u32) -> bool {
-    // Capabilities are per thread; /proc/thread-self is this thread's view.
-    let status = std::fs::read_to_string("/proc/thread-self/status")
-        .or_else(|_| std::fs::read_to_string("/proc/self/status"))
-        .unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|bits| bits & (1u64 << cap) != 0)
+/// Whether the calling thread has `cap` in its effective set. Capabilities are per thread:
+/// `capget` with no pid reads the caller's. A failed `capget` counts as not having it.
+pub(crate) fn has_effective_cap(cap: CapabilitySet) -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|sets| sets.effective.contains(cap))
 }
 
 /// The soft RLIMIT_MEMLOCK in bytes (`None` for unlimited).
