@@ -33,7 +33,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,27 +90,14 @@ fn main() -> anyhow::Result<()> {
     };
     std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
 
-    // Ctrl-C and SIGTERM stop the sink gracefully, with its summary: block them in every thread
-    // (the runtime threads inherit the mask) and wait for them in one.
-    let stop = Arc::new(AtomicBool::new(false));
-    let signals = block_stop_signals();
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            wait_signal(&signals);
-            stop.store(true, Ordering::Release);
-            wait_signal(&signals);
-            eprintln!("sink: second signal, exiting at once");
-            std::process::exit(130);
-        });
-    }
-
     let totals = Arc::new(SinkTotals::default());
     let signal = ShutdownSignal::new();
     let builder = args
         .rt
         .builder()
         .shutdown_signal(signal.clone())
+        // Ctrl-C and SIGTERM stop the sink gracefully, with its summary; a second one exits.
+        .shutdown_on_signals(true)
         .shutdown_grace(Duration::from_secs(2));
     eprintln!(
         "sink: listening on {listen} with {} thread(s), {} chunks of {} bytes per thread{}",
@@ -164,11 +151,11 @@ fn main() -> anyhow::Result<()> {
             );
             last = (now, bytes);
         }
+        if signal.is_triggered() {
+            break "signal";
+        }
         if server.is_finished() {
             break "the runtime stopped";
-        }
-        if stop.load(Ordering::Acquire) {
-            break "signal";
         }
         if args.duration.is_some_and(|d| now - started >= d) {
             break "duration elapsed";
@@ -240,26 +227,4 @@ fn generate(seed: u64, n: u64) -> anyhow::Result<()> {
     }
     out.flush().context("writing the pattern to stdout")?;
     Ok(())
-}
-
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set; the others only read and write it, and
-    // pthread_sigmask changes this thread's mask.
-    unsafe {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        let mut set = set.assume_init();
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits for one of the (blocked) signals in `set`.
-fn wait_signal(set: &libc::sigset_t) {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised signal set and `sig` a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
 }

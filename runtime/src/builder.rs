@@ -71,9 +71,17 @@ pub(crate) struct Config {
     pub(crate) adaptive_depth: Option<bool>,
     pub(crate) grace: Duration,
     pub(crate) signal: ShutdownSignal,
+    pub(crate) on_signals: bool,
 }
 
 impl Config {
+    /// Arms the shutdown signal against SIGINT/SIGTERM when asked to.
+    fn armed(&self) -> io::Result<Option<crate::signals::Armed>> {
+        self.on_signals
+            .then(|| crate::signals::arm(&self.signal))
+            .transpose()
+    }
+
     /// Where an adaptive buffer ring starts (`None`: the depth is fixed by `max_posted`, or
     /// every chunk is posted): the one place both the ring's set-up and the driver's
     /// controller read it from.
@@ -115,6 +123,7 @@ impl Default for Builder {
                 adaptive_depth: None,
                 grace: Duration::from_secs(5),
                 signal: ShutdownSignal::new(),
+                on_signals: false,
             },
         }
     }
@@ -278,6 +287,20 @@ impl Builder {
         self
     }
 
+    /// Ctrl-C (SIGINT) and SIGTERM trigger the [shutdown signal](Self::shutdown_signal) while
+    /// the runtime lives (while [`run`](Self::run) runs, for its threads): listeners stop
+    /// accepting, [`shutdown_requested`](crate::shutdown_requested) resolves, and the tasks get
+    /// the grace period to finish. A second signal, or one that arrives when no runtime is armed,
+    /// gets the default action and ends the process at once. Off by default; [`start`](crate::start)
+    /// turns it on.
+    ///
+    /// The signals are read by one process-wide thread (through `signal-hook`), so they need not
+    /// be blocked in any thread, and other runtimes or libraries can still observe them.
+    pub fn shutdown_on_signals(mut self, on: bool) -> Self {
+        self.config.on_signals = on;
+        self
+    }
+
     fn checked(mut self) -> io::Result<Config> {
         let c = &mut self.config;
         if c.threads == 0 {
@@ -315,7 +338,11 @@ impl Builder {
 
     /// A runtime on the current thread.
     pub fn build(self) -> io::Result<Runtime> {
-        Runtime::new(self.checked()?, 0, None)
+        let config = self.checked()?;
+        let armed = config.armed()?;
+        let mut rt = Runtime::new(config, 0, None)?;
+        rt.armed = armed;
+        Ok(rt)
     }
 
     /// Runs `f(i)` as the root future of runtime `i` on each of `threads` threads (pinned unless
@@ -343,6 +370,8 @@ impl Builder {
         Fut::Output: Send + 'static,
     {
         let config = self.checked()?;
+        // Disarmed when every thread has finished.
+        let _armed = config.armed()?;
         let f = std::sync::Arc::new(f);
         let cpus = usable_cpus();
         let mut threads = Vec::with_capacity(config.threads);
