@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 use crate::{Args, Contender, Sample, Scenario};
@@ -225,7 +227,7 @@ pub fn print_and_save(args: &Args, rows: &[Row]) -> Result<()> {
     let jp = args.out.join("results.json");
     std::fs::write(&jp, serde_json::to_string_pretty(&json)?)?;
     let sp = args.out.join("results.svg");
-    std::fs::write(&sp, svg(args, rows))?;
+    std::fs::write(&sp, svg(args, rows)?)?;
     std::fs::write(args.out.join("results.md"), &out)?;
     eprintln!("\nwrote {}, {} and results.md", jp.display(), sp.display());
     Ok(())
@@ -253,72 +255,129 @@ fn machine() -> serde_json::Value {
     })
 }
 
-/// A grouped bar chart: one panel per scenario, one bar per contender.
-fn svg(args: &Args, rows: &[Row]) -> String {
-    let bar_h = 22.0;
-    let label_w = 190.0;
-    let plot_w = 420.0;
-    let mut y = 40.0;
-    let mut body = String::new();
-    for &scenario in &args.scenarios {
-        let rows: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
-        let max = rows
-            .iter()
-            .filter_map(|r| r.headline())
-            .fold(0.0, f64::max)
-            .max(1e-9);
-        let _ = writeln!(
-            body,
-            r#"<text x="10" y="{y}" font-weight="bold">{scenario:?} ({})</text>"#,
-            unit(scenario)
+/// The headline figure of one sample (see [`Row::headline`]).
+fn value(scenario: Scenario, m: &Sample) -> f64 {
+    match scenario {
+        Scenario::OneFlow | Scenario::ManyFlows => m.gbps,
+        Scenario::PingPong => m.rps,
+        Scenario::Idle => m.rss_delta_kib as f64 / 1024.0,
+    }
+}
+
+/// A bar chart drawn with plotters: one panel per scenario, one bar per contender (the median)
+/// with a whisker from the lowest to the highest run.
+fn svg(args: &Args, rows: &[Row]) -> Result<String> {
+    const BAR: u32 = 24;
+    const HEAD: u32 = 40;
+    const PANEL_PAD: u32 = 50;
+    let panels: Vec<(Scenario, Vec<&Row>)> = args
+        .scenarios
+        .iter()
+        .map(|&sc| (sc, rows.iter().filter(|r| r.scenario == sc).collect()))
+        .collect();
+    let heights: Vec<u32> = panels
+        .iter()
+        .map(|(_, rows)| rows.len() as u32 * BAR + PANEL_PAD)
+        .collect();
+    let (width, height) = (760u32, HEAD + heights.iter().sum::<u32>());
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+        let draw_err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing the chart: {e}");
+        root.fill(&WHITE).map_err(draw_err)?;
+        let title = format!(
+            "rxbench: medians of {} runs x {} s (whiskers: lowest to highest run), loopback",
+            args.runs, args.seconds
         );
-        y += 10.0;
-        for r in rows {
-            let v = r.headline();
-            let w = v.map_or(0.0, |v| v / max * plot_w);
-            let ours = matches!(
-                r.contender,
-                Contender::Ours | Contender::OursInc | Contender::OursAllPosted
-            );
-            let color = if ours { "#d95f02" } else { "#7570b3" };
-            let _ = writeln!(
-                body,
-                r#"<text x="10" y="{}" font-size="12">{}</text>"#,
-                y + 15.0,
-                r.name
-            );
-            let _ = writeln!(
-                body,
-                r#"<rect x="{label_w}" y="{}" width="{w:.1}" height="{}" fill="{color}"/>"#,
-                y + 3.0,
-                bar_h - 6.0
-            );
-            let txt = v.map_or("failed".to_string(), |v| {
-                if v >= 1000.0 {
+        root.titled(&title, ("sans-serif", 15)).map_err(draw_err)?;
+        let (_, mut rest) = root.split_vertically(HEAD);
+        for ((scenario, rows), h) in panels.iter().zip(&heights) {
+            let (panel, below) = rest.split_vertically(*h);
+            rest = below;
+            let hi = rows
+                .iter()
+                .flat_map(|r| r.runs.iter().map(|m| value(*scenario, m)))
+                .fold(0.0, f64::max)
+                .max(1e-9);
+            let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
+            let mut chart = ChartBuilder::on(&panel)
+                .caption(
+                    format!("{scenario:?} ({})", unit(*scenario)),
+                    ("sans-serif", 14).into_font().style(FontStyle::Bold),
+                )
+                .margin_right(70)
+                .x_label_area_size(20)
+                .y_label_area_size(190)
+                .build_cartesian_2d(0.0..hi * 1.05, (0..names.len()).into_segmented())
+                .map_err(draw_err)?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_labels(6)
+                .y_labels(names.len().max(1))
+                .y_label_formatter(&|y| match y {
+                    // Row 0 at the top: segments count from the bottom.
+                    SegmentValue::CenterOf(p) if *p < names.len() => {
+                        names[names.len() - 1 - p].to_string()
+                    }
+                    _ => String::new(),
+                })
+                .label_style(("sans-serif", 12))
+                .draw()
+                .map_err(draw_err)?;
+            for (row, r) in rows.iter().enumerate() {
+                let i = rows.len() - 1 - row;
+                let ours = matches!(
+                    r.contender,
+                    Contender::Ours | Contender::OursInc | Contender::OursAllPosted
+                );
+                let color = if ours {
+                    RGBColor(0xd9, 0x5f, 0x02)
+                } else {
+                    RGBColor(0x75, 0x70, 0xb3)
+                };
+                let (top, bottom) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
+                let Some(v) = r.headline() else {
+                    chart
+                        .draw_series([Text::new(
+                            "failed",
+                            (0.0, SegmentValue::CenterOf(i)),
+                            ("sans-serif", 12),
+                        )])
+                        .map_err(draw_err)?;
+                    continue;
+                };
+                let mut bar = Rectangle::new([(0.0, top), (v, bottom)], color.filled());
+                bar.set_margin(4, 4, 0, 0);
+                chart.draw_series([bar]).map_err(draw_err)?;
+                let runs: Vec<f64> = r.runs.iter().map(|m| value(*scenario, m)).collect();
+                let (lo, up) = runs.iter().fold((v, v), |(a, b), &x| (a.min(x), b.max(x)));
+                chart
+                    .draw_series([ErrorBar::new_horizontal(
+                        SegmentValue::CenterOf(i),
+                        lo,
+                        v,
+                        up,
+                        BLACK.stroke_width(1),
+                        8,
+                    )])
+                    .map_err(draw_err)?;
+                let txt = if v >= 1000.0 {
                     format!("{v:.0}")
                 } else {
                     format!("{v:.2}")
-                }
-            });
-            let _ = writeln!(
-                body,
-                r#"<text x="{}" y="{}" font-size="12">{txt}</text>"#,
-                label_w + w + 5.0,
-                y + 15.0
-            );
-            y += bar_h;
+                };
+                chart
+                    .draw_series([Text::new(
+                        txt,
+                        (up + hi * 0.01, SegmentValue::CenterOf(i)),
+                        TextStyle::from(("sans-serif", 12).into_font())
+                            .pos(Pos::new(HPos::Left, VPos::Center)),
+                    )])
+                    .map_err(draw_err)?;
+            }
         }
-        y += 25.0;
+        root.present().map_err(draw_err)?;
     }
-    format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif">
-<rect width="100%" height="100%" fill="white"/>
-<text x="10" y="22" font-size="15">rxbench: medians of {} runs x {} s, loopback, receiver and sender on separate CPUs</text>
-{body}</svg>
-"#,
-        label_w + plot_w + 90.0,
-        y,
-        args.runs,
-        args.seconds
-    )
+    Ok(out)
 }
