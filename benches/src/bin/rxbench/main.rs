@@ -7,8 +7,12 @@
 //! ```
 //!
 //! Each measurement runs the receiver in a child process pinned to one CPU and the sender in
-//! this process pinned to another; contenders are alternated within each run; results are
-//! medians. Output: a table on stdout, JSON and an SVG chart under `--out`.
+//! this process pinned to another. Measurements come in paired rounds: a round runs every
+//! contender once, back to back, in an order that rotates (and reverses every other round), and
+//! each contender's ratio to the baseline (tokio current_thread) is taken within the round. The
+//! report gives the median of those per-round ratios with a 95% interval (see `stats`), and the
+//! medians (min-max) of the raw figures; the first round of each scenario is a warm-up and is
+//! not counted. Output: a table on stdout, and results.{md,json,svg} under `--out`.
 //!
 //! Diagnosis: with `RXBENCH_STATS=PATH` in the environment, the `ours` receivers write the
 //! runtime's driver counters (enters, completions, re-arms, ENOBUFS) to PATH twice a second;
@@ -20,8 +24,9 @@ mod child;
 mod contenders;
 mod report;
 mod sender;
+mod stats;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -106,11 +111,19 @@ pub struct Args {
     /// Every scenario and every contender (about 12 minutes).
     #[arg(long)]
     all: bool,
-    /// Runs per contender and scenario (the median is reported).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    runs: u32,
+    /// Counted rounds per scenario; each round runs every contender once (the ratios to the
+    /// baseline are taken within rounds). 9 or more give a 95% interval narrower than the range.
+    #[arg(long, visible_alias = "runs", default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
+    /// Rounds of the idle scenario (no warm-up): RSS is not timing noise, and one round of
+    /// 10,000 connections per contender takes 5-20 s.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    idle_rounds: u32,
+    /// Warm-up rounds per scenario, run first and not counted.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=100))]
+    warmup: u32,
     /// Seconds per measurement.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 1.0)]
     seconds: f64,
     /// Flows in the many-flows scenario.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
@@ -125,7 +138,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     idle: u32,
     /// Pause before each measurement, in milliseconds, for the previous receiver's teardown.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(0..=60_000))]
     settle_ms: u32,
     /// CPU the receiver is pinned to.
     #[arg(long, default_value_t = 0)]
@@ -149,6 +162,16 @@ pub struct Args {
     /// Internal: connections the child expects.
     #[arg(long, hide = true, default_value_t = 1)]
     expected: usize,
+}
+
+impl Args {
+    /// Warm-up and counted rounds of `scenario`.
+    pub fn rounds_of(&self, scenario: Scenario) -> (usize, usize) {
+        match scenario {
+            Scenario::Idle => (0, self.idle_rounds as usize),
+            _ => (self.warmup as usize, self.rounds as usize),
+        }
+    }
 }
 
 /// One measurement.
@@ -222,35 +245,64 @@ fn main() -> Result<()> {
     }
     pin(args.sender_cpu)?;
     let exe = std::env::current_exe()?;
-    let total = args.scenarios.len() * args.runs as usize * args.contenders.len();
+    let n = args.contenders.len();
+    let total: usize = args
+        .scenarios
+        .iter()
+        .map(|&sc| args.rounds_of(sc).0 + args.rounds_of(sc).1)
+        .sum::<usize>()
+        * n;
+    // A live progress line for a terminal; one plain line per measurement into a file or pipe.
+    let live = std::io::stderr().is_terminal();
     let mut done = 0;
     let mut results: Vec<report::Row> = vec![];
     let started = Instant::now();
     for &scenario in &args.scenarios {
-        let mut samples: Vec<Vec<Result<Sample, String>>> = vec![vec![]; args.contenders.len()];
-        for run in 0..args.runs as usize {
-            // Alternate: each run starts with a different contender.
-            for k in 0..args.contenders.len() {
-                let i = (k + run) % args.contenders.len();
+        let (warmup, counted) = args.rounds_of(scenario);
+        let rounds = warmup + counted;
+        let mut samples: Vec<Vec<Result<Sample, String>>> = vec![Vec::with_capacity(rounds); n];
+        for round in 0..rounds {
+            let label = if round < warmup {
+                format!("warm-up {}/{warmup}", round + 1)
+            } else {
+                format!("round {}/{counted}", round + 1 - warmup)
+            };
+            for i in round_order(round, n) {
                 let c = args.contenders[i];
                 done += 1;
-                eprint!(
-                    "\r\x1b[2K[{done}/{total}] {:?} run {}/{}: {} ({:.0} s elapsed)",
-                    scenario,
-                    run + 1,
-                    args.runs,
-                    c.name(),
-                    started.elapsed().as_secs_f64()
-                );
+                if live {
+                    eprint!(
+                        "\r\x1b[2K[{done}/{total}] {scenario:?} {label}: {} ({:.0} s elapsed)",
+                        c.name(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 let r = measure(&exe, &args, scenario, c).map_err(|e| format!("{e:#}"));
+                if !live {
+                    let what = match &r {
+                        Ok(s) => report::describe(scenario, s),
+                        Err(e) => format!("failed: {e}"),
+                    };
+                    eprintln!(
+                        "[{done}/{total}] {scenario:?} {label}: {}: {what} ({:.0} s elapsed)",
+                        c.name(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 samples[i].push(r);
             }
         }
-        for (i, s) in samples.into_iter().enumerate() {
-            results.push(report::Row::new(scenario, args.contenders[i], s));
-        }
+        let rows: Vec<report::Row> = samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| report::Row::new(scenario, args.contenders[i], s, warmup))
+            .collect();
+        results.extend(report::with_ratios(rows, Contender::TokioCt));
     }
-    eprintln!("\r\x1b[2Kdone in {:.0} s", started.elapsed().as_secs_f64());
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     report::print_and_save(&args, &results)?;
     let failed: Vec<String> = results
         .iter()
@@ -268,6 +320,16 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The order of the contenders in round `round`: rotated by one each round and reversed every
+/// other round, so each contender runs in every position and after every other one.
+fn round_order(round: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).map(|k| (k + round / 2) % n).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// Runs one measurement: a receiver child, the sender here.
