@@ -282,14 +282,15 @@ impl Drop for TcpListener {
 /// - `poll_write` submits one send of a copy of the caller's bytes and returns `Pending` until
 ///   it completes; the send lives in the stream, not in the future that polled it. Dropping
 ///   that future does **not** cancel the send: its bytes (all, or the prefix the kernel took)
-///   still go out. The next `poll_write` picks up the result: if its buffer begins with the
-///   bytes that were sent (a write polled again with the same data, as `write` and
-///   `write_all` do) it returns their count; otherwise (the earlier write was abandoned) the
-///   earlier bytes stay sent, their count is dropped, and the new bytes follow them. Unlike
+///   still go out, and the writes that follow are credited with them as far as they write the
+///   same bytes. A write polled again with the same data (as `write` and `write_all` are, or
+///   a retry from where the last reported count left off) returns their count, or a shorter
+///   write of the same bytes takes part of it; a write of other bytes means the earlier one
+///   was abandoned: its bytes stay sent, uncounted, and the new ones follow them. Unlike
 ///   tokio's own `TcpStream`, where `Pending` means nothing was written, a dropped write here
 ///   may have written.
 /// - `poll_flush` waits for such a send left in flight (and reports its error); a later
-///   `poll_write` with the same data still gets its count.
+///   `poll_write` of the same data still gets its count.
 /// - `poll_shutdown` (`poll_close` in `futures-io`) waits for a send in flight, then shuts the
 ///   write side down (`shutdown(SHUT_WR)`: the peer reads the end of the stream). The request
 ///   lives in the stream too: dropping the future does not undo it.

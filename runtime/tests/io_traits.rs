@@ -342,3 +342,234 @@ fn dropped_read_futures_lose_nothing() {
         assert_nothing_held().await;
     });
 }
+
+/// `read`, `recv`, `try_recv_buf`, `fill_buf`/`consume` and the `Stream` impl mixed at random
+/// on one stream: a partly read buffer's remainder comes back first from the native API, so
+/// nothing is lost or reordered.
+#[test]
+fn mixing_read_and_recv_loses_nothing() {
+    use futures::StreamExt;
+
+    let rt = small_chunks();
+    let len = 4 << 20;
+    rt.block_on(async move {
+        common::rx::assert_backend();
+        let (mut stream, client) = receive_from_std(pattern(33, len), 5000).await;
+        let mut rng = Rng(12345);
+        let mut got = Vec::with_capacity(len);
+        let mut buf = vec![0u8; 6000];
+        let mut remainders = 0u64;
+        loop {
+            match rng.below(5) {
+                0 | 1 => {
+                    // Small reads leave most of a buffer held.
+                    let want = 1 + rng.below(buf.len() as u64) as usize;
+                    match stream.read(&mut buf[..want]).await.unwrap() {
+                        0 => break,
+                        n => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                2 => {
+                    let held = stream.try_recv_buf();
+                    match held {
+                        Some(b) => got.extend_from_slice(&b),
+                        None => match stream.recv().await.unwrap() {
+                            Some(b) => got.extend_from_slice(&b),
+                            None => break,
+                        },
+                    }
+                }
+                3 => {
+                    let bytes = tokio::io::AsyncBufReadExt::fill_buf(&mut stream)
+                        .await
+                        .unwrap();
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let k = 1 + rng.below(bytes.len() as u64) as usize;
+                    got.extend_from_slice(&bytes[..k]);
+                    if k < bytes.len() {
+                        remainders += 1;
+                    }
+                    tokio::io::AsyncBufRead::consume(std::pin::Pin::new(&mut stream), k);
+                }
+                _ => match stream.next().await {
+                    Some(b) => got.extend_from_slice(&b.unwrap()),
+                    None => break,
+                },
+            }
+        }
+        join(client).await;
+        assert!(
+            remainders > 100,
+            "only {remainders} partly consumed buffers"
+        );
+        assert_eq!(got.len(), len);
+        assert!(
+            got == pattern(33, len),
+            "bytes lost, duplicated or out of order"
+        );
+        assert_nothing_held().await;
+    });
+}
+
+/// The `futures_core::Stream` of `RxBuf`s, `StreamExt::next` until `None`, byte-exact; after a
+/// partial read its first item is the held remainder.
+#[test]
+fn stream_of_rxbufs_until_none() {
+    use futures::StreamExt;
+
+    let rt = small_chunks();
+    let len = 3 << 20;
+    rt.block_on(async move {
+        common::rx::assert_backend();
+        let (mut stream, client) = receive_from_std(pattern(44, len), 10_000).await;
+        let mut head = [0u8; 100];
+        let n = stream.read(&mut head).await.unwrap();
+        assert!(n > 0);
+        let mut got = head[..n].to_vec();
+        let first = stream.next().await.unwrap().unwrap();
+        let mut items = 1;
+        got.extend_from_slice(&first);
+        drop(first);
+        while let Some(b) = stream.next().await {
+            got.extend_from_slice(&b.unwrap());
+            items += 1;
+        }
+        assert!(stream.next().await.is_none(), "the end stays the end");
+        join(client).await;
+        assert!(items > 1);
+        assert_eq!(got.len(), len);
+        assert!(got == pattern(44, len), "bytes differ");
+        assert_nothing_held().await;
+    });
+}
+
+/// A runtime stream connected to a std server that reads to the end of the stream; returns
+/// the stream and what the server read.
+async fn connect_to_std_reader() -> (TcpStream, JoinHandle<Vec<u8>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    (TcpStream::connect(addr).await.unwrap(), server)
+}
+
+/// `AsyncWriteExt::write_all` of a large buffer and `shutdown` (tokio), `write_all` and
+/// `close` (futures-io): the std peer reads every byte, then the end of the stream.
+#[test]
+fn write_all_then_shutdown_is_eof_for_a_std_peer() {
+    let rt = small_chunks();
+    rt.block_on(async {
+        common::rx::assert_backend();
+        let data = pattern(55, (5 << 20) + 12_345);
+        let (mut s, server) = connect_to_std_reader().await;
+        tokio::io::AsyncWriteExt::write_all(&mut s, &data)
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::flush(&mut s).await.unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut s).await.unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut s).await.unwrap();
+        let got = join(server).await;
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes differ");
+        // Writing after the shutdown fails.
+        let e = tokio::io::AsyncWriteExt::write(&mut s, b"late")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        drop(s);
+
+        let data = pattern(56, 3 << 20);
+        let (s, server) = connect_to_std_reader().await;
+        futures::io::AsyncWriteExt::write_all(&mut &s, &data)
+            .await
+            .unwrap();
+        futures::io::AsyncWriteExt::close(&mut &s).await.unwrap();
+        let got = join(server).await;
+        assert!(got == data, "bytes differ");
+    });
+}
+
+/// A write abandoned after `Pending` still sends: polled again with the same data it reports
+/// the count; followed by other data, its bytes stay first. Writes raced against a timer and
+/// retried from where the last completed one left off deliver the data exactly.
+#[test]
+fn dropped_write_futures_keep_the_stream_exact() {
+    use tokio::io::AsyncWriteExt;
+
+    let rt = small_chunks();
+    rt.block_on(async {
+        common::rx::assert_backend();
+        let (mut s, server) = connect_to_std_reader().await;
+        // Polled once (the send is submitted), then dropped; then something else is written.
+        assert!(race(s.write(b"hello "), Duration::ZERO).await.is_none());
+        s.write_all(b"world").await.unwrap();
+        // Dropped with the same data pending, then written in full again: sent once.
+        assert!(race(s.write(b", again"), Duration::ZERO).await.is_none());
+        s.flush().await.unwrap();
+        s.write_all(b", again").await.unwrap();
+
+        let data = pattern(66, 4 << 20);
+        let mut rng = Rng(777);
+        let mut off = 0;
+        let mut drops = 0u64;
+        while off < data.len() {
+            let end = (off + 1 + rng.below(40_000) as usize).min(data.len());
+            let wait = Duration::from_micros(rng.below(3) * rng.below(200));
+            match race(s.write(&data[off..end]), wait).await {
+                Some(n) => off += n.unwrap(),
+                None => drops += 1,
+            }
+        }
+        AsyncWriteExt::shutdown(&mut s).await.unwrap();
+        let got = join(server).await;
+        assert!(drops > 50, "only {drops} write futures were dropped");
+        let head = b"hello world, again";
+        assert_eq!(&got[..head.len()], head);
+        assert_eq!(got.len() - head.len(), data.len());
+        assert!(got[head.len()..] == data[..], "bytes differ");
+    });
+}
+
+/// A connection allowed to hold a single chunk, read a few bytes at a time through
+/// `fill_buf`/`consume`: holding the partly consumed buffer never stops it for good.
+#[test]
+fn one_chunk_limit_and_small_consumes() {
+    let rt = common::builder()
+        .chunks(16)
+        .chunk_size(4096)
+        .conn_limit(4096)
+        .build()
+        .unwrap();
+    let len = 1 << 20;
+    rt.block_on(async move {
+        common::rx::assert_backend();
+        let (mut stream, client) = receive_from_std(pattern(88, len), 65536).await;
+        let mut rng = Rng(99);
+        let mut got = Vec::with_capacity(len);
+        let read = async {
+            loop {
+                let bytes = tokio::io::AsyncBufReadExt::fill_buf(&mut stream)
+                    .await
+                    .unwrap();
+                if bytes.is_empty() {
+                    break;
+                }
+                let k = bytes.len().min(1 + rng.below(64) as usize);
+                got.extend_from_slice(&bytes[..k]);
+                tokio::io::AsyncBufRead::consume(std::pin::Pin::new(&mut stream), k);
+            }
+        };
+        timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the connection stalled");
+        join(client).await;
+        assert!(got == pattern(88, len), "bytes differ");
+        assert_nothing_held().await;
+    });
+}

@@ -33,10 +33,11 @@ pub(super) enum WriteState {
     Idle,
     /// A send of a copy of the caller's bytes (the request's slot owns the copy).
     Sending(Op),
-    /// A send that completed before a `poll_write` took its result (a flush waited for it), with
-    /// the bytes it was given: a `poll_write` whose buffer begins with what was sent gets the
-    /// count.
-    Sent { res: i32, bytes: Vec<u8> },
+    /// A send that completed before a `poll_write` took all of its result (a flush waited for
+    /// it, or a shorter write took part of it): its error (`res < 0`), or the bytes it sent that
+    /// no write has been credited with yet, `bytes[at..]`. A `poll_write` whose buffer begins
+    /// with them (or is a prefix of them) gets the credit.
+    Sent { res: i32, bytes: Vec<u8>, at: usize },
     /// `shutdown(SHUT_WR)` in flight.
     ShuttingDown(Op),
     /// The write side is shut down.
@@ -157,12 +158,12 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         self.with_write(|st| loop {
             match st {
                 WriteState::Idle | WriteState::Shut => {
-                    if buf.is_empty() {
-                        return Poll::Ready(Ok(0));
-                    }
                     let n = buf.len().min(WRITE_MAX);
                     // The request's slot owns the copy until the kernel is done with it.
                     let copy: Vec<u8> = Vec::from(&buf[..n]);
@@ -171,20 +172,27 @@ impl TcpStream {
                 WriteState::Sending(_) | WriteState::ShuttingDown(_) => {
                     ready!(poll_in_flight(st, cx))?;
                 }
-                WriteState::Sent { res, bytes } => {
-                    let res = *res;
-                    if res < 0 {
+                WriteState::Sent { res, bytes, at } => {
+                    if *res < 0 {
+                        let res = *res;
                         *st = WriteState::Idle;
                         return Poll::Ready(Err(errno(res)));
                     }
-                    let n = res as usize;
-                    let same = buf.starts_with(&bytes[..n]);
-                    *st = WriteState::Idle;
-                    if same {
+                    let sent = &bytes[*at..];
+                    if buf.starts_with(sent) {
+                        // The usual case: polled again with the same data.
+                        let n = sent.len();
+                        *st = WriteState::Idle;
                         return Poll::Ready(Ok(n));
+                    }
+                    if sent.starts_with(buf) {
+                        // A shorter write of the same bytes: it takes part of the credit.
+                        *at += buf.len();
+                        return Poll::Ready(Ok(buf.len()));
                     }
                     // The write that sent those bytes was abandoned: they stay sent, and this
                     // buffer follows them.
+                    *st = WriteState::Idle;
                 }
             }
         })
@@ -236,8 +244,9 @@ fn poll_in_flight(st: &mut WriteState, cx: &mut Context<'_>) -> Poll<io::Result<
     let (res, _, keep) = ready!(Pin::new(op).poll(cx));
     match std::mem::take(st) {
         WriteState::Sending(_) => {
-            let (_, bytes) = send_result::<Vec<u8>>(res, keep);
-            *st = WriteState::Sent { res, bytes };
+            let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
+            bytes.truncate(res.max(0) as usize);
+            *st = WriteState::Sent { res, bytes, at: 0 };
             Poll::Ready(Ok(()))
         }
         _ if res < 0 => Poll::Ready(Err(errno(res))),
