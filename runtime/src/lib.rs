@@ -27,6 +27,24 @@
 //! })?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # Cargo features
+//!
+//! Both off by default; each adds trait impls to [`net::TcpStream`] and nothing else:
+//!
+//! - **`tokio`**: `tokio::io::{AsyncRead, AsyncWrite, AsyncBufRead}` (tokio without default
+//!   features: only its I/O traits, no tokio runtime), so tokio-util codecs, `tokio::io::copy`,
+//!   hyper (through hyper-util's `TokioIo`) and the like run over a runtime stream.
+//! - **`futures-io`**: `futures_io::{AsyncRead, AsyncWrite, AsyncBufRead}`, for the `futures`
+//!   crate's `AsyncReadExt`, `AsyncBufReadExt`, `AsyncWriteExt` and what builds on them.
+//!
+//! `poll_fill_buf` lends the received buffer's bytes in place (zero-copy); `poll_read` and
+//! `poll_write` copy. Without either feature, [`net::TcpStream::read`] reads into a slice. See
+//! [`net::TcpStream`] ("Async I/O traits", "Cancellation") for the details.
+//!
+//! With `tokio::io::AsyncWriteExt` in scope, `stream.shutdown()` still names the stream's own
+//! [`shutdown(how)`](net::TcpStream::shutdown); the trait's is
+//! `AsyncWriteExt::shutdown(&mut stream)`.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

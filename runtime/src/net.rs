@@ -2,11 +2,16 @@
 //! the thread's shared pool, yielding [`RxBuf`]s.
 //!
 //! Every future here is cancellation-safe: accepted sockets and received buffers are queued on
-//! the listener or stream, not in the future, so dropping an `accept()` or `recv()` future loses
-//! nothing; dropping a `connect()` or `send` future cancels the request and the driver keeps its
-//! buffers and socket until the kernel has finished with them.
+//! the listener or stream, not in the future, so dropping an `accept()`, `recv()` or `read()`
+//! future loses nothing; dropping a `connect()` or `send` future cancels the request and the
+//! driver keeps its buffers and socket until the kernel has finished with them.
+//!
+//! [`TcpStream`] also speaks the ecosystem's I/O traits: `tokio::io::{AsyncRead, AsyncWrite,
+//! AsyncBufRead}` with the `tokio` feature, `futures_io::{AsyncRead, AsyncWrite, AsyncBufRead}`
+//! with `futures-io` (see the type's docs for what is zero-copy and what is copied).
 
 use std::any::Any;
+use std::cell::Cell;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -20,6 +25,14 @@ use zcrx_ifq::{OwnerId, RxBuf};
 
 use crate::context;
 use crate::op::Op;
+
+#[cfg(feature = "futures-io")]
+mod futures_compat;
+mod rw;
+#[cfg(feature = "tokio")]
+mod tokio_compat;
+
+pub use rw::WRITE_MAX;
 
 /// Sends of at least this many bytes from an [`RxBuf`] use zero-copy send.
 pub const ZC_SEND_THRESHOLD: usize = 64 * 1024;
@@ -183,10 +196,82 @@ impl Drop for TcpListener {
 /// A TCP connection. Its receive side is a multishot receive armed from the start: received
 /// chunks queue on the stream (charged to this connection) until taken with
 /// [`recv`](Self::recv) or as a [`Stream`](futures_core::Stream).
-#[derive(Debug)]
+///
+/// # Async I/O traits
+///
+/// Besides the native, zero-copy [`recv`](Self::recv) / [`send_buf`](Self::send_buf), the
+/// stream implements the ecosystem's byte-stream traits, so codecs, `copy`, HTTP stacks and
+/// the like run over it:
+///
+/// | | `TcpStream` | `&TcpStream` |
+/// |---|---|---|
+/// | `tokio::io::AsyncRead`, `AsyncWrite` (feature `tokio`) | yes | yes |
+/// | `tokio::io::AsyncBufRead` (feature `tokio`) | yes | no |
+/// | `futures_io::AsyncRead`, `AsyncWrite` (feature `futures-io`) | yes | yes |
+/// | `futures_io::AsyncBufRead` (feature `futures-io`) | yes | no |
+///
+/// - **`poll_fill_buf` is zero-copy**: it hands out the bytes of the received buffer the
+///   stream holds (the [`RxBuf`], in the receive area), `consume(n)` advances through it, and
+///   once it is consumed the buffer is dropped and its chunk goes back to the pool.
+/// - **`poll_read` copies** out of that held buffer (and out of buffers that have already
+///   arrived, to fill the caller's buffer), keeping the remainder held. So does
+///   [`read`](Self::read), for code that uses neither trait.
+/// - **`poll_write` copies** the caller's bytes (at most [`WRITE_MAX`] a call) into a buffer
+///   the kernel owns until its send completes; see [Cancellation](#cancellation) for what a
+///   dropped write means. For zero-copy sends of received bytes there is
+///   [`send_buf`](Self::send_buf).
+///
+/// The stream holds at most one partly consumed buffer; [`recv`](Self::recv),
+/// [`poll_recv`](Self::poll_recv), [`try_recv_buf`](Self::try_recv_buf) and the `Stream` impl
+/// hand its remainder back first, so the APIs can be mixed without losing or reordering a byte.
+///
+/// `&TcpStream` has the read and write traits (like std's `impl Read for &TcpStream`) so one
+/// stream can be read by one task and written by another, as the two directions of
+/// `tokio::io::copy` are. It has no `AsyncBufRead`: the slice `poll_fill_buf` returns borrows
+/// the held buffer, and through a shared reference another task could take or drop that buffer
+/// (and hand its chunk back to the kernel) while the slice is still in use. With exclusive
+/// access (`TcpStream` itself) nothing can. Each direction supports one task at a time: a
+/// second task reading (or writing) the same stream concurrently may not be woken.
+///
+/// ## Cancellation
+///
+/// - Reads (`poll_read`, `poll_fill_buf`, [`read`](Self::read)) are cancellation-safe: a read
+///   that returns `Pending` has taken nothing, and whatever it did not copy stays held or
+///   queued on the stream. Dropping a read future midway loses no byte.
+/// - `poll_write` submits one send of a copy of the caller's bytes and returns `Pending` until
+///   it completes; the send lives in the stream, not in the future that polled it. Dropping
+///   that future does **not** cancel the send: its bytes (all, or the prefix the kernel took)
+///   still go out, and the writes that follow are credited with them as far as they write the
+///   same bytes. A write polled again with the same data (as `write` and `write_all` are, or
+///   a retry from where the last reported count left off) returns their count, or a shorter
+///   write of the same bytes takes part of it; a write of other bytes means the earlier one
+///   was abandoned: its bytes stay sent, uncounted, and the new ones follow them. Unlike
+///   tokio's own `TcpStream`, where `Pending` means nothing was written, a dropped write here
+///   may have written.
+/// - `poll_flush` waits for such a send left in flight (and reports its error); a later
+///   `poll_write` of the same data still gets its count.
+/// - `poll_shutdown` (`poll_close` in `futures-io`) waits for a send in flight, then shuts the
+///   write side down (`shutdown(SHUT_WR)`: the peer reads the end of the stream). The request
+///   lives in the stream too: dropping the future does not undo it.
+/// - Dropping the stream cancels a send still in flight.
 pub struct TcpStream {
     key: usize,
     fd: Rc<OwnedFd>,
+    /// The received buffer being read through `poll_read` / `poll_fill_buf`, partly consumed;
+    /// never empty when present.
+    held: Cell<Option<RxBuf>>,
+    /// The write side of the I/O traits: the send in flight, or the shutdown.
+    #[cfg_attr(not(any(feature = "tokio", feature = "futures-io")), allow(dead_code))]
+    write: Cell<rw::WriteState>,
+}
+
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("key", &self.key)
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TcpStream {
@@ -216,7 +301,12 @@ impl TcpStream {
     fn from_fd(fd: OwnedFd) -> Self {
         let fd = Rc::new(fd);
         let key = context::with_driver(|d| d.add_conn(fd.clone()));
-        Self { key, fd }
+        Self {
+            key,
+            fd,
+            held: Cell::new(None),
+            write: Cell::new(rw::WriteState::default()),
+        }
     }
 
     /// The id the receive pool charges this connection's held bytes to.
@@ -225,21 +315,35 @@ impl TcpStream {
     }
 
     /// The next received bytes, or `None` at end of stream. Cancellation-safe: nothing is lost
-    /// if the future is dropped.
+    /// if the future is dropped. If a read through the I/O traits left a buffer partly
+    /// consumed, its remainder comes first.
     pub async fn recv(&self) -> io::Result<Option<RxBuf>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Polls for the next received bytes.
+    /// Polls for the next received bytes (the remainder of a partly read buffer first).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RxBuf>>> {
-        context::with_driver(|d| d.poll_recv(self.key, cx))
+        if let Some(buf) = self.held.take() {
+            return Poll::Ready(Ok(Some(buf)));
+        }
+        self.poll_queue(cx)
     }
 
     /// A buffer that has already arrived, if any, without waiting (an error or the end of the
-    /// stream is left for [`recv`](Self::recv)). With [`send_bufs`](Self::send_bufs), a
-    /// forwarder sends what arrived together in one request: under zcrx a completion carries at
-    /// most a page.
+    /// stream is left for [`recv`](Self::recv)); the remainder of a partly read buffer first.
+    /// With [`send_bufs`](Self::send_bufs), a forwarder sends what arrived together in one
+    /// request: under zcrx a completion carries at most a page.
     pub fn try_recv_buf(&self) -> Option<RxBuf> {
+        self.held.take().or_else(|| self.take_queued())
+    }
+
+    /// The next buffer from the driver's queue (not the held one).
+    fn poll_queue(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RxBuf>>> {
+        context::with_driver(|d| d.poll_recv(self.key, cx))
+    }
+
+    /// A buffer already in the driver's queue (not the held one).
+    fn take_queued(&self) -> Option<RxBuf> {
         context::with_driver(|d| d.take_queued(self.key))
     }
 
@@ -259,6 +363,13 @@ impl TcpStream {
         buf: B,
         zc: bool,
     ) -> (io::Result<usize>, B) {
+        let (res, _, keep) = self.send_op(buf, zc).await;
+        send_result(res, keep)
+    }
+
+    /// Submits one send (or zero-copy send) of `buf`, which the request's slot owns (with a
+    /// reference to the socket) until the kernel's final completion; see [`send_result`].
+    fn send_op<B: AsRef<[u8]> + 'static>(&self, buf: B, zc: bool) -> Op {
         let keep: Box<(Rc<OwnedFd>, B)> = Box::new((self.fd.clone(), buf));
         let data = keep.1.as_ref();
         let (ptr, len) = (data.as_ptr(), data.len().min(u32::MAX as usize) as u32);
@@ -270,14 +381,7 @@ impl TcpStream {
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         };
-        let (res, _, keep) = Op::submit(sqe, keep as Box<dyn Any>).await;
-        let (_, buf) = *keep.downcast::<(Rc<OwnedFd>, B)>().expect("send resources");
-        let r = if res < 0 {
-            Err(errno(res))
-        } else {
-            Ok(res as usize)
-        };
-        (r, buf)
+        Op::submit(sqe, keep as Box<dyn Any>)
     }
 
     /// Sends some of `data` (copied into a buffer the kernel owns until it is done, so
@@ -363,18 +467,23 @@ impl TcpStream {
 
     /// Shuts down the read, write or both halves.
     pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let (res, _, _) = self.shutdown_op(how).await;
+        if res < 0 {
+            Err(errno(res))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Submits a `shutdown(2)` of `how`.
+    fn shutdown_op(&self, how: Shutdown) -> Op {
         let how = match how {
             Shutdown::Read => libc::SHUT_RD,
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
         let sqe = opcode::Shutdown::new(types::Fd(self.fd.as_raw_fd()), how).build();
-        let (res, _, _) = Op::submit(sqe, Box::new(self.fd.clone())).await;
-        if res < 0 {
-            Err(errno(res))
-        } else {
-            Ok(())
-        }
+        Op::submit(sqe, Box::new(self.fd.clone()))
     }
 
     /// Sets `TCP_NODELAY`.
@@ -402,6 +511,17 @@ impl TcpStream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         to_std(rustix::net::getpeername(&*self.fd)?)
     }
+}
+
+/// The outcome of a [`TcpStream::send_op`] of a `B`, and the buffer back.
+fn send_result<B: 'static>(res: i32, keep: Box<dyn Any>) -> (io::Result<usize>, B) {
+    let (_, buf) = *keep.downcast::<(Rc<OwnedFd>, B)>().expect("send resources");
+    let r = if res < 0 {
+        Err(errno(res))
+    } else {
+        Ok(res as usize)
+    };
+    (r, buf)
 }
 
 /// The tail of a buffer from an offset (for partial sends).

@@ -1,0 +1,84 @@
+//! `futures_io::{AsyncRead, AsyncWrite, AsyncBufRead}` for [`TcpStream`] (and the first two for
+//! `&TcpStream`): thin adapters over the poll logic in `rw`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_io::{AsyncBufRead, AsyncRead, AsyncWrite};
+
+use super::TcpStream;
+
+/// Copies received bytes out of the held buffer (and buffers that have already arrived); the
+/// remainder stays held. Cancellation-safe.
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_read_slice(cx, buf)
+    }
+}
+
+/// As for `TcpStream`: one task may read while another writes.
+impl AsyncRead for &TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_read_slice(cx, buf)
+    }
+}
+
+/// Zero-copy: `poll_fill_buf` lends the held received buffer's bytes in place; `consume`
+/// advances through it and drops it (returning its chunk) once consumed.
+impl AsyncBufRead for TcpStream {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut().poll_fill_buf_mut(cx)
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        self.get_mut().consume_held(amt)
+    }
+}
+
+/// Copies the caller's bytes and sends them; `poll_close` shuts the write side down. See
+/// [`TcpStream`]'s docs ("Cancellation") for what a write abandoned after `Pending` means.
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_copy(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush_send(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_shutdown_write(cx)
+    }
+}
+
+/// As for `TcpStream`: one task may write while another reads.
+impl AsyncWrite for &TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_copy(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush_send(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_shutdown_write(cx)
+    }
+}
