@@ -69,6 +69,7 @@ pub struct BufRingConfig {
 
 /// Counters of a buffer ring's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufRingStats {
     /// Data completions turned into handles.
     pub deliveries: u64,

@@ -462,6 +462,7 @@ pub fn rx_queue_count(ifname: &str) -> Option<u32> {
 
 /// Counters of a zcrx queue's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ZcrxStats {
     /// Data completions turned into handles.
     pub deliveries: u64,
@@ -502,6 +503,19 @@ pub struct ZcrxStats {
     /// Bytes the kernel copied from skb fragments in its copy fallback (as `copy_count`; 7.3
     /// copies bytes in an skb's linear part without counting them).
     pub copy_bytes: u64,
+    /// Whether the kernel keeps `copy_count` and `copy_bytes` for this queue (Linux 7.2+ with
+    /// [`ZcrxConfig::events`]); when false they stay 0 whatever was copied.
+    pub kernel_copy_stats: bool,
+}
+
+impl ZcrxStats {
+    /// `(copy_count, copy_bytes)` as the kernel counts them, or `None` when it does not keep
+    /// them for this queue (before Linux 7.2, or without [`ZcrxConfig::events`]): a 0 then
+    /// means "not counted", not "nothing copied".
+    pub fn kernel_copies(&self) -> Option<(u64, u64)> {
+        self.kernel_copy_stats
+            .then_some((self.copy_count, self.copy_bytes))
+    }
 }
 
 enum Target {
@@ -1717,6 +1731,7 @@ impl ZcrxIfq {
         let mut stats = self.stats;
         if let Some(k) = &self.kernel_stats {
             (stats.copy_count, stats.copy_bytes) = k.read();
+            stats.kernel_copy_stats = true;
         }
         stats
     }

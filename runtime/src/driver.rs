@@ -42,6 +42,7 @@ fn ud(tag: u64, key: usize) -> u64 {
 
 /// Driver counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverStats {
     /// `io_uring_enter` calls.
     pub enters: u64,

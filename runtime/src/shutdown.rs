@@ -156,6 +156,7 @@ impl Drop for Wait<'_> {
 
 /// What a runtime left behind when it shut down.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Tasks still running at the deadline, which were cancelled (their futures dropped).
     pub tasks_cancelled: usize,
