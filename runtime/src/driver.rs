@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use zcrx_ifq::completion::CQE_F_MORE;
 use zcrx_ifq::io_uring::{opcode, squeue, types};
+use zcrx_ifq::zcrx::ZcrxEvent;
 use zcrx_ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 
 use crate::builder::Config;
 use crate::depth::{Change, Depth};
 use crate::ring::{Cqe, Ring};
-use crate::rx::Rx;
+use crate::rx::{Rx, RxStats};
 
 const TAG_SHIFT: u32 = 56;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -35,6 +36,10 @@ const TAG_RECV: u64 = 2;
 const TAG_ACCEPT: u64 = 3;
 const TAG_IGNORE: u64 = 4;
 const TAG_WAKE: u64 = 5;
+const TAG_ZCRX_EVENT: u64 = 6;
+
+/// The `user_data` of the zcrx queue's event CQEs (Linux 7.2+), which are no request's.
+pub(crate) const ZCRX_EVENTS: u64 = TAG_ZCRX_EVENT << TAG_SHIFT;
 
 fn ud(tag: u64, key: usize) -> u64 {
     tag << TAG_SHIFT | key as u64
@@ -217,6 +222,9 @@ pub(crate) struct Driver {
     /// depth decision compares against.
     posted_at_flush: u32,
     no_buffers_at_flush: u64,
+    /// The zcrx queue posted its out-of-buffers event, which waits to be re-armed until
+    /// buffers come back.
+    zcrx_out_of_buffers: bool,
     pub(crate) stats: DriverStats,
 }
 
@@ -289,6 +297,7 @@ impl Driver {
             depth,
             posted_at_flush: 0,
             no_buffers_at_flush: 0,
+            zcrx_out_of_buffers: false,
             stats: DriverStats::default(),
         })
     }
@@ -588,6 +597,11 @@ impl Driver {
         self.rx.as_ref().map(|rx| rx.snapshot())
     }
 
+    /// The receive pool's counters.
+    pub(crate) fn rx_stats(&self) -> Option<RxStats> {
+        self.rx.as_ref().map(|rx| rx.stats())
+    }
+
     // ---- listeners ----------------------------------------------------------------------------
 
     pub(crate) fn add_listener(&mut self, fd: Rc<OwnedFd>) -> usize {
@@ -784,8 +798,13 @@ impl Driver {
                     None => {}
                 }
             }
-            rx.flush();
+            let returned = rx.flush();
             self.posted_at_flush = rx.posted();
+            if returned > 0 && std::mem::take(&mut self.zcrx_out_of_buffers) {
+                if let Err(e) = rx.rearm_event(ZcrxEvent::OutOfBuffers) {
+                    tracing::debug!("re-arming the zcrx out-of-buffers event: {e}");
+                }
+            }
         }
         if !self.wake_armed {
             self.wake_armed = true;
@@ -839,10 +858,36 @@ impl Driver {
                 TAG_RECV => self.complete_recv(key, res, flags, big),
                 TAG_ACCEPT => self.complete_accept(key, res, flags),
                 TAG_WAKE => self.wake_armed = false,
+                TAG_ZCRX_EVENT => self.zcrx_event(res),
                 _ => {}
             }
         }
         self.cqes = cqes;
+    }
+
+    /// An event the zcrx queue posted (Linux 7.2+): counted in its stats. The kernel posts
+    /// each kind once until re-armed: out-of-buffers is re-armed once buffers came back (one
+    /// event per shortage), the copy fallback never (once is enough to know).
+    fn zcrx_event(&mut self, res: i32) {
+        let Some(rx) = self.rx.as_mut() else {
+            return;
+        };
+        match rx.event(res) {
+            Some(ZcrxEvent::OutOfBuffers) => {
+                self.zcrx_out_of_buffers = true;
+                tracing::debug!(backend = %self.backend, "the zcrx queue ran out of buffers");
+            }
+            Some(ZcrxEvent::Copy) if rx.is_no_device() => {
+                tracing::debug!("zcrx without a device copies received data, as designed");
+            }
+            Some(ZcrxEvent::Copy) => tracing::warn!(
+                backend = %self.backend,
+                "the kernel copied received data into the zcrx area (copy fallback): this \
+                 traffic is not zero-copy (header/data split or flow steering missing?)"
+            ),
+            Some(e) => tracing::debug!(event = ?e, "zcrx event"),
+            None => tracing::debug!(res, "unknown zcrx event"),
+        }
     }
 
     fn complete_op(&mut self, key: usize, res: i32, flags: u32) {
@@ -1048,8 +1093,9 @@ impl Driver {
 
     /// Cancels everything in flight, waits (bounded) for the final completions, then tears the
     /// interface queue down. Resources of requests the kernel never finished are leaked, never
-    /// freed under it.
-    pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, usize) {
+    /// freed under it. Returns the teardown report, the pool's last counters and the requests
+    /// leaked.
+    pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, RxStats, usize) {
         self.stopping = true;
         for key in self.conns.iter().map(|(k, _)| k).collect::<Vec<_>>() {
             let c = &mut self.conns[key];
@@ -1077,12 +1123,9 @@ impl Driver {
                 std::mem::forget(slot.keep.take());
             }
         }
-        let report = self
-            .rx
-            .take()
-            .map(|rx| rx.teardown())
-            .expect("interface queue present");
-        (report, leaked)
+        let rx = self.rx.take().expect("interface queue present");
+        let stats = rx.stats();
+        (rx.teardown(), stats, leaked)
     }
 }
 

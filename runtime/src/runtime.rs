@@ -15,6 +15,7 @@ use crate::builder::{Builder, Config};
 use crate::context::{self, Handle};
 use crate::driver::{Driver, DriverStats};
 use crate::executor::{Executor, Remote};
+use crate::rx::RxStats;
 use crate::shutdown::{ShutdownReport, ShutdownSignal};
 
 /// A runtime bound to the thread that built it: one io_uring, one receive pool, one executor.
@@ -89,6 +90,15 @@ impl Runtime {
         self.handle.driver.borrow().stats()
     }
 
+    /// The receive pool's counters, from the backend this runtime runs
+    /// ([`RxStats::BufRing`] or [`RxStats::Zcrx`], with the kernel's copy statistics on Linux
+    /// 7.2+): deliveries, bytes, buffers that ran out, returns published. This runtime's
+    /// thread only (see [`RxStats`]). `None` once the pool is torn down, in shutdown; the
+    /// [`ShutdownReport`] keeps the last counters.
+    pub fn rx_stats(&self) -> Option<RxStats> {
+        self.handle.driver.borrow().rx_stats()
+    }
+
     /// Runs `fut` to completion, running spawned tasks and I/O meanwhile.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         let _ctx = context::enter(self.handle.clone());
@@ -142,7 +152,7 @@ impl Runtime {
             self.handle.driver.borrow_mut().turn(block, Some(deadline));
         }
         let tasks_cancelled = self.handle.exec.cancel_all();
-        let (held, leaked_requests) = self
+        let (held, rx_stats, leaked_requests) = self
             .handle
             .driver
             .borrow_mut()
@@ -152,6 +162,7 @@ impl Runtime {
             task_panics: self.handle.exec.panics(),
             held,
             leaked_requests,
+            rx_stats,
         }
     }
 }
@@ -223,4 +234,14 @@ pub fn rx_backend() -> String {
 /// Outside a runtime.
 pub fn stats() -> crate::DriverStats {
     crate::context::with_driver(|d| d.stats())
+}
+
+/// The receive pool's counters of the current thread's runtime, from the backend it runs (see
+/// [`Runtime::rx_stats`]). Per thread: under [`Builder::run`](crate::Builder::run) each thread
+/// sees its own. `None` once the pool is torn down, in shutdown.
+///
+/// # Panics
+/// Outside a runtime.
+pub fn rx_stats() -> Option<RxStats> {
+    crate::context::with_driver(|d| d.rx_stats())
 }

@@ -4,13 +4,105 @@ use std::io;
 use std::os::fd::RawFd;
 
 use zcrx_ifq::backend::Completion;
-use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::bufring::{BufRing, BufRingConfig, BufRingStats};
 use zcrx_ifq::io_uring::{opcode, squeue, types};
-use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxIfq};
+use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
 use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
 use crate::builder::{Config, RxBackend, ZcrxTarget};
+use crate::driver::ZCRX_EVENTS;
 use crate::ring::Ring;
+
+/// The counters of one runtime thread's receive pool, from the backend it runs: see
+/// [`Runtime::rx_stats`](crate::Runtime::rx_stats) and [`rx_stats`](crate::rx_stats).
+///
+/// They belong to one thread: each thread of [`Builder::run`](crate::Builder::run) has its own
+/// pool and its own counters, which nothing sums (add them up from each thread, or from the
+/// [`ShutdownReport`](crate::ShutdownReport)s of
+/// [`run_with_reports`](crate::Builder::run_with_reports)). They count from the pool's
+/// creation and never go down.
+///
+/// The accessors give what both backends count; match on the variant for the rest.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let rt = zcrx::Runtime::new_default()?;
+/// // ... serve ...
+/// match rt.rx_stats() {
+///     Some(zcrx::RxStats::BufRing(s)) => println!("buffer ring: {} chunks recycled", s.republished),
+///     Some(zcrx::RxStats::Zcrx(s)) => match s.kernel_copies() {
+///         Some((n, bytes)) => println!("zcrx: the kernel copied {bytes} bytes in {n} copies"),
+///         None => println!("zcrx: {} bytes, copies not counted", s.bytes),
+///     },
+///     Some(other) => println!("{} bytes", other.bytes()),
+///     None => println!("shut down"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RxStats {
+    /// A provided buffer ring's counters ([`BufRing::stats`]).
+    BufRing(BufRingStats),
+    /// A zcrx interface queue's counters ([`ZcrxIfq::stats`]), on a NIC queue or without a
+    /// device. On Linux 7.2+ the runtime asks the kernel to keep its copy statistics too
+    /// ([`ZcrxStats::kernel_copies`]); before, they are not counted.
+    Zcrx(ZcrxStats),
+}
+
+impl RxStats {
+    /// Data completions turned into buffers.
+    pub fn deliveries(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.deliveries,
+            Self::Zcrx(s) => s.deliveries,
+        }
+    }
+
+    /// Bytes delivered, over every connection of the thread.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.bytes,
+            Self::Zcrx(s) => s.bytes,
+        }
+    }
+
+    /// Receives that found no free buffer: the buffer ring's `-ENOBUFS`, zcrx's `-ENOMEM`
+    /// (the same completions [`DriverStats::no_buffers`](crate::DriverStats::no_buffers)
+    /// counts).
+    pub fn no_buffers(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.no_buffers,
+            Self::Zcrx(s) => s.no_buffers,
+        }
+    }
+
+    /// Tail stores that published returned buffers to the kernel (one per flush that had
+    /// any).
+    pub fn publishes(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.publishes,
+            Self::Zcrx(s) => s.publishes,
+        }
+    }
+
+    /// The buffer ring's counters, if that is the backend.
+    pub fn bufring(&self) -> Option<&BufRingStats> {
+        match self {
+            Self::BufRing(s) => Some(s),
+            Self::Zcrx(_) => None,
+        }
+    }
+
+    /// The zcrx queue's counters, if that is the backend.
+    pub fn zcrx(&self) -> Option<&ZcrxStats> {
+        match self {
+            Self::Zcrx(s) => Some(s),
+            Self::BufRing(_) => None,
+        }
+    }
+}
 
 // One per thread, set up once and used in place for the thread's life: the size difference
 // costs nothing, a box would cost a pointer chase on every completion.
@@ -73,20 +165,21 @@ impl Rx {
         if let Some(target) = want_zcrx {
             let ring = Ring::new(config.sq_entries, config.cq_entries, true)?;
             let Ring::Big(r) = &ring else { unreachable!() };
-            let registered = match &target {
-                ZcrxTarget::Queue { ifname, queue } => {
-                    let mut zc = ZcrxConfig::new(ifname.clone(), *queue);
-                    if let Some(l) = config.conn_limit {
-                        zc = zc.owner_limit(l);
-                    }
-                    ZcrxIfq::register(r, zcrx_area()?, zc)
-                }
-                // The refill queue sized to the area (the default): every page can be out at
-                // once.
-                ZcrxTarget::NoDevice => {
-                    ZcrxIfq::register_nodev(r, zcrx_area()?, None, config.conn_limit)
-                }
+            // The refill queue sized to the area (the default): every page can be out at once.
+            let mut zc = match &target {
+                ZcrxTarget::Queue { ifname, queue } => ZcrxConfig::new(ifname.clone(), *queue),
+                ZcrxTarget::NoDevice => ZcrxConfig::no_device(),
             };
+            if let Some(l) = config.conn_limit {
+                zc = zc.owner_limit(l);
+            }
+            // Where the kernel has them (7.2+), its events and copy statistics: `RxStats` then
+            // says how much it copied, and the driver says when a NIC queue falls back to
+            // copying or runs out of buffers.
+            if ZcrxFeatures::query(r).is_ok_and(|f| f.events()) {
+                zc = zc.events(ZCRX_EVENTS);
+            }
+            let registered = ZcrxIfq::register(r, zcrx_area()?, zc);
             match registered {
                 Ok(mut ifq) => {
                     // The runtime is thread-per-core: the queue never leaves this thread.
@@ -151,6 +244,28 @@ impl Rx {
         matches!(self, Rx::Zcrx(_))
     }
 
+    /// Decodes and counts a zcrx event CQE (`ZCRX_EVENTS`); `None` on the buffer ring or for
+    /// a value the kernel does not send.
+    pub(crate) fn event(&mut self, res: i32) -> Option<ZcrxEvent> {
+        match self {
+            Rx::Zcrx(z) => z.event(res),
+            Rx::Buf(_) => None,
+        }
+    }
+
+    /// Lets a zcrx event that fired fire again.
+    pub(crate) fn rearm_event(&mut self, event: ZcrxEvent) -> zcrx_ifq::Result<()> {
+        match self {
+            Rx::Zcrx(z) => z.rearm_event(event),
+            Rx::Buf(_) => Ok(()),
+        }
+    }
+
+    /// Whether this is zcrx without a device, which copies every byte by design.
+    pub(crate) fn is_no_device(&self) -> bool {
+        matches!(self, Rx::Zcrx(z) if z.is_no_device())
+    }
+
     /// Whether the pool's depth can be set (the buffer ring; zcrx's free list is the kernel's).
     pub(crate) fn has_depth(&self) -> bool {
         matches!(self, Rx::Buf(_))
@@ -203,6 +318,13 @@ impl Rx {
         match self {
             Rx::Buf(b) => b.flush(),
             Rx::Zcrx(z) => z.flush(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RxStats {
+        match self {
+            Rx::Buf(b) => RxStats::BufRing(b.stats()),
+            Rx::Zcrx(z) => RxStats::Zcrx(z.stats()),
         }
     }
 
