@@ -936,7 +936,13 @@ impl ZcrxIfq {
             {
                 return Err(another_thread());
             }
-            return Err(refusal_error(&target, config, e));
+            let err = refusal_error(&target, config, e);
+            tracing::debug!(
+                ifname = target.ifname(),
+                queue = target.queue(),
+                "zcrx registration refused: {err}"
+            );
+            return Err(err);
         }
         // 7.0+ writes back the buffer size in use (0 before: a page).
         let buf_shift = match reg.rx_buf_len {
@@ -1533,6 +1539,13 @@ impl ZcrxIfq {
             // buffer while any other reference, a handle's, is out).
             self.refused.push(buf as u32);
             self.stats.refused += 1;
+            if self.stats.refused == 1 {
+                tracing::warn!(
+                    zcrx_id = self.zcrx_id,
+                    "a zcrx completion was refused away from the queue's home thread (its data \
+                     is lost; ZcrxStats::refused counts them): complete on the home thread"
+                );
+            }
             return Err(Error::AwayFromHome);
         }
         let handle = self.core.deliver(chunk, in_chunk, len, owner, false)?;
@@ -1682,6 +1695,14 @@ impl ZcrxIfq {
                 Err(e) => {
                     stats.ctrl_flush_errors += 1;
                     stats.last_ctrl_errno = e.raw_os_error().unwrap_or(-1);
+                    // Returns then wait for room: said once, counted always.
+                    if stats.ctrl_flush_errors == 1 {
+                        tracing::warn!(
+                            zcrx_id = *zcrx_id,
+                            "the kernel refused to take the zcrx refill entries \
+                             (ZCRX_CTRL_FLUSH_RQ): {e}"
+                        );
+                    }
                 }
             }
         }
@@ -1794,7 +1815,18 @@ impl ZcrxIfq {
     /// its pages, so unmapping it after the last handle is safe.
     pub fn teardown(mut self) -> TeardownReport {
         self.flush();
-        self.core.report(true)
+        let report = self.core.report(true);
+        if report.held_chunks > 0 {
+            tracing::debug!(
+                zcrx_id = self.zcrx_id,
+                "zcrx queue on {} torn down with {} chunk(s) ({} bytes) still held: they stay \
+                 valid until their last handle drops, and the ring with them",
+                self.ifname,
+                report.held_chunks,
+                report.held_bytes
+            );
+        }
+        report
     }
 }
 
