@@ -256,11 +256,19 @@ impl Driver {
             .filter(|_| rx.has_depth())
             .map(|floor| Depth::new(floor, chunks as u32));
         let (delay, completions) = config.coalesce;
-        let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {
+        let asked = !delay.is_zero() && completions > 1;
+        let batch = if ring.has_min_wait() && asked {
             (completions, delay.as_micros().clamp(1, 1_000_000) as u32)
         } else {
             (1, 0)
         };
+        if asked && !ring.has_min_wait() {
+            tracing::debug!(
+                thread = index,
+                "completion coalescing off: this kernel has no minimum wait \
+                 (IORING_FEAT_MIN_TIMEOUT, Linux 6.13+)"
+            );
+        }
         Ok(Self {
             ring,
             ops: Slab::with_capacity(256),
@@ -476,8 +484,13 @@ impl Driver {
             conn.paused = true;
             if over_limit {
                 self.stats.backpressure_pauses += 1;
+                tracing::trace!(conn = key, "receive paused: the connection holds its limit");
             } else {
                 self.stats.pool_waits += 1;
+                tracing::trace!(
+                    conn = key,
+                    "receive waits: the free pool is promised to others"
+                );
             }
         }
         self.paused.push(key);
@@ -789,10 +802,12 @@ impl Driver {
                 match depth.turn(taken, starved.min(u64::from(u32::MAX)) as u32) {
                     Some(Change::Raised(n)) => {
                         self.stats.depth_raises += 1;
+                        tracing::trace!(chunks = n, starved, "buffer ring depth raised");
                         rx.set_max_posted(n);
                     }
                     Some(Change::Cut(n)) => {
                         self.stats.depth_cuts += 1;
+                        tracing::trace!(chunks = n, "buffer ring depth cut");
                         rx.set_max_posted(n);
                     }
                     None => {}
@@ -953,11 +968,16 @@ impl Driver {
                     // the cap (re-arm; an end of stream shows on the next receive).
                     RecvEvent::Eof if rx.is_zcrx() && conn.cap_left == Some(0) => {
                         self.stats.caps_reached += 1;
+                        tracing::trace!(conn = key, "zcrx receive reached its cap: re-armed");
                         rearm = true;
                     }
                     RecvEvent::Eof => conn.eof = true,
                     RecvEvent::NoBuffers => {
                         self.stats.no_buffers += 1;
+                        tracing::debug!(
+                            conn = key,
+                            "receive ran out of buffers: re-armed once buffers come back"
+                        );
                         if !conn.dropped {
                             self.starved.push(key);
                         }
@@ -965,6 +985,7 @@ impl Driver {
                     }
                     RecvEvent::CqOverflow => {
                         self.stats.cq_overflows += 1;
+                        tracing::debug!(conn = key, "receive ended by a full completion queue");
                         overflowed = true;
                     }
                     RecvEvent::Error(e)
@@ -972,6 +993,10 @@ impl Driver {
                     {
                         // This kernel has no multishot cap: fall back to plain multishot.
                         self.capped_recv = false;
+                        tracing::info!(
+                            "this kernel does not cap multishot receives (IORING_RECV_MSHOT_LIM, \
+                             Linux 6.17+): plain multishot receives, back-pressure by cancelling"
+                        );
                         rearm = true;
                     }
                     RecvEvent::Error(e) => {
@@ -992,6 +1017,10 @@ impl Driver {
                     // returns buffers.
                     conn.cancelling = true;
                     self.stats.backpressure_pauses += 1;
+                    tracing::trace!(
+                        conn = key,
+                        "receive cancelled: the connection holds its limit"
+                    );
                     self.push(
                         &opcode::AsyncCancel::new(ud(TAG_RECV, key))
                             .build()
@@ -1001,6 +1030,7 @@ impl Driver {
             }
             Err(e) => {
                 // A value the kernel should never produce: report it on the connection.
+                tracing::warn!(conn = key, "a receive completion failed its checks: {e}");
                 conn.error = Some(io::Error::other(e));
                 if flags & CQE_F_MORE == 0 {
                     conn.armed = false;

@@ -131,7 +131,16 @@ impl Runtime {
     /// cancels the rest, waits for the kernel to finish every request, and tears down the
     /// receive pool. Reports what the application still held.
     pub fn shutdown(mut self) -> ShutdownReport {
-        self.shutdown_in_place()
+        let report = self.shutdown_in_place();
+        // The caller has the report; the log says it too, louder when something was left.
+        if report.leaked_requests > 0 {
+            tracing::warn!("runtime shut down: {report}");
+        } else if !report.held.is_clean() {
+            tracing::info!("runtime shut down: {report}");
+        } else {
+            tracing::debug!("runtime shut down: {report}");
+        }
+        report
     }
 
     fn shutdown_in_place(&mut self) -> ShutdownReport {
@@ -173,8 +182,13 @@ impl Drop for Runtime {
             let grace = std::mem::replace(&mut self.grace, Duration::ZERO);
             let report = self.shutdown_in_place();
             self.grace = grace;
-            if !report.held.is_clean() {
-                eprintln!("runtime dropped: {report}");
+            // Nobody sees this report but the log: buffers the application still holds, and
+            // requests the kernel never finished, are worth a warning (cancelled tasks are
+            // what dropping a runtime does).
+            if !report.held.is_clean() || report.leaked_requests > 0 {
+                tracing::warn!("runtime dropped without shutdown(): {report}");
+            } else {
+                tracing::debug!("runtime dropped without shutdown(): {report}");
             }
         }
     }

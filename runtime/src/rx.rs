@@ -118,7 +118,7 @@ static FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 fn say_fallback(why: impl FnOnce() -> String) {
     if !FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         let why = why();
-        tracing::warn!(target: "runtime", "{why}; falling back to the provided buffer ring");
+        tracing::warn!("{why}; falling back to the provided buffer ring");
     }
 }
 
@@ -143,6 +143,8 @@ impl Rx {
             let bytes = config.chunks * config.chunk_size;
             area(page, bytes.div_ceil(page))
         };
+        // Why the buffer ring, if it comes to that.
+        let mut why_bufring = "RxBackend::BufRing".to_string();
         let want_zcrx = match (&config.backend, &config.zcrx) {
             (RxBackend::BufRing, _) => None,
             (RxBackend::Zcrx, None) => {
@@ -155,7 +157,10 @@ impl Rx {
             // The default. Auto never picks zcrx without a device by itself: it needs
             // CAP_NET_ADMIN and Linux 7.1+, and what it does against the buffer ring depends on
             // the load (docs/runtime.md).
-            (RxBackend::Auto, None) => None,
+            (RxBackend::Auto, None) => {
+                why_bufring = "RxBackend::Auto without a zcrx target".to_string();
+                None
+            }
             (_, Some(ZcrxTarget::Queue { ifname, queue })) => Some(ZcrxTarget::Queue {
                 ifname: ifname.clone(),
                 queue: queue + index as u32,
@@ -179,22 +184,34 @@ impl Rx {
             if ZcrxFeatures::query(r).is_ok_and(|f| f.events()) {
                 zc = zc.events(ZCRX_EVENTS);
             }
-            let registered = ZcrxIfq::register(r, zcrx_area()?, zc);
-            match registered {
+            let (what, name) = match &target {
+                ZcrxTarget::NoDevice => (
+                    "zcrx without a device (copy)".to_string(),
+                    "zcrx without a device".to_string(),
+                ),
+                t => (format!("zcrx on {t}"), format!("zcrx on {t}")),
+            };
+            match ZcrxIfq::register(r, zcrx_area()?, zc) {
                 Ok(mut ifq) => {
                     // The runtime is thread-per-core: the queue never leaves this thread.
                     ifq.set_home_thread();
-                    let what = match target {
-                        ZcrxTarget::NoDevice => "zcrx without a device (copy)".to_string(),
-                        t => format!("zcrx on {t}"),
-                    };
-                    tracing::debug!(target: "runtime", thread = index, "receive backend: {what}");
+                    tracing::debug!(
+                        thread = index,
+                        reason = format!("RxBackend::{:?} with a zcrx target", config.backend),
+                        kernel_copy_stats = ifq.stats().kernel_copy_stats,
+                        "receive backend: {what}"
+                    );
                     return Ok((ring, Rx::Zcrx(ifq), what));
                 }
                 Err(e) if config.backend == RxBackend::Zcrx => {
+                    tracing::debug!(thread = index, "{name} refused: {e}");
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
                 }
-                Err(e) => say_fallback(|| e.to_string()),
+                Err(e) => {
+                    tracing::debug!(thread = index, "{name} refused: {e}");
+                    why_bufring = format!("RxBackend::Auto, and {name} was refused");
+                    say_fallback(|| e.to_string());
+                }
             }
         }
         let ring = Ring::new(config.sq_entries, config.cq_entries, false)?;
@@ -212,7 +229,10 @@ impl Rx {
                 max_posted: config.adaptive_floor().or(config.max_posted),
             },
         )
-        .map_err(io::Error::other)?;
+        .map_err(|e| {
+            tracing::debug!(thread = index, "registering the buffer ring failed: {e}");
+            io::Error::other(e)
+        })?;
         // The runtime is thread-per-core: the ring never leaves this thread.
         buf.set_home_thread();
         let what = if config.incremental {
@@ -220,6 +240,11 @@ impl Rx {
         } else {
             "buffer ring"
         };
+        tracing::debug!(
+            thread = index,
+            reason = %why_bufring,
+            "receive backend: {what}"
+        );
         Ok((ring, Rx::Buf(buf), what.to_string()))
     }
 
