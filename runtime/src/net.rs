@@ -5,6 +5,17 @@
 //! the listener or stream, not in the future, so dropping an `accept()` or `recv()` future loses
 //! nothing; dropping a `connect()` or `send` future cancels the request and the driver keeps its
 //! buffers and socket until the kernel has finished with them.
+//!
+//! Listeners and streams belong to the runtime of the thread that made them. Outside a runtime
+//! (not within `Runtime::block_on`, `Builder::run` or a task spawned there), the calls that
+//! make one ([`TcpListener::bind`], [`TcpListener::bind_reuseport`], [`TcpListener::from_std`],
+//! [`TcpStream::connect`], [`TcpStream::from_std`]) fail with an error saying so.
+//!
+//! # Panics
+//!
+//! A listener's or stream's other methods, and their futures, panic when called or polled
+//! outside the runtime they belong to (after its `block_on` returned, say): they have no error
+//! to return, and there is no ring to run them on.
 
 use std::any::Any;
 use std::io;
@@ -147,7 +158,7 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds and listens (with `SO_REUSEADDR`).
+    /// Binds and listens (with `SO_REUSEADDR`). Fails outside a runtime.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
         Self::bind_with(resolve(addr)?, false)
     }
@@ -159,6 +170,7 @@ impl TcpListener {
     }
 
     fn bind_with(addr: SocketAddr, reuseport: bool) -> io::Result<Self> {
+        context::check()?;
         let fd = new_socket(&addr)?;
         sockopt::set_socket_reuseaddr(&fd, true)?;
         if reuseport {
@@ -169,9 +181,10 @@ impl TcpListener {
         Ok(Self::from_fd(fd))
     }
 
-    /// Wraps a bound, listening socket.
-    pub fn from_std(l: std::net::TcpListener) -> Self {
-        Self::from_fd(l.into())
+    /// Wraps a bound, listening socket. Outside a runtime it fails (and closes `l`).
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<Self> {
+        context::check()?;
+        Ok(Self::from_fd(l.into()))
     }
 
     fn from_fd(fd: OwnedFd) -> Self {
@@ -231,8 +244,10 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Connects. Dropping the future cancels the attempt and closes the socket.
+    /// Connects. Dropping the future cancels the attempt and closes the socket. Fails outside
+    /// a runtime.
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        context::check()?;
         let addr = resolve(addr)?;
         let fd = new_socket(&addr)?;
         let (raw, len) = raw_addr(&addr);
@@ -249,9 +264,10 @@ impl TcpStream {
         Ok(Self::from_fd(fd))
     }
 
-    /// Wraps a connected socket.
-    pub fn from_std(s: std::net::TcpStream) -> Self {
-        Self::from_fd(s.into())
+    /// Wraps a connected socket. Outside a runtime it fails (and closes `s`).
+    pub fn from_std(s: std::net::TcpStream) -> io::Result<Self> {
+        context::check()?;
+        Ok(Self::from_fd(s.into()))
     }
 
     fn from_fd(fd: OwnedFd) -> Self {

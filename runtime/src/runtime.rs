@@ -198,7 +198,9 @@ impl Drop for Runtime {
 /// this thread only.
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime (not within [`Runtime::block_on`], [`Builder::run`](crate::Builder::run)
+/// or a task spawned there): there is no executor on this thread to run the task, and the
+/// [`JoinHandle`](crate::JoinHandle) it returns has no way to carry an error.
 pub fn spawn<F: Future + 'static>(fut: F) -> crate::JoinHandle<F::Output> {
     context::current().exec.spawn(fut)
 }
@@ -219,6 +221,10 @@ pub async fn yield_now() {
 }
 
 /// Resolves when the current runtime's shutdown signal is triggered.
+///
+/// # Panics
+/// When first polled outside a runtime: there is no runtime whose signal to wait for. (A
+/// [`ShutdownSignal`]'s own [`wait`](ShutdownSignal::wait) works anywhere.)
 pub async fn shutdown_requested() {
     let signal = context::current().signal.clone();
     signal.wait().await
@@ -229,7 +235,7 @@ pub async fn shutdown_requested() {
 /// `None` after shutdown.
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's pool to look at.
 pub fn rx_snapshot() -> Option<zcrx_ifq::Snapshot> {
     crate::context::with_driver(|d| d.rx_snapshot())
 }
@@ -237,7 +243,7 @@ pub fn rx_snapshot() -> Option<zcrx_ifq::Snapshot> {
 /// The current thread's receive backend in words (see [`Runtime::rx_backend`]).
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's pool to name.
 pub fn rx_backend() -> String {
     crate::context::with_driver(|d| d.backend.clone())
 }
@@ -245,7 +251,8 @@ pub fn rx_backend() -> String {
 /// Driver counters of the current thread's runtime (see [`Runtime::stats`]).
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's driver to count (a [`Runtime`] you hold answers
+/// [`Runtime::stats`] anywhere on its thread).
 pub fn stats() -> crate::DriverStats {
     crate::context::with_driver(|d| d.stats())
 }
@@ -255,7 +262,8 @@ pub fn stats() -> crate::DriverStats {
 /// sees its own. `None` once the pool is torn down, in shutdown.
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's pool to count (a [`Runtime`] you hold answers
+/// [`Runtime::rx_stats`] anywhere on its thread).
 pub fn rx_stats() -> Option<RxStats> {
     crate::context::with_driver(|d| d.rx_stats())
 }

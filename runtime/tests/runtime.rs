@@ -79,7 +79,7 @@ fn dropped_recv_futures_lose_nothing() {
     let (_, tx, l) = std_sender(data.clone());
     let (drops, got) = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut got = Vec::with_capacity(data.len());
         let mut drops = 0u64;
@@ -307,7 +307,7 @@ fn shutdown_reports_held_buffers() {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let expected_len = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
         let mut held = vec![];
         let mut len = 0;
         while held.len() < 4 {
@@ -376,7 +376,7 @@ fn rx_stats_follow_the_traffic() {
     let (_, tx, l) = std_sender(data.clone());
     let (during, completions, driver) = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
         let mut got = Vec::with_capacity(LEN);
         let mut completions = 0u64;
         // Each buffer is dropped as soon as it is copied out.
@@ -459,7 +459,7 @@ fn rx_stats_follow_the_traffic() {
             };
             async move {
                 if let Some(l) = l {
-                    let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
+                    let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
                     while stream.recv().await.unwrap().is_some() {}
                 }
                 zcrx::rx_stats().unwrap()
@@ -469,6 +469,73 @@ fn rx_stats_follow_the_traffic() {
     tx.join().unwrap();
     assert_eq!(outs[0].bytes(), LEN as u64, "{outs:?}");
     assert_eq!(outs[1].bytes(), 0, "{outs:?}");
+}
+
+/// Outside a runtime the calls that make a listener or a stream fail with an error that says
+/// so; `spawn`, which has no error to return, panics saying the same. After
+/// `block_on` returns, its thread is outside again.
+#[test]
+fn outside_a_runtime_net_calls_fail_and_spawn_panics() {
+    use zcrx::net::TcpStream;
+    fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        std::pin::pin!(fut).poll(&mut Context::from_waker(&waker))
+    }
+    fn is_outside(e: std::io::Error) {
+        assert!(
+            e.to_string().contains("not inside a zcrx runtime")
+                && e.to_string().contains("Runtime::block_on"),
+            "{e}"
+        );
+    }
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let std_stream = std::net::TcpStream::connect(addr).unwrap();
+    let (accepted, _) = std_listener.accept().unwrap();
+    let check = || {
+        is_outside(TcpListener::bind("127.0.0.1:0").unwrap_err());
+        is_outside(TcpListener::bind_reuseport("127.0.0.1:0").unwrap_err());
+        match poll_once(TcpStream::connect(addr)) {
+            Poll::Ready(Err(e)) => is_outside(e),
+            other => panic!(
+                "connect outside a runtime: {:?}",
+                other.map(|r| r.map(|_| ()))
+            ),
+        }
+    };
+    check();
+    is_outside(TcpListener::from_std(std_listener).unwrap_err());
+    is_outside(TcpStream::from_std(accepted).unwrap_err());
+    let panic = std::panic::catch_unwind(|| zcrx::spawn(async {})).unwrap_err();
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap();
+    assert!(msg.contains("not inside a zcrx runtime"), "{msg}");
+
+    // Inside, the same calls work; once `block_on` returned they fail again.
+    let rt = common::builder()
+        .chunks(16)
+        .chunk_size(4096)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let (c, s) = (
+            TcpStream::connect(a).await.unwrap(),
+            l.accept().await.unwrap().0,
+        );
+        c.send_all(b"in").await.unwrap();
+        assert_eq!(&s.recv().await.unwrap().unwrap()[..], b"in");
+    });
+    check();
+    drop(std_stream);
 }
 
 #[test]
@@ -940,7 +1007,7 @@ fn send_bufs_forwards_what_arrived_together_in_order() {
     });
     let (batches, most) = rt.block_on(async move {
         common::rx::assert_backend();
-        let from = zcrx::net::TcpStream::from_std(l_in.accept().unwrap().0);
+        let from = zcrx::net::TcpStream::from_std(l_in.accept().unwrap().0).unwrap();
         let to = zcrx::net::TcpStream::connect(out_addr).await.unwrap();
         let (mut batches, mut most) = (0u64, 0usize);
         while let Some(b) = from.recv().await.unwrap() {
