@@ -1170,8 +1170,11 @@ pub mod cli {
         })
     }
 
-    /// Sends the runtime's `tracing` events (which receive backend it chose, and why) to stderr,
-    /// at `info` and above unless `RUST_LOG` says otherwise. Call once, first thing in `main`.
+    /// Sends the `tracing` events of the runtime (`zcrx`) and the interface queue (`zcrx_ifq`)
+    /// to stderr, filtered by `RUST_LOG` (default `info`: warnings such as a fallback to the
+    /// buffer ring, and what a shutdown left behind). `RUST_LOG=zcrx=debug` also shows which
+    /// receive backend each runtime thread chose and why; `RUST_LOG=zcrx=trace` every pause,
+    /// cap and depth change. Call once, first thing in `main`.
     pub fn init_tracing() {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

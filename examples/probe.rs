@@ -10,6 +10,7 @@
 //! queue, so on a production machine name the queues you mean to use.
 
 use clap::Parser;
+use examples::cli;
 use zcrx_ifq::probe::{probe_with, ProbeOptions};
 
 /// Probe zero-copy receive support.
@@ -26,6 +27,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    cli::init_tracing();
     let options = ProbeOptions {
         interfaces: (!args.ifnames.is_empty()).then_some(args.ifnames),
         queues: if args.queues.is_empty() {

@@ -69,6 +69,7 @@ pub struct BufRingConfig {
 
 /// Counters of a buffer ring's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufRingStats {
     /// Data completions turned into handles.
     pub deliveries: u64,
@@ -599,7 +600,12 @@ impl BufRing {
                 });
                 true
             }
-            Err(_) => {
+            Err(e) => {
+                tracing::warn!(
+                    bgid = self.bgid,
+                    "unregistering the buffer ring failed ({e}): its ring and area are leaked, \
+                     never unmapped, as the kernel may still write into them"
+                );
                 // The kernel may still write into the area and read the ring: never unmap them.
                 self.core.shared.leak_area_on_drop();
                 if let Some(mem) = self.ring_mem.take() {
@@ -608,7 +614,17 @@ impl BufRing {
                 false
             }
         };
-        self.core.report(clean)
+        let report = self.core.report(clean);
+        if report.held_chunks > 0 {
+            tracing::debug!(
+                bgid = self.bgid,
+                "buffer ring torn down with {} chunk(s) ({} bytes) still held: they stay mapped \
+                 until their last handle drops",
+                report.held_chunks,
+                report.held_bytes
+            );
+        }
+        report
     }
 }
 

@@ -115,6 +115,7 @@ pub enum AccountingError {
 
 /// Bytes and chunks held by one owner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OwnerStats {
     /// Chunks this owner has bytes in.
     pub chunks: u32,
@@ -124,6 +125,7 @@ pub struct OwnerStats {
 
 /// Chunks per state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counts {
     /// Free chunks.
     pub pool: u32,
@@ -144,6 +146,7 @@ impl Counts {
 
 /// Who holds what, at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Chunks per state.
     pub counts: Counts,
@@ -151,6 +154,21 @@ pub struct Snapshot {
     pub held_bytes: u64,
     /// Per owner, sorted by id; owners holding nothing are left out.
     pub owners: Vec<(OwnerId, OwnerStats)>,
+}
+
+impl Snapshot {
+    /// What `owner` holds (nothing if it is not in [`owners`](Self::owners)).
+    pub fn owner(&self, owner: OwnerId) -> OwnerStats {
+        owner_in(&self.owners, owner)
+    }
+}
+
+/// `owner`'s entry in a list sorted by id, or nothing held.
+pub(crate) fn owner_in(owners: &[(OwnerId, OwnerStats)], owner: OwnerId) -> OwnerStats {
+    owners
+        .binary_search_by_key(&owner, |(o, _)| *o)
+        .map(|i| owners[i].1)
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

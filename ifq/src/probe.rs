@@ -77,6 +77,7 @@ impl fmt::Display for KernelVersion {
 
 /// One io_uring opcode and whether the kernel has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Opcode {
     /// The name without the `IORING_OP_` prefix.
     pub name: &'static str,
@@ -148,6 +149,7 @@ impl fmt::Display for Support {
 
 /// Receive features of io_uring.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Features {
     /// Multishot receive (`RECV` with `IORING_RECV_MULTISHOT`, Linux 6.0+; judged from the
     /// kernel version and the `RECV` opcode).
@@ -191,6 +193,7 @@ impl ZcrxVerdict {
 
 /// One queue of an interface and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueReport {
     /// The receive queue index.
     pub queue: u32,
@@ -200,6 +203,7 @@ pub struct QueueReport {
 
 /// One network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InterfaceReport {
     /// Its name.
     pub name: String,
@@ -247,6 +251,7 @@ impl fmt::Display for Backend {
 
 /// Everything the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Report {
     /// The kernel version (`None` if `uname` gave an unparsable release).
     pub kernel: Option<KernelVersion>,

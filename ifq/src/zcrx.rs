@@ -462,6 +462,7 @@ pub fn rx_queue_count(ifname: &str) -> Option<u32> {
 
 /// Counters of a zcrx queue's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ZcrxStats {
     /// Data completions turned into handles.
     pub deliveries: u64,
@@ -502,6 +503,19 @@ pub struct ZcrxStats {
     /// Bytes the kernel copied from skb fragments in its copy fallback (as `copy_count`; 7.3
     /// copies bytes in an skb's linear part without counting them).
     pub copy_bytes: u64,
+    /// Whether the kernel keeps `copy_count` and `copy_bytes` for this queue (Linux 7.2+ with
+    /// [`ZcrxConfig::events`]); when false they stay 0 whatever was copied.
+    pub kernel_copy_stats: bool,
+}
+
+impl ZcrxStats {
+    /// `(copy_count, copy_bytes)` as the kernel counts them, or `None` when it does not keep
+    /// them for this queue (before Linux 7.2, or without [`ZcrxConfig::events`]): a 0 then
+    /// means "not counted", not "nothing copied".
+    pub fn kernel_copies(&self) -> Option<(u64, u64)> {
+        self.kernel_copy_stats
+            .then_some((self.copy_count, self.copy_bytes))
+    }
 }
 
 enum Target {
@@ -922,7 +936,13 @@ impl ZcrxIfq {
             {
                 return Err(another_thread());
             }
-            return Err(refusal_error(&target, config, e));
+            let err = refusal_error(&target, config, e);
+            tracing::debug!(
+                ifname = target.ifname(),
+                queue = target.queue(),
+                "zcrx registration refused: {err}"
+            );
+            return Err(err);
         }
         // 7.0+ writes back the buffer size in use (0 before: a page).
         let buf_shift = match reg.rx_buf_len {
@@ -1519,6 +1539,13 @@ impl ZcrxIfq {
             // buffer while any other reference, a handle's, is out).
             self.refused.push(buf as u32);
             self.stats.refused += 1;
+            if self.stats.refused == 1 {
+                tracing::warn!(
+                    zcrx_id = self.zcrx_id,
+                    "a zcrx completion was refused away from the queue's home thread (its data \
+                     is lost; ZcrxStats::refused counts them): complete on the home thread"
+                );
+            }
             return Err(Error::AwayFromHome);
         }
         let handle = self.core.deliver(chunk, in_chunk, len, owner, false)?;
@@ -1668,6 +1695,14 @@ impl ZcrxIfq {
                 Err(e) => {
                     stats.ctrl_flush_errors += 1;
                     stats.last_ctrl_errno = e.raw_os_error().unwrap_or(-1);
+                    // Returns then wait for room: said once, counted always.
+                    if stats.ctrl_flush_errors == 1 {
+                        tracing::warn!(
+                            zcrx_id = *zcrx_id,
+                            "the kernel refused to take the zcrx refill entries \
+                             (ZCRX_CTRL_FLUSH_RQ): {e}"
+                        );
+                    }
                 }
             }
         }
@@ -1717,6 +1752,7 @@ impl ZcrxIfq {
         let mut stats = self.stats;
         if let Some(k) = &self.kernel_stats {
             (stats.copy_count, stats.copy_bytes) = k.read();
+            stats.kernel_copy_stats = true;
         }
         stats
     }
@@ -1779,7 +1815,18 @@ impl ZcrxIfq {
     /// its pages, so unmapping it after the last handle is safe.
     pub fn teardown(mut self) -> TeardownReport {
         self.flush();
-        self.core.report(true)
+        let report = self.core.report(true);
+        if report.held_chunks > 0 {
+            tracing::debug!(
+                zcrx_id = self.zcrx_id,
+                "zcrx queue on {} torn down with {} chunk(s) ({} bytes) still held: they stay \
+                 valid until their last handle drops, and the ring with them",
+                self.ifname,
+                report.held_chunks,
+                report.held_bytes
+            );
+        }
+        report
     }
 }
 

@@ -1,6 +1,7 @@
 //! The runtime of the current thread, reachable from futures without passing it around.
 
 use std::cell::RefCell;
+use std::io;
 use std::rc::Rc;
 
 use crate::driver::Driver;
@@ -38,15 +39,24 @@ pub(crate) fn try_current() -> Option<Rc<Handle>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// What a call outside a runtime fails or panics with.
+pub(crate) const OUTSIDE: &str = "not inside a zcrx runtime: call it from Runtime::block_on, \
+                                  Builder::run, or a task spawned there";
+
+/// `Ok` inside a runtime; outside, the error a fallible call returns instead of panicking.
+pub(crate) fn check() -> io::Result<()> {
+    match try_current() {
+        Some(_) => Ok(()),
+        None => Err(io::Error::other(OUTSIDE)),
+    }
+}
+
 /// The current thread's runtime.
 ///
 /// # Panics
 /// Outside a runtime (not inside `block_on`, `Builder::run` or a task spawned there).
 pub(crate) fn current() -> Rc<Handle> {
-    try_current().expect(
-        "this must be called from inside the runtime: within Runtime::block_on, Builder::run, \
-         or a task spawned there",
-    )
+    try_current().expect(OUTSIDE)
 }
 
 /// Runs `f` with the current driver borrowed.

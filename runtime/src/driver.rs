@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use zcrx_ifq::completion::CQE_F_MORE;
 use zcrx_ifq::io_uring::{opcode, squeue, types};
+use zcrx_ifq::zcrx::ZcrxEvent;
 use zcrx_ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 
 use crate::builder::Config;
 use crate::depth::{Change, Depth};
 use crate::ring::{Cqe, Ring};
-use crate::rx::Rx;
+use crate::rx::{Rx, RxStats};
 
 const TAG_SHIFT: u32 = 56;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -35,6 +36,10 @@ const TAG_RECV: u64 = 2;
 const TAG_ACCEPT: u64 = 3;
 const TAG_IGNORE: u64 = 4;
 const TAG_WAKE: u64 = 5;
+const TAG_ZCRX_EVENT: u64 = 6;
+
+/// The `user_data` of the zcrx queue's event CQEs (Linux 7.2+), which are no request's.
+pub(crate) const ZCRX_EVENTS: u64 = TAG_ZCRX_EVENT << TAG_SHIFT;
 
 fn ud(tag: u64, key: usize) -> u64 {
     tag << TAG_SHIFT | key as u64
@@ -42,6 +47,7 @@ fn ud(tag: u64, key: usize) -> u64 {
 
 /// Driver counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverStats {
     /// `io_uring_enter` calls.
     pub enters: u64,
@@ -216,6 +222,9 @@ pub(crate) struct Driver {
     /// depth decision compares against.
     posted_at_flush: u32,
     no_buffers_at_flush: u64,
+    /// The zcrx queue posted its out-of-buffers event, which waits to be re-armed until
+    /// buffers come back.
+    zcrx_out_of_buffers: bool,
     pub(crate) stats: DriverStats,
 }
 
@@ -247,11 +256,19 @@ impl Driver {
             .filter(|_| rx.has_depth())
             .map(|floor| Depth::new(floor, chunks as u32));
         let (delay, completions) = config.coalesce;
-        let batch = if ring.has_min_wait() && !delay.is_zero() && completions > 1 {
+        let asked = !delay.is_zero() && completions > 1;
+        let batch = if ring.has_min_wait() && asked {
             (completions, delay.as_micros().clamp(1, 1_000_000) as u32)
         } else {
             (1, 0)
         };
+        if asked && !ring.has_min_wait() {
+            tracing::debug!(
+                thread = index,
+                "completion coalescing off: this kernel has no minimum wait \
+                 (IORING_FEAT_MIN_TIMEOUT, Linux 6.13+)"
+            );
+        }
         Ok(Self {
             ring,
             ops: Slab::with_capacity(256),
@@ -288,6 +305,7 @@ impl Driver {
             depth,
             posted_at_flush: 0,
             no_buffers_at_flush: 0,
+            zcrx_out_of_buffers: false,
             stats: DriverStats::default(),
         })
     }
@@ -466,8 +484,13 @@ impl Driver {
             conn.paused = true;
             if over_limit {
                 self.stats.backpressure_pauses += 1;
+                tracing::trace!(conn = key, "receive paused: the connection holds its limit");
             } else {
                 self.stats.pool_waits += 1;
+                tracing::trace!(
+                    conn = key,
+                    "receive waits: the free pool is promised to others"
+                );
             }
         }
         self.paused.push(key);
@@ -585,6 +608,11 @@ impl Driver {
     /// Who holds what in this thread's receive pool.
     pub(crate) fn rx_snapshot(&self) -> Option<zcrx_ifq::Snapshot> {
         self.rx.as_ref().map(|rx| rx.snapshot())
+    }
+
+    /// The receive pool's counters.
+    pub(crate) fn rx_stats(&self) -> Option<RxStats> {
+        self.rx.as_ref().map(|rx| rx.stats())
     }
 
     // ---- listeners ----------------------------------------------------------------------------
@@ -774,17 +802,24 @@ impl Driver {
                 match depth.turn(taken, starved.min(u64::from(u32::MAX)) as u32) {
                     Some(Change::Raised(n)) => {
                         self.stats.depth_raises += 1;
+                        tracing::trace!(chunks = n, starved, "buffer ring depth raised");
                         rx.set_max_posted(n);
                     }
                     Some(Change::Cut(n)) => {
                         self.stats.depth_cuts += 1;
+                        tracing::trace!(chunks = n, "buffer ring depth cut");
                         rx.set_max_posted(n);
                     }
                     None => {}
                 }
             }
-            rx.flush();
+            let returned = rx.flush();
             self.posted_at_flush = rx.posted();
+            if returned > 0 && std::mem::take(&mut self.zcrx_out_of_buffers) {
+                if let Err(e) = rx.rearm_event(ZcrxEvent::OutOfBuffers) {
+                    tracing::debug!("re-arming the zcrx out-of-buffers event: {e}");
+                }
+            }
         }
         if !self.wake_armed {
             self.wake_armed = true;
@@ -838,10 +873,36 @@ impl Driver {
                 TAG_RECV => self.complete_recv(key, res, flags, big),
                 TAG_ACCEPT => self.complete_accept(key, res, flags),
                 TAG_WAKE => self.wake_armed = false,
+                TAG_ZCRX_EVENT => self.zcrx_event(res),
                 _ => {}
             }
         }
         self.cqes = cqes;
+    }
+
+    /// An event the zcrx queue posted (Linux 7.2+): counted in its stats. The kernel posts
+    /// each kind once until re-armed: out-of-buffers is re-armed once buffers came back (one
+    /// event per shortage), the copy fallback never (once is enough to know).
+    fn zcrx_event(&mut self, res: i32) {
+        let Some(rx) = self.rx.as_mut() else {
+            return;
+        };
+        match rx.event(res) {
+            Some(ZcrxEvent::OutOfBuffers) => {
+                self.zcrx_out_of_buffers = true;
+                tracing::debug!(backend = %self.backend, "the zcrx queue ran out of buffers");
+            }
+            Some(ZcrxEvent::Copy) if rx.is_no_device() => {
+                tracing::debug!("zcrx without a device copies received data, as designed");
+            }
+            Some(ZcrxEvent::Copy) => tracing::warn!(
+                backend = %self.backend,
+                "the kernel copied received data into the zcrx area (copy fallback): this \
+                 traffic is not zero-copy (header/data split or flow steering missing?)"
+            ),
+            Some(e) => tracing::debug!(event = ?e, "zcrx event"),
+            None => tracing::debug!(res, "unknown zcrx event"),
+        }
     }
 
     fn complete_op(&mut self, key: usize, res: i32, flags: u32) {
@@ -907,11 +968,16 @@ impl Driver {
                     // the cap (re-arm; an end of stream shows on the next receive).
                     RecvEvent::Eof if rx.is_zcrx() && conn.cap_left == Some(0) => {
                         self.stats.caps_reached += 1;
+                        tracing::trace!(conn = key, "zcrx receive reached its cap: re-armed");
                         rearm = true;
                     }
                     RecvEvent::Eof => conn.eof = true,
                     RecvEvent::NoBuffers => {
                         self.stats.no_buffers += 1;
+                        tracing::debug!(
+                            conn = key,
+                            "receive ran out of buffers: re-armed once buffers come back"
+                        );
                         if !conn.dropped {
                             self.starved.push(key);
                         }
@@ -919,6 +985,7 @@ impl Driver {
                     }
                     RecvEvent::CqOverflow => {
                         self.stats.cq_overflows += 1;
+                        tracing::debug!(conn = key, "receive ended by a full completion queue");
                         overflowed = true;
                     }
                     RecvEvent::Error(e)
@@ -926,6 +993,10 @@ impl Driver {
                     {
                         // This kernel has no multishot cap: fall back to plain multishot.
                         self.capped_recv = false;
+                        tracing::info!(
+                            "this kernel does not cap multishot receives (IORING_RECV_MSHOT_LIM, \
+                             Linux 6.17+): plain multishot receives, back-pressure by cancelling"
+                        );
                         rearm = true;
                     }
                     RecvEvent::Error(e) => {
@@ -946,6 +1017,10 @@ impl Driver {
                     // returns buffers.
                     conn.cancelling = true;
                     self.stats.backpressure_pauses += 1;
+                    tracing::trace!(
+                        conn = key,
+                        "receive cancelled: the connection holds its limit"
+                    );
                     self.push(
                         &opcode::AsyncCancel::new(ud(TAG_RECV, key))
                             .build()
@@ -955,6 +1030,7 @@ impl Driver {
             }
             Err(e) => {
                 // A value the kernel should never produce: report it on the connection.
+                tracing::warn!(conn = key, "a receive completion failed its checks: {e}");
                 conn.error = Some(io::Error::other(e));
                 if flags & CQE_F_MORE == 0 {
                     conn.armed = false;
@@ -1047,8 +1123,9 @@ impl Driver {
 
     /// Cancels everything in flight, waits (bounded) for the final completions, then tears the
     /// interface queue down. Resources of requests the kernel never finished are leaked, never
-    /// freed under it.
-    pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, usize) {
+    /// freed under it. Returns the teardown report, the pool's last counters and the requests
+    /// leaked.
+    pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, RxStats, usize) {
         self.stopping = true;
         for key in self.conns.iter().map(|(k, _)| k).collect::<Vec<_>>() {
             let c = &mut self.conns[key];
@@ -1076,12 +1153,9 @@ impl Driver {
                 std::mem::forget(slot.keep.take());
             }
         }
-        let report = self
-            .rx
-            .take()
-            .map(|rx| rx.teardown())
-            .expect("interface queue present");
-        (report, leaked)
+        let rx = self.rx.take().expect("interface queue present");
+        let stats = rx.stats();
+        (rx.teardown(), stats, leaked)
     }
 }
 

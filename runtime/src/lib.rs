@@ -67,8 +67,10 @@ pub use builder::{Builder, RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use runtime::{
-    rx_backend, rx_snapshot, shutdown_requested, spawn, start, stats, yield_now, Runtime,
+    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, start, stats, yield_now,
+    Runtime,
 };
+pub use rx::RxStats;
 pub use shutdown::{ShutdownReport, ShutdownSignal};
 pub use zcrx_ifq as ifq;
 pub use zcrx_ifq::{OwnerId, RxBuf};

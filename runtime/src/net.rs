@@ -9,6 +9,17 @@
 //! [`TcpStream`] also speaks the ecosystem's I/O traits: `tokio::io::{AsyncRead, AsyncWrite,
 //! AsyncBufRead}` with the `tokio` feature, `futures_io::{AsyncRead, AsyncWrite, AsyncBufRead}`
 //! with `futures-io` (see the type's docs for what is zero-copy and what is copied).
+//!
+//! Listeners and streams belong to the runtime of the thread that made them. Outside a runtime
+//! (not within `Runtime::block_on`, `Builder::run` or a task spawned there), the calls that
+//! make one ([`TcpListener::bind`], [`TcpListener::bind_reuseport`], [`TcpListener::from_std`],
+//! [`TcpStream::connect`], [`TcpStream::from_std`]) fail with an error saying so.
+//!
+//! # Panics
+//!
+//! A listener's or stream's other methods, and their futures, panic when called or polled
+//! outside the runtime they belong to (after its `block_on` returned, say): they have no error
+//! to return, and there is no ring to run them on.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -119,7 +130,7 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds and listens (with `SO_REUSEADDR`).
+    /// Binds and listens (with `SO_REUSEADDR`). Fails outside a runtime.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
         Self::bind_with(resolve(addr)?, false)
     }
@@ -131,6 +142,7 @@ impl TcpListener {
     }
 
     fn bind_with(addr: SocketAddr, reuseport: bool) -> io::Result<Self> {
+        context::check()?;
         let fd = new_socket(&addr)?;
         sockopt::set_socket_reuseaddr(&fd, true)?;
         if reuseport {
@@ -141,9 +153,10 @@ impl TcpListener {
         Ok(Self::from_fd(fd))
     }
 
-    /// Wraps a bound, listening socket.
-    pub fn from_std(l: std::net::TcpListener) -> Self {
-        Self::from_fd(l.into())
+    /// Wraps a bound, listening socket. Outside a runtime it fails (and closes `l`).
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<Self> {
+        context::check()?;
+        Ok(Self::from_fd(l.into()))
     }
 
     fn from_fd(fd: OwnedFd) -> Self {
@@ -275,8 +288,10 @@ impl std::fmt::Debug for TcpStream {
 }
 
 impl TcpStream {
-    /// Connects. Dropping the future cancels the attempt and closes the socket.
+    /// Connects. Dropping the future cancels the attempt and closes the socket. Fails outside
+    /// a runtime.
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        context::check()?;
         let addr = resolve(addr)?;
         let fd = new_socket(&addr)?;
         // Boxed so the address the kernel reads stays put until the connect completes.
@@ -293,9 +308,10 @@ impl TcpStream {
         Ok(Self::from_fd(fd))
     }
 
-    /// Wraps a connected socket.
-    pub fn from_std(s: std::net::TcpStream) -> Self {
-        Self::from_fd(s.into())
+    /// Wraps a connected socket. Outside a runtime it fails (and closes `s`).
+    pub fn from_std(s: std::net::TcpStream) -> io::Result<Self> {
+        context::check()?;
+        Ok(Self::from_fd(s.into()))
     }
 
     fn from_fd(fd: OwnedFd) -> Self {

@@ -15,6 +15,7 @@ use crate::builder::{Builder, Config};
 use crate::context::{self, Handle};
 use crate::driver::{Driver, DriverStats};
 use crate::executor::{Executor, Remote};
+use crate::rx::RxStats;
 use crate::shutdown::{ShutdownReport, ShutdownSignal};
 
 /// A runtime bound to the thread that built it: one io_uring, one receive pool, one executor.
@@ -92,6 +93,15 @@ impl Runtime {
         self.handle.driver.borrow().stats()
     }
 
+    /// The receive pool's counters, from the backend this runtime runs
+    /// ([`RxStats::BufRing`] or [`RxStats::Zcrx`], with the kernel's copy statistics on Linux
+    /// 7.2+): deliveries, bytes, buffers that ran out, returns published. This runtime's
+    /// thread only (see [`RxStats`]). `None` once the pool is torn down, in shutdown; the
+    /// [`ShutdownReport`] keeps the last counters.
+    pub fn rx_stats(&self) -> Option<RxStats> {
+        self.handle.driver.borrow().rx_stats()
+    }
+
     /// Runs `fut` to completion, running spawned tasks and I/O meanwhile.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         let _ctx = context::enter(self.handle.clone());
@@ -124,7 +134,16 @@ impl Runtime {
     /// cancels the rest, waits for the kernel to finish every request, and tears down the
     /// receive pool. Reports what the application still held.
     pub fn shutdown(mut self) -> ShutdownReport {
-        self.shutdown_in_place()
+        let report = self.shutdown_in_place();
+        // The caller has the report; the log says it too, louder when something was left.
+        if report.leaked_requests > 0 {
+            tracing::warn!("runtime shut down: {report}");
+        } else if !report.held.is_clean() {
+            tracing::info!("runtime shut down: {report}");
+        } else {
+            tracing::debug!("runtime shut down: {report}");
+        }
+        report
     }
 
     fn shutdown_in_place(&mut self) -> ShutdownReport {
@@ -145,7 +164,7 @@ impl Runtime {
             self.handle.driver.borrow_mut().turn(block, Some(deadline));
         }
         let tasks_cancelled = self.handle.exec.cancel_all();
-        let (held, leaked_requests) = self
+        let (held, rx_stats, leaked_requests) = self
             .handle
             .driver
             .borrow_mut()
@@ -155,6 +174,7 @@ impl Runtime {
             task_panics: self.handle.exec.panics(),
             held,
             leaked_requests,
+            rx_stats,
         }
     }
 }
@@ -165,8 +185,13 @@ impl Drop for Runtime {
             let grace = std::mem::replace(&mut self.grace, Duration::ZERO);
             let report = self.shutdown_in_place();
             self.grace = grace;
-            if !report.held.is_clean() {
-                tracing::warn!("runtime dropped: {report}");
+            // Nobody sees this report but the log: buffers the application still holds, and
+            // requests the kernel never finished, are worth a warning (cancelled tasks are
+            // what dropping a runtime does).
+            if !report.held.is_clean() || report.leaked_requests > 0 {
+                tracing::warn!("runtime dropped without shutdown(): {report}");
+            } else {
+                tracing::debug!("runtime dropped without shutdown(): {report}");
             }
         }
     }
@@ -223,7 +248,9 @@ where
 /// this thread only.
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime (not within [`Runtime::block_on`], [`Builder::run`](crate::Builder::run)
+/// or a task spawned there): there is no executor on this thread to run the task, and the
+/// [`JoinHandle`](crate::JoinHandle) it returns has no way to carry an error.
 pub fn spawn<F: Future + 'static>(fut: F) -> crate::JoinHandle<F::Output> {
     context::current().exec.spawn(fut)
 }
@@ -244,6 +271,10 @@ pub async fn yield_now() {
 }
 
 /// Resolves when the current runtime's shutdown signal is triggered.
+///
+/// # Panics
+/// When first polled outside a runtime: there is no runtime whose signal to wait for. (A
+/// [`ShutdownSignal`]'s own [`wait`](ShutdownSignal::wait) works anywhere.)
 pub async fn shutdown_requested() {
     let signal = context::current().signal.clone();
     signal.wait().await
@@ -254,7 +285,7 @@ pub async fn shutdown_requested() {
 /// `None` after shutdown.
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's pool to look at.
 pub fn rx_snapshot() -> Option<zcrx_ifq::Snapshot> {
     crate::context::with_driver(|d| d.rx_snapshot())
 }
@@ -262,7 +293,7 @@ pub fn rx_snapshot() -> Option<zcrx_ifq::Snapshot> {
 /// The current thread's receive backend in words (see [`Runtime::rx_backend`]).
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's pool to name.
 pub fn rx_backend() -> String {
     crate::context::with_driver(|d| d.backend.clone())
 }
@@ -270,7 +301,19 @@ pub fn rx_backend() -> String {
 /// Driver counters of the current thread's runtime (see [`Runtime::stats`]).
 ///
 /// # Panics
-/// Outside a runtime.
+/// Outside a runtime: there is no thread's driver to count (a [`Runtime`] you hold answers
+/// [`Runtime::stats`] anywhere on its thread).
 pub fn stats() -> crate::DriverStats {
     crate::context::with_driver(|d| d.stats())
+}
+
+/// The receive pool's counters of the current thread's runtime, from the backend it runs (see
+/// [`Runtime::rx_stats`]). Per thread: under [`Builder::run`](crate::Builder::run) each thread
+/// sees its own. `None` once the pool is torn down, in shutdown.
+///
+/// # Panics
+/// Outside a runtime: there is no thread's pool to count (a [`Runtime`] you hold answers
+/// [`Runtime::rx_stats`] anywhere on its thread).
+pub fn rx_stats() -> Option<RxStats> {
+    crate::context::with_driver(|d| d.rx_stats())
 }

@@ -4,13 +4,105 @@ use std::io;
 use std::os::fd::RawFd;
 
 use zcrx_ifq::backend::Completion;
-use zcrx_ifq::bufring::{BufRing, BufRingConfig};
+use zcrx_ifq::bufring::{BufRing, BufRingConfig, BufRingStats};
 use zcrx_ifq::io_uring::{opcode, squeue, types};
-use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxIfq};
+use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
 use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
 use crate::builder::{Config, RxBackend, ZcrxTarget};
+use crate::driver::ZCRX_EVENTS;
 use crate::ring::Ring;
+
+/// The counters of one runtime thread's receive pool, from the backend it runs: see
+/// [`Runtime::rx_stats`](crate::Runtime::rx_stats) and [`rx_stats`](crate::rx_stats).
+///
+/// They belong to one thread: each thread of [`Builder::run`](crate::Builder::run) has its own
+/// pool and its own counters, which nothing sums (add them up from each thread, or from the
+/// [`ShutdownReport`](crate::ShutdownReport)s of
+/// [`run_with_reports`](crate::Builder::run_with_reports)). They count from the pool's
+/// creation and never go down.
+///
+/// The accessors give what both backends count; match on the variant for the rest.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let rt = zcrx::Runtime::new_default()?;
+/// // ... serve ...
+/// match rt.rx_stats() {
+///     Some(zcrx::RxStats::BufRing(s)) => println!("buffer ring: {} chunks recycled", s.republished),
+///     Some(zcrx::RxStats::Zcrx(s)) => match s.kernel_copies() {
+///         Some((n, bytes)) => println!("zcrx: the kernel copied {bytes} bytes in {n} copies"),
+///         None => println!("zcrx: {} bytes, copies not counted", s.bytes),
+///     },
+///     Some(other) => println!("{} bytes", other.bytes()),
+///     None => println!("shut down"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RxStats {
+    /// A provided buffer ring's counters ([`BufRing::stats`]).
+    BufRing(BufRingStats),
+    /// A zcrx interface queue's counters ([`ZcrxIfq::stats`]), on a NIC queue or without a
+    /// device. On Linux 7.2+ the runtime asks the kernel to keep its copy statistics too
+    /// ([`ZcrxStats::kernel_copies`]); before, they are not counted.
+    Zcrx(ZcrxStats),
+}
+
+impl RxStats {
+    /// Data completions turned into buffers.
+    pub fn deliveries(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.deliveries,
+            Self::Zcrx(s) => s.deliveries,
+        }
+    }
+
+    /// Bytes delivered, over every connection of the thread.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.bytes,
+            Self::Zcrx(s) => s.bytes,
+        }
+    }
+
+    /// Receives that found no free buffer: the buffer ring's `-ENOBUFS`, zcrx's `-ENOMEM`
+    /// (the same completions [`DriverStats::no_buffers`](crate::DriverStats::no_buffers)
+    /// counts).
+    pub fn no_buffers(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.no_buffers,
+            Self::Zcrx(s) => s.no_buffers,
+        }
+    }
+
+    /// Tail stores that published returned buffers to the kernel (one per flush that had
+    /// any).
+    pub fn publishes(&self) -> u64 {
+        match self {
+            Self::BufRing(s) => s.publishes,
+            Self::Zcrx(s) => s.publishes,
+        }
+    }
+
+    /// The buffer ring's counters, if that is the backend.
+    pub fn bufring(&self) -> Option<&BufRingStats> {
+        match self {
+            Self::BufRing(s) => Some(s),
+            Self::Zcrx(_) => None,
+        }
+    }
+
+    /// The zcrx queue's counters, if that is the backend.
+    pub fn zcrx(&self) -> Option<&ZcrxStats> {
+        match self {
+            Self::Zcrx(s) => Some(s),
+            Self::BufRing(_) => None,
+        }
+    }
+}
 
 // One per thread, set up once and used in place for the thread's life: the size difference
 // costs nothing, a box would cost a pointer chase on every completion.
@@ -26,7 +118,7 @@ static FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 fn say_fallback(why: impl FnOnce() -> String) {
     if !FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         let why = why();
-        tracing::warn!(target: "runtime", "{why}; falling back to the provided buffer ring");
+        tracing::warn!("{why}; falling back to the provided buffer ring");
     }
 }
 
@@ -51,6 +143,8 @@ impl Rx {
             let bytes = config.chunks * config.chunk_size;
             area(page, bytes.div_ceil(page))
         };
+        // Why the buffer ring, if it comes to that.
+        let mut why_bufring = "RxBackend::BufRing".to_string();
         let want_zcrx = match (&config.backend, &config.zcrx) {
             (RxBackend::BufRing, _) => None,
             (RxBackend::Zcrx, None) => {
@@ -63,7 +157,10 @@ impl Rx {
             // The default. Auto never picks zcrx without a device by itself: it needs
             // CAP_NET_ADMIN and Linux 7.1+, and what it does against the buffer ring depends on
             // the load (docs/runtime.md).
-            (RxBackend::Auto, None) => None,
+            (RxBackend::Auto, None) => {
+                why_bufring = "RxBackend::Auto without a zcrx target".to_string();
+                None
+            }
             (_, Some(ZcrxTarget::Queue { ifname, queue })) => Some(ZcrxTarget::Queue {
                 ifname: ifname.clone(),
                 queue: queue + index as u32,
@@ -73,35 +170,48 @@ impl Rx {
         if let Some(target) = want_zcrx {
             let ring = Ring::new(config.sq_entries, config.cq_entries, true)?;
             let Ring::Big(r) = &ring else { unreachable!() };
-            let registered = match &target {
-                ZcrxTarget::Queue { ifname, queue } => {
-                    let mut zc = ZcrxConfig::new(ifname.clone(), *queue);
-                    if let Some(l) = config.conn_limit {
-                        zc = zc.owner_limit(l);
-                    }
-                    ZcrxIfq::register(r, zcrx_area()?, zc)
-                }
-                // The refill queue sized to the area (the default): every page can be out at
-                // once.
-                ZcrxTarget::NoDevice => {
-                    ZcrxIfq::register_nodev(r, zcrx_area()?, None, config.conn_limit)
-                }
+            // The refill queue sized to the area (the default): every page can be out at once.
+            let mut zc = match &target {
+                ZcrxTarget::Queue { ifname, queue } => ZcrxConfig::new(ifname.clone(), *queue),
+                ZcrxTarget::NoDevice => ZcrxConfig::no_device(),
             };
-            match registered {
+            if let Some(l) = config.conn_limit {
+                zc = zc.owner_limit(l);
+            }
+            // Where the kernel has them (7.2+), its events and copy statistics: `RxStats` then
+            // says how much it copied, and the driver says when a NIC queue falls back to
+            // copying or runs out of buffers.
+            if ZcrxFeatures::query(r).is_ok_and(|f| f.events()) {
+                zc = zc.events(ZCRX_EVENTS);
+            }
+            let (what, name) = match &target {
+                ZcrxTarget::NoDevice => (
+                    "zcrx without a device (copy)".to_string(),
+                    "zcrx without a device".to_string(),
+                ),
+                t => (format!("zcrx on {t}"), format!("zcrx on {t}")),
+            };
+            match ZcrxIfq::register(r, zcrx_area()?, zc) {
                 Ok(mut ifq) => {
                     // The runtime is thread-per-core: the queue never leaves this thread.
                     ifq.set_home_thread();
-                    let what = match target {
-                        ZcrxTarget::NoDevice => "zcrx without a device (copy)".to_string(),
-                        t => format!("zcrx on {t}"),
-                    };
-                    tracing::debug!(target: "runtime", thread = index, "receive backend: {what}");
+                    tracing::debug!(
+                        thread = index,
+                        reason = format!("RxBackend::{:?} with a zcrx target", config.backend),
+                        kernel_copy_stats = ifq.stats().kernel_copy_stats,
+                        "receive backend: {what}"
+                    );
                     return Ok((ring, Rx::Zcrx(ifq), what));
                 }
                 Err(e) if config.backend == RxBackend::Zcrx => {
+                    tracing::debug!(thread = index, "{name} refused: {e}");
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
                 }
-                Err(e) => say_fallback(|| e.to_string()),
+                Err(e) => {
+                    tracing::debug!(thread = index, "{name} refused: {e}");
+                    why_bufring = format!("RxBackend::Auto, and {name} was refused");
+                    say_fallback(|| e.to_string());
+                }
             }
         }
         let ring = Ring::new(config.sq_entries, config.cq_entries, false)?;
@@ -119,7 +229,10 @@ impl Rx {
                 max_posted: config.adaptive_floor().or(config.max_posted),
             },
         )
-        .map_err(io::Error::other)?;
+        .map_err(|e| {
+            tracing::debug!(thread = index, "registering the buffer ring failed: {e}");
+            io::Error::other(e)
+        })?;
         // The runtime is thread-per-core: the ring never leaves this thread.
         buf.set_home_thread();
         let what = if config.incremental {
@@ -127,6 +240,11 @@ impl Rx {
         } else {
             "buffer ring"
         };
+        tracing::debug!(
+            thread = index,
+            reason = %why_bufring,
+            "receive backend: {what}"
+        );
         Ok((ring, Rx::Buf(buf), what.to_string()))
     }
 
@@ -149,6 +267,28 @@ impl Rx {
     /// the stream.
     pub(crate) fn is_zcrx(&self) -> bool {
         matches!(self, Rx::Zcrx(_))
+    }
+
+    /// Decodes and counts a zcrx event CQE (`ZCRX_EVENTS`); `None` on the buffer ring or for
+    /// a value the kernel does not send.
+    pub(crate) fn event(&mut self, res: i32) -> Option<ZcrxEvent> {
+        match self {
+            Rx::Zcrx(z) => z.event(res),
+            Rx::Buf(_) => None,
+        }
+    }
+
+    /// Lets a zcrx event that fired fire again.
+    pub(crate) fn rearm_event(&mut self, event: ZcrxEvent) -> zcrx_ifq::Result<()> {
+        match self {
+            Rx::Zcrx(z) => z.rearm_event(event),
+            Rx::Buf(_) => Ok(()),
+        }
+    }
+
+    /// Whether this is zcrx without a device, which copies every byte by design.
+    pub(crate) fn is_no_device(&self) -> bool {
+        matches!(self, Rx::Zcrx(z) if z.is_no_device())
     }
 
     /// Whether the pool's depth can be set (the buffer ring; zcrx's free list is the kernel's).
@@ -203,6 +343,13 @@ impl Rx {
         match self {
             Rx::Buf(b) => b.flush(),
             Rx::Zcrx(z) => z.flush(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RxStats {
+        match self {
+            Rx::Buf(b) => RxStats::BufRing(b.stats()),
+            Rx::Zcrx(z) => RxStats::Zcrx(z.stats()),
         }
     }
 

@@ -8,6 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use zcrx_ifq::TeardownReport;
 
+use crate::rx::RxStats;
+
 #[derive(Default)]
 struct Inner {
     triggered: AtomicBool,
@@ -156,6 +158,7 @@ impl Drop for Wait<'_> {
 
 /// What a runtime left behind when it shut down.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Tasks still running at the deadline, which were cancelled (their futures dropped).
     pub tasks_cancelled: usize,
@@ -167,6 +170,9 @@ pub struct ShutdownReport {
     /// Kernel requests that did not finish within the grace period; their memory is leaked
     /// rather than freed under the kernel.
     pub leaked_requests: usize,
+    /// The receive pool's counters as they were when it was torn down (what
+    /// [`Runtime::rx_stats`](crate::Runtime::rx_stats) said last).
+    pub rx_stats: RxStats,
 }
 
 impl ShutdownReport {

@@ -9,13 +9,18 @@ use std::time::{Duration, Instant};
 use crate::context;
 
 /// Completes at a deadline. See [`sleep`].
+///
+/// # Panics
+/// Polled outside a runtime before its deadline: the deadline is kept by the runtime's driver,
+/// and a future cannot return an error in place of `()`.
 #[derive(Debug)]
 pub struct Sleep {
     at: Instant,
     id: Option<u64>,
 }
 
-/// Waits for `d`.
+/// Waits for `d`. Making the [`Sleep`] works anywhere; polling it needs a runtime (see its
+/// panics).
 pub fn sleep(d: Duration) -> Sleep {
     sleep_until(Instant::now() + d)
 }
@@ -87,6 +92,9 @@ impl From<Elapsed> for std::io::Error {
 
 /// Runs `fut` for at most `d`; if it has not finished, drops it (cancelling its I/O) and
 /// returns `Err(Elapsed)`.
+///
+/// # Panics
+/// Polled outside a runtime while `fut` is pending, like [`Sleep`].
 pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
     let mut fut = std::pin::pin!(fut);
     let mut sleep = std::pin::pin!(sleep(d));
@@ -109,7 +117,8 @@ pub struct Interval {
 /// Ticks at once, then every `period` (missed ticks are skipped, not bunched).
 ///
 /// # Panics
-/// If `period` is zero.
+/// If `period` is zero. [`Interval::tick`] panics when polled outside a runtime, like
+/// [`Sleep`].
 pub fn interval(period: Duration) -> Interval {
     assert!(!period.is_zero(), "interval period must be non-zero");
     Interval {

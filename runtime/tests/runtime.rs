@@ -79,7 +79,7 @@ fn dropped_recv_futures_lose_nothing() {
     let (_, tx, l) = std_sender(data.clone());
     let (drops, got) = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut got = Vec::with_capacity(data.len());
         let mut drops = 0u64;
@@ -307,7 +307,7 @@ fn shutdown_reports_held_buffers() {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let expected_len = rt.block_on(async move {
         common::rx::assert_backend();
-        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0);
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
         let mut held = vec![];
         let mut len = 0;
         while held.len() < 4 {
@@ -346,6 +346,196 @@ fn shutdown_reports_held_buffers() {
         "held bytes intact after shutdown"
     );
     drop(tx);
+}
+
+/// `rx_stats` gives the receive pool's own counters, for the backend in use, and they follow
+/// real traffic: every byte received is one delivery's, the buffers dropped go back to the
+/// kernel, the counts agree with the driver's, each thread has its own, and the shutdown
+/// report keeps the last ones. Under zcrx on Linux 7.2+ the kernel counts what it copied.
+#[test]
+fn rx_stats_follow_the_traffic() {
+    use common::rx::Rx;
+    use zcrx::RxStats;
+    const LEN: usize = 1 << 20;
+    let rt = common::builder()
+        .chunks(32)
+        .chunk_size(16 * 1024)
+        .build()
+        .unwrap();
+    let fresh = rt.rx_stats().expect("a live runtime has a pool");
+    assert_eq!(
+        (fresh.deliveries(), fresh.bytes(), fresh.no_buffers()),
+        (0, 0, 0),
+        "{fresh:?}"
+    );
+    match (common::rx::rx(), fresh) {
+        (Rx::BufRing, RxStats::BufRing(_)) | (Rx::ZcrxNodev, RxStats::Zcrx(_)) => {}
+        (want, got) => panic!("asked for {want:?}, got {got:?}"),
+    }
+    let data = pattern(31, LEN);
+    let (_, tx, l) = std_sender(data.clone());
+    let (during, completions, driver) = rt.block_on(async move {
+        common::rx::assert_backend();
+        let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
+        let mut got = Vec::with_capacity(LEN);
+        let mut completions = 0u64;
+        // Each buffer is dropped as soon as it is copied out.
+        while let Some(b) = stream.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+            completions += 1;
+        }
+        assert!(got == data, "every byte, in order");
+        // The next turns publish what came back.
+        for _ in 0..3 {
+            yield_now().await;
+        }
+        (zcrx::rx_stats().unwrap(), completions, zcrx::stats())
+    });
+    tx.join().unwrap();
+    eprintln!("{during:?}");
+    assert_eq!(during.bytes(), LEN as u64, "{during:?}");
+    assert_eq!(
+        during.deliveries(),
+        completions,
+        "one per buffer: {during:?}"
+    );
+    assert_eq!(
+        during.no_buffers(),
+        driver.no_buffers,
+        "{during:?} {driver:?}"
+    );
+    assert!(during.publishes() >= 1, "{during:?}");
+    match during {
+        RxStats::BufRing(s) => {
+            // Outside incremental mode every delivery is a chunk of its own, and all of them
+            // were dropped and collected by the flushes since.
+            assert_eq!(s.republished, s.deliveries, "{s:?}");
+            assert!(during.bufring().is_some() && during.zcrx().is_none());
+        }
+        RxStats::Zcrx(s) => {
+            // A page may carry several deliveries: fewer pages than deliveries went back.
+            assert!(
+                s.returned_chunks > 0 && s.returned_chunks <= s.deliveries,
+                "{s:?}"
+            );
+            assert!(s.rqes >= s.returned_chunks, "{s:?}");
+            assert_eq!((s.refused, s.ctrl_flush_errors), (0, 0), "{s:?}");
+            match s.kernel_copies() {
+                Some((copies, bytes)) => {
+                    // Without a device the kernel copies everything; 7.3 counts per skb
+                    // fragment, and not the bytes of an skb's linear part.
+                    assert!(copies >= 1 && copies <= s.deliveries, "{s:?}");
+                    assert!(bytes > 0 && bytes <= LEN as u64, "{s:?}");
+                    assert_eq!(s.copy_events, 1, "posted once, never re-armed: {s:?}");
+                }
+                None => eprintln!("the kernel keeps no zcrx copy statistics (7.2+) here"),
+            }
+        }
+        other => panic!("a backend the test does not know: {other:?}"),
+    }
+    let after = rt.rx_stats().unwrap();
+    assert_eq!(after.bytes(), during.bytes(), "no traffic since: {after:?}");
+    // The report keeps the last counters (the teardown delivers nothing).
+    let last = rt.shutdown().rx_stats;
+    assert_eq!(
+        (last.bytes(), last.deliveries()),
+        (after.bytes(), after.deliveries()),
+        "{last:?}"
+    );
+
+    // Per thread: the thread that received counts the bytes, the other nothing.
+    let data = pattern(32, LEN);
+    let (_, tx, l) = std_sender(data);
+    let l = std::sync::Mutex::new(Some(l));
+    let outs = common::builder()
+        .threads(2)
+        .chunks(32)
+        .chunk_size(16 * 1024)
+        .run(move |i| {
+            let l = if i == 0 {
+                l.lock().unwrap().take()
+            } else {
+                None
+            };
+            async move {
+                if let Some(l) = l {
+                    let stream = zcrx::net::TcpStream::from_std(l.accept().unwrap().0).unwrap();
+                    while stream.recv().await.unwrap().is_some() {}
+                }
+                zcrx::rx_stats().unwrap()
+            }
+        })
+        .unwrap();
+    tx.join().unwrap();
+    assert_eq!(outs[0].bytes(), LEN as u64, "{outs:?}");
+    assert_eq!(outs[1].bytes(), 0, "{outs:?}");
+}
+
+/// Outside a runtime the calls that make a listener or a stream fail with an error that says
+/// so; `spawn`, which has no error to return, panics saying the same. After
+/// `block_on` returns, its thread is outside again.
+#[test]
+fn outside_a_runtime_net_calls_fail_and_spawn_panics() {
+    use zcrx::net::TcpStream;
+    fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        std::pin::pin!(fut).poll(&mut Context::from_waker(&waker))
+    }
+    fn is_outside(e: std::io::Error) {
+        assert!(
+            e.to_string().contains("not inside a zcrx runtime")
+                && e.to_string().contains("Runtime::block_on"),
+            "{e}"
+        );
+    }
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let std_stream = std::net::TcpStream::connect(addr).unwrap();
+    let (accepted, _) = std_listener.accept().unwrap();
+    let check = || {
+        is_outside(TcpListener::bind("127.0.0.1:0").unwrap_err());
+        is_outside(TcpListener::bind_reuseport("127.0.0.1:0").unwrap_err());
+        match poll_once(TcpStream::connect(addr)) {
+            Poll::Ready(Err(e)) => is_outside(e),
+            other => panic!(
+                "connect outside a runtime: {:?}",
+                other.map(|r| r.map(|_| ()))
+            ),
+        }
+    };
+    check();
+    is_outside(TcpListener::from_std(std_listener).unwrap_err());
+    is_outside(TcpStream::from_std(accepted).unwrap_err());
+    let panic = std::panic::catch_unwind(|| zcrx::spawn(async {})).unwrap_err();
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap();
+    assert!(msg.contains("not inside a zcrx runtime"), "{msg}");
+
+    // Inside, the same calls work; once `block_on` returned they fail again.
+    let rt = common::builder()
+        .chunks(16)
+        .chunk_size(4096)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let (c, s) = (
+            TcpStream::connect(a).await.unwrap(),
+            l.accept().await.unwrap().0,
+        );
+        c.send_all(b"in").await.unwrap();
+        assert_eq!(&s.recv().await.unwrap().unwrap()[..], b"in");
+    });
+    check();
+    drop(std_stream);
 }
 
 #[test]
@@ -457,6 +647,7 @@ fn rearm_after_enobufs_and_small_cq_loses_nothing() {
     });
     let st = rt.stats();
     eprintln!("{st:?}");
+    assert_eq!(rt.rx_stats().unwrap().no_buffers(), st.no_buffers);
     assert!(
         st.no_buffers + st.cq_overflows > 0,
         "the test exercised re-arming: {st:?}"
@@ -816,7 +1007,7 @@ fn send_bufs_forwards_what_arrived_together_in_order() {
     });
     let (batches, most) = rt.block_on(async move {
         common::rx::assert_backend();
-        let from = zcrx::net::TcpStream::from_std(l_in.accept().unwrap().0);
+        let from = zcrx::net::TcpStream::from_std(l_in.accept().unwrap().0).unwrap();
         let to = zcrx::net::TcpStream::connect(out_addr).await.unwrap();
         let (mut batches, mut most) = (0u64, 0usize);
         while let Some(b) = from.recv().await.unwrap() {

@@ -47,12 +47,13 @@ impl Completion {
 
 /// What was still held by the application when a queue was torn down.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TeardownReport {
     /// Chunks still held by live [`RxBuf`]s (they stay mapped until dropped).
     pub held_chunks: u32,
     /// Bytes in those chunks that were delivered to the application.
     pub held_bytes: u64,
-    /// Per owner.
+    /// Per owner, sorted by id.
     pub owners: Vec<(OwnerId, OwnerStats)>,
     /// Chunks per state after teardown: with a clean teardown every chunk not held is in the
     /// pool.
@@ -66,6 +67,11 @@ impl TeardownReport {
     /// True when nothing was held and the kernel released the area.
     pub fn is_clean(&self) -> bool {
         self.clean && self.held_chunks == 0
+    }
+
+    /// What `owner` still held (nothing if it is not in [`owners`](Self::owners)).
+    pub fn owner(&self, owner: OwnerId) -> OwnerStats {
+        crate::chunk::owner_in(&self.owners, owner)
     }
 }
 

@@ -57,7 +57,7 @@ fn ours(l: TcpListener, t: Arc<Tally>, incremental: bool, adaptive: bool) -> Res
             });
         }
         crate::child::ready(&l)?;
-        let l = zcrx::net::TcpListener::from_std(l);
+        let l = zcrx::net::TcpListener::from_std(l)?;
         loop {
             let (s, _) = l.accept().await?;
             if t.echo() {
