@@ -555,6 +555,9 @@ impl Driver {
             return Poll::Ready(Ok(Some(buf)));
         }
         if let Some(e) = conn.error.take() {
+            // A receive error ends the request, and nothing re-arms it: the stream is at its
+            // end from here on, as a socket is after reporting ECONNRESET.
+            conn.eof = true;
             return Poll::Ready(Err(e));
         }
         if conn.eof {

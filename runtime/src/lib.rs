@@ -67,8 +67,7 @@ pub use builder::{Builder, RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use runtime::{
-    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, start, stats, yield_now,
-    Runtime,
+    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, start, stats, yield_now, Runtime,
 };
 pub use rx::RxStats;
 pub use shutdown::{ShutdownReport, ShutdownSignal};

@@ -1030,3 +1030,46 @@ fn send_bufs_forwards_what_arrived_together_in_order() {
     assert_eq!(got.len(), LEN);
     assert!(got == data, "every byte once, in order");
 }
+
+/// A receive error is reported once; the connection is then at its end: the next `recv` (and
+/// a trait read) returns `None` at once instead of waiting for a receive nobody re-armed.
+#[test]
+fn after_a_receive_error_the_stream_is_at_its_end() {
+    let rt = common::builder().build().unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&[1u8; 1000]).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            // Closing with SO_LINGER 0 sends a reset.
+            rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO)).unwrap();
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        peer.join().unwrap();
+        let mut got = 0;
+        let err = loop {
+            match timeout(Duration::from_secs(5), stream.recv()).await {
+                Ok(Ok(Some(buf))) => got += buf.len(),
+                Ok(Ok(None)) => panic!("end of stream before the reset"),
+                Ok(Err(e)) => break e,
+                Err(_) => panic!("no reset within 5 s"),
+            }
+        };
+        assert_eq!(got, 1000);
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        for _ in 0..2 {
+            let next = timeout(Duration::from_secs(2), stream.recv())
+                .await
+                .expect("recv after the error must not wait");
+            assert!(matches!(next, Ok(None)), "{next:?}");
+        }
+        let mut buf = [0u8; 16];
+        let n = timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .expect("read after the error must not wait")
+            .unwrap();
+        assert_eq!(n, 0);
+    });
+}
