@@ -73,3 +73,8 @@ pub use rx::RxStats;
 pub use shutdown::{ShutdownReport, ShutdownSignal};
 pub use zcrx_ifq as ifq;
 pub use zcrx_ifq::{OwnerId, RxBuf};
+
+/// The crate's README, compiled as a doctest so its example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
