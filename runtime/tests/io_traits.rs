@@ -21,6 +21,24 @@ use zcrx::net::{TcpListener, TcpStream};
 use zcrx::time::{sleep, timeout};
 use zcrx::{spawn, Runtime};
 
+/// Which traits the stream and a shared reference to it have.
+#[test]
+fn trait_impls() {
+    fn tokio_all<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io::AsyncBufRead>() {}
+    fn tokio_rw<T: tokio::io::AsyncRead + tokio::io::AsyncWrite>() {}
+    fn futures_all<
+        T: futures::io::AsyncRead + futures::io::AsyncWrite + futures::io::AsyncBufRead,
+    >() {
+    }
+    fn futures_rw<T: futures::io::AsyncRead + futures::io::AsyncWrite>() {}
+    fn stream<T: futures::Stream<Item = std::io::Result<zcrx::RxBuf>>>() {}
+    tokio_all::<TcpStream>();
+    tokio_rw::<&TcpStream>();
+    futures_all::<TcpStream>();
+    futures_rw::<&TcpStream>();
+    stream::<TcpStream>();
+}
+
 /// Small chunks, so that lines and reads cross chunk boundaries all the time.
 fn small_chunks() -> Runtime {
     common::builder()
@@ -68,14 +86,14 @@ async fn join<T>(t: JoinHandle<T>) -> T {
     t.join().unwrap()
 }
 
-/// A std client that connects to `addr` and writes `data` in `piece`-byte writes, pausing now
-/// and then so that the runtime's reads often find nothing and wait.
-fn paced_sender(addr: SocketAddr, data: Vec<u8>, piece: usize) -> JoinHandle<()> {
+/// A std client that connects to `addr` and writes `data` in `piece`-byte writes, pausing after
+/// every `every` writes so that the runtime's reads often find nothing and wait.
+fn paced_sender(addr: SocketAddr, data: Vec<u8>, piece: usize, every: usize) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         for (i, p) in data.chunks(piece).enumerate() {
             s.write_all(p).unwrap();
-            if i % 4 == 0 {
+            if i % every == 0 {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
@@ -84,8 +102,13 @@ fn paced_sender(addr: SocketAddr, data: Vec<u8>, piece: usize) -> JoinHandle<()>
 
 /// A runtime listener and a std client sending `data` to it; returns the accepted stream.
 async fn receive_from_std(data: Vec<u8>, piece: usize) -> (TcpStream, JoinHandle<()>) {
+    receive_paced(data, piece, 4).await
+}
+
+/// [`receive_from_std`] with a pause after every `every` writes.
+async fn receive_paced(data: Vec<u8>, piece: usize, every: usize) -> (TcpStream, JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = paced_sender(l.local_addr().unwrap(), data, piece);
+    let client = paced_sender(l.local_addr().unwrap(), data, piece, every);
     let (s, _) = l.accept().await.unwrap();
     (s, client)
 }
@@ -181,9 +204,10 @@ fn futures_read_line_across_chunks() {
     });
 }
 
-/// A runtime stream `a` accepted from std client A, and `b` connected to std server B; each
-/// peer sends its pattern and checks it receives the other's. The runtime's job is to carry the
-/// bytes both ways; returns once both peers are satisfied.
+/// A runtime stream `a` accepted from std client A, and `b` connected to std server B, with the
+/// peers' threads: A sends `to_b` bytes of one pattern and B `to_a` of another, and each checks
+/// it receives exactly the other's once the stream it reads ends. The test's job is to carry
+/// the bytes across.
 async fn proxy_pair(
     to_b: usize,
     to_a: usize,
@@ -295,7 +319,7 @@ fn dropped_read_futures_lose_nothing() {
     let len = 6 << 20;
     rt.block_on(async move {
         common::rx::assert_backend();
-        let (mut stream, client) = receive_from_std(pattern(21, len), 7919).await;
+        let (mut stream, client) = receive_paced(pattern(21, len), 7919, 1).await;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut got = Vec::with_capacity(len);
         let mut buf = vec![0u8; 20_000];
@@ -333,6 +357,7 @@ fn dropped_read_futures_lose_nothing() {
             }
         }
         join(client).await;
+        eprintln!("{drops} read futures dropped");
         assert!(drops > 100, "only {drops} read futures were dropped");
         assert_eq!(got.len(), len);
         assert!(
@@ -528,6 +553,7 @@ fn dropped_write_futures_keep_the_stream_exact() {
         }
         AsyncWriteExt::shutdown(&mut s).await.unwrap();
         let got = join(server).await;
+        eprintln!("{drops} write futures dropped");
         assert!(drops > 50, "only {drops} write futures were dropped");
         let head = b"hello world, again";
         assert_eq!(&got[..head.len()], head);
