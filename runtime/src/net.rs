@@ -260,7 +260,13 @@ impl Drop for TcpListener {
 ///   write of the same bytes takes part of it; a write of other bytes means the earlier one
 ///   was abandoned: its bytes stay sent, uncounted, and the new ones follow them. Unlike
 ///   tokio's own `TcpStream`, where `Pending` means nothing was written, a dropped write here
-///   may have written.
+///   may have written. "The same data" is recognised without comparing bytes when the write
+///   comes from the same memory (the first byte at the same address, at least as long), and
+///   by comparing them otherwise: do not rewrite a buffer in place while a write of it is
+///   pending and then write it again.
+/// - `poll_write_vectored` gathers the slices (up to [`WRITE_MAX`] bytes) into the one copy
+///   that is sent, so hyper's header and body go out in one send; the copy's allocation is
+///   reused from one write to the next.
 /// - `poll_flush` waits for such a send left in flight (and reports its error); a later
 ///   `poll_write` of the same data still gets its count.
 /// - `poll_shutdown` (`poll_close` in `futures-io`) waits for a send in flight, then shuts the
@@ -276,6 +282,8 @@ pub struct TcpStream {
     /// The write side of the I/O traits: the send in flight, or the shutdown.
     #[cfg_attr(not(any(feature = "tokio", feature = "futures-io")), allow(dead_code))]
     write: Cell<rw::WriteState>,
+    /// The allocation of the last trait write's copy, reused by the next one.
+    write_spare: Cell<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TcpStream {
@@ -322,6 +330,7 @@ impl TcpStream {
             fd,
             held: Cell::new(None),
             write: Cell::new(rw::WriteState::default()),
+            write_spare: Cell::new(Vec::new()),
         }
     }
 

@@ -599,3 +599,49 @@ fn one_chunk_limit_and_small_consumes() {
         assert_nothing_held().await;
     });
 }
+
+/// Vectored writes gather header and body into one send, byte-exact over many writes of
+/// varying shapes (tokio's `write_vectored` and futures' `write_vectored`), larger than one
+/// write can take (the rest goes in the next call).
+#[test]
+fn vectored_writes_are_exact() {
+    use std::io::IoSlice;
+
+    let rt = small_chunks();
+    rt.block_on(async {
+        common::rx::assert_backend();
+        let data = pattern(77, 3 << 20);
+        let (mut s, server) = connect_to_std_reader().await;
+        assert!(tokio::io::AsyncWrite::is_write_vectored(&s));
+        let mut off = 0;
+        let mut shape = 0usize;
+        while off < data.len() {
+            // A "header" of 1..64 bytes and a "body" of up to 200 KiB, as hyper writes them.
+            shape += 1;
+            let head = (shape % 64 + 1).min(data.len() - off);
+            let body = ((shape * 7919) % (200 << 10)).min(data.len() - off - head);
+            let bufs = [
+                IoSlice::new(&data[off..off + head]),
+                IoSlice::new(&data[off + head..off + head + body]),
+            ];
+            let n = if shape % 2 == 0 {
+                tokio::io::AsyncWriteExt::write_vectored(&mut s, &bufs)
+                    .await
+                    .unwrap()
+            } else {
+                futures::io::AsyncWriteExt::write_vectored(&mut &s, &bufs)
+                    .await
+                    .unwrap()
+            };
+            assert!(
+                n > 0 && n <= head + body && n <= zcrx::net::WRITE_MAX,
+                "{n}"
+            );
+            off += n;
+        }
+        tokio::io::AsyncWriteExt::shutdown(&mut s).await.unwrap();
+        let got = join(server).await;
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes differ");
+    });
+}

@@ -31,17 +31,70 @@ pub(super) enum WriteState {
     /// Nothing in flight.
     #[default]
     Idle,
-    /// A send of a copy of the caller's bytes (the request's slot owns the copy).
-    Sending(Op),
+    /// A send of a copy of the caller's bytes (the request's slot owns the copy), and where
+    /// those bytes came from.
+    Sending(Op, Origin),
     /// A send that completed before a `poll_write` took all of its result (a flush waited for
     /// it, or a shorter write took part of it): its error (`res < 0`), or the bytes it sent that
     /// no write has been credited with yet, `bytes[at..]`. A `poll_write` whose buffer begins
     /// with them (or is a prefix of them) gets the credit.
-    Sent { res: i32, bytes: Vec<u8>, at: usize },
+    Sent {
+        res: i32,
+        bytes: Vec<u8>,
+        at: usize,
+        origin: Origin,
+    },
     /// `shutdown(SHUT_WR)` in flight.
     ShuttingDown(Op),
     /// The write side is shut down.
     Shut,
+}
+
+/// Where a send's copy came from: the address of the caller's first byte and how many bytes
+/// its buffers held. A write polled again with the same memory after `Pending` (what
+/// `write_all` and hyper do) is recognised by it without comparing the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Origin {
+    addr: usize,
+    len: usize,
+}
+
+impl Origin {
+    fn of(bufs: &[io::IoSlice<'_>]) -> Self {
+        Self {
+            addr: bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(0, |b| b.as_ptr() as usize),
+            len: bufs.iter().map(|b| b.len()).sum(),
+        }
+    }
+}
+
+/// Whether the concatenation of `bufs` begins with `prefix`.
+fn starts_with(bufs: &[io::IoSlice<'_>], mut prefix: &[u8]) -> bool {
+    for b in bufs {
+        if prefix.is_empty() {
+            break;
+        }
+        let k = b.len().min(prefix.len());
+        if b[..k] != prefix[..k] {
+            return false;
+        }
+        prefix = &prefix[k..];
+    }
+    prefix.is_empty()
+}
+
+/// Whether `bytes` begins with the concatenation of `bufs`.
+fn is_prefix_of(bufs: &[io::IoSlice<'_>], mut bytes: &[u8]) -> bool {
+    for b in bufs {
+        if b.len() > bytes.len() || b[..] != bytes[..b.len()] {
+            return false;
+        }
+        bytes = &bytes[b.len()..];
+    }
+    true
 }
 
 impl TcpStream {
@@ -158,53 +211,88 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
+        self.poll_write_gather(cx, &[io::IoSlice::new(buf)])
+    }
+
+    /// `poll_write_vectored`: as [`poll_write_copy`](Self::poll_write_copy), gathering the
+    /// slices (up to [`WRITE_MAX`] bytes in all) into the one copy that is sent, so a header
+    /// and a body go out in one send.
+    pub(super) fn poll_write_gather(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let origin = Origin::of(bufs);
+        if origin.len == 0 {
             return Poll::Ready(Ok(0));
         }
         self.with_write(|st| loop {
             match st {
                 WriteState::Idle | WriteState::Shut => {
-                    let n = buf.len().min(WRITE_MAX);
-                    // The request's slot owns the copy until the kernel is done with it.
-                    let copy: Vec<u8> = Vec::from(&buf[..n]);
-                    *st = WriteState::Sending(self.send_op(copy, false));
+                    // The request's slot owns the copy until the kernel is done with it; the
+                    // allocation of the last one is reused.
+                    let mut copy = self.write_spare.take();
+                    copy.clear();
+                    for b in bufs {
+                        let room = WRITE_MAX - copy.len();
+                        if room == 0 {
+                            break;
+                        }
+                        copy.extend_from_slice(&b[..b.len().min(room)]);
+                    }
+                    *st = WriteState::Sending(self.send_op(copy, false), origin);
                 }
-                WriteState::Sending(_) | WriteState::ShuttingDown(_) => {
-                    ready!(poll_in_flight(st, cx))?;
+                WriteState::Sending(..) | WriteState::ShuttingDown(_) => {
+                    ready!(self.poll_in_flight(st, cx))?;
                 }
-                WriteState::Sent { res, bytes, at } => {
+                WriteState::Sent {
+                    res,
+                    bytes,
+                    at,
+                    origin: from,
+                } => {
                     if *res < 0 {
                         let res = *res;
-                        *st = WriteState::Idle;
+                        self.recycle(std::mem::take(st));
                         return Poll::Ready(Err(errno(res)));
                     }
                     let sent = &bytes[*at..];
-                    if buf.starts_with(sent) {
-                        // The usual case: polled again with the same data.
+                    // The usual case: polled again with the same data, from the same memory
+                    // (then the bytes are not compared), or from elsewhere with equal bytes.
+                    let same_memory =
+                        *at == 0 && from.addr == origin.addr && origin.len >= from.len;
+                    if same_memory || starts_with(bufs, sent) {
                         let n = sent.len();
-                        *st = WriteState::Idle;
+                        self.recycle(std::mem::take(st));
                         return Poll::Ready(Ok(n));
                     }
-                    if sent.starts_with(buf) {
+                    if is_prefix_of(bufs, sent) {
                         // A shorter write of the same bytes: it takes part of the credit.
-                        *at += buf.len();
-                        return Poll::Ready(Ok(buf.len()));
+                        *at += origin.len;
+                        return Poll::Ready(Ok(origin.len));
                     }
                     // The write that sent those bytes was abandoned: they stay sent, and this
                     // buffer follows them.
-                    *st = WriteState::Idle;
+                    self.recycle(std::mem::take(st));
                 }
             }
         })
     }
 
+    /// Keeps a finished send's buffer for the next write's copy.
+    fn recycle(&self, st: WriteState) {
+        if let WriteState::Sent { bytes, .. } = st {
+            self.write_spare.set(bytes);
+        }
+    }
+
     /// `poll_flush`: waits for a send (or shutdown) in flight; reports a failed send.
     pub(super) fn poll_flush_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.with_write(|st| {
-            ready!(poll_in_flight(st, cx))?;
+            ready!(self.poll_in_flight(st, cx))?;
             if let WriteState::Sent { res, .. } = *st {
                 if res < 0 {
-                    *st = WriteState::Idle;
+                    self.recycle(std::mem::take(st));
                     return Poll::Ready(Err(errno(res)));
                 }
             }
@@ -217,15 +305,16 @@ impl TcpStream {
     pub(super) fn poll_shutdown_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.with_write(|st| loop {
             match st {
-                WriteState::Sending(_) | WriteState::ShuttingDown(_) => {
-                    ready!(poll_in_flight(st, cx))?;
+                WriteState::Sending(..) | WriteState::ShuttingDown(_) => {
+                    ready!(self.poll_in_flight(st, cx))?;
                 }
                 WriteState::Sent { res, .. } if *res < 0 => {
                     let res = *res;
-                    *st = WriteState::Idle;
+                    self.recycle(std::mem::take(st));
                     return Poll::Ready(Err(errno(res)));
                 }
                 WriteState::Idle | WriteState::Sent { .. } => {
+                    self.recycle(std::mem::take(st));
                     *st = WriteState::ShuttingDown(self.shutdown_op(Shutdown::Write));
                 }
                 WriteState::Shut => return Poll::Ready(Ok(())),
@@ -234,25 +323,32 @@ impl TcpStream {
     }
 }
 
-/// Waits for the request in flight in `st`, if any: a send becomes [`WriteState::Sent`], a
-/// shutdown [`WriteState::Shut`] (or, failed, `Idle` and the error).
-fn poll_in_flight(st: &mut WriteState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    let op = match st {
-        WriteState::Sending(op) | WriteState::ShuttingDown(op) => op,
-        _ => return Poll::Ready(Ok(())),
-    };
-    let (res, _, keep) = ready!(Pin::new(op).poll(cx));
-    match std::mem::take(st) {
-        WriteState::Sending(_) => {
-            let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
-            bytes.truncate(res.max(0) as usize);
-            *st = WriteState::Sent { res, bytes, at: 0 };
-            Poll::Ready(Ok(()))
-        }
-        _ if res < 0 => Poll::Ready(Err(errno(res))),
-        _ => {
-            *st = WriteState::Shut;
-            Poll::Ready(Ok(()))
+impl TcpStream {
+    /// Waits for the request in flight in `st`, if any: a send becomes [`WriteState::Sent`], a
+    /// shutdown [`WriteState::Shut`] (or, failed, `Idle` and the error).
+    fn poll_in_flight(&self, st: &mut WriteState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let op = match st {
+            WriteState::Sending(op, _) | WriteState::ShuttingDown(op) => op,
+            _ => return Poll::Ready(Ok(())),
+        };
+        let (res, _, keep) = ready!(Pin::new(op).poll(cx));
+        match std::mem::take(st) {
+            WriteState::Sending(_, origin) => {
+                let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
+                bytes.truncate(res.max(0) as usize);
+                *st = WriteState::Sent {
+                    res,
+                    bytes,
+                    at: 0,
+                    origin,
+                };
+                Poll::Ready(Ok(()))
+            }
+            _ if res < 0 => Poll::Ready(Err(errno(res))),
+            _ => {
+                *st = WriteState::Shut;
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
