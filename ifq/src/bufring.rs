@@ -42,7 +42,9 @@ use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
 use crate::refill::pbuf::PbufProducer;
 use crate::sys::mmap::Mmap;
-use crate::sys::ring::{patch_sqe_u32, read_buf_entry, write_buf_entry, BufReg, SharedU16};
+#[cfg(feature = "sim")]
+use crate::sys::ring::read_buf_entry;
+use crate::sys::ring::{patch_sqe_u32, write_buf_entry, BufReg, SharedU16};
 
 /// `IOU_PBUF_RING_INC`: incremental buffer consumption (6.12).
 const IOU_PBUF_RING_INC: u16 = 2;
@@ -170,7 +172,9 @@ impl BufRing {
     }
 
     /// A buffer ring that is not registered with any io_uring: completions come from the caller
-    /// (a model of the kernel in tests and benchmarks). Everything else is the real code.
+    /// (a model of the kernel in tests and benchmarks). Everything else is the real code. Only
+    /// with the `sim` feature.
+    #[cfg(feature = "sim")]
     #[doc(hidden)]
     pub fn simulated(area: Area, config: BufRingConfig) -> Result<Self> {
         let (ring_mem, entries) = ring_memory(&area)?;
@@ -230,6 +234,7 @@ impl BufRing {
     }
 
     /// Simulated mode: reads ring slot `slot` as the kernel would: `(addr, len, bid)`.
+    #[cfg(feature = "sim")]
     #[doc(hidden)]
     pub fn sim_entry(&self, slot: u16) -> (u64, u32, u16) {
         let slot = usize::from(slot) & (self.producer.entries() as usize - 1);
@@ -239,23 +244,34 @@ impl BufRing {
     }
 
     /// Simulated mode: the published tail, as the kernel would read it.
+    #[cfg(feature = "sim")]
     #[doc(hidden)]
     pub fn sim_tail(&self) -> u16 {
         self.tail.load_acquire()
     }
 
     /// Simulated mode: the kernel's copy of received bytes into the area at `addr` (an address
-    /// taken from a ring entry). Panics if the range is outside the area.
+    /// taken from a ring entry).
+    ///
+    /// # Safety
+    /// No [`RxBuf`](crate::RxBuf) may cover any byte of the range, and none may be created over
+    /// it during the call: the model writes only chunks the kernel side owns, as the kernel
+    /// would. (Incremental mode hands out the front of a chunk while the kernel keeps filling
+    /// its back: writing past what was delivered is fine.)
+    ///
+    /// # Panics
+    /// If the range leaves the area, or the ring is registered with a kernel.
+    #[cfg(feature = "sim")]
     #[doc(hidden)]
-    pub fn sim_kernel_write(&self, addr: u64, data: &[u8]) {
+    pub unsafe fn sim_kernel_write(&self, addr: u64, data: &[u8]) {
         assert!(self.ring_fd.is_none(), "only in simulated mode");
         let area = self.core.area();
         let off = addr
             .checked_sub(area.addr())
             .expect("address below the area") as usize;
         assert!(off + data.len() <= area.len(), "write past the area");
-        // SAFETY: the range is inside the live mapping (checked). Whether a handle is reading
-        // these bytes is exactly what the tests that call this check, by content.
+        // SAFETY: the range is inside the live mapping (checked); the caller vouches that no
+        // handle covers it.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), area.base().add(off), data.len()) };
     }
 

@@ -121,7 +121,7 @@ pub enum Interface {
 ///
 /// Before 6.19 there is no query: [`queried`](Self::queried) is false and the values are the
 /// 6.15-6.18 rules (no registration flags, no control operations, and a refill header that fits
-/// in [`RQ_HEADER_RESERVE`](abi_info::RQ_HEADER_RESERVE) bytes).
+/// in [`abi_info::RQ_HEADER_RESERVE`] bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ZcrxFeatures {
@@ -580,6 +580,8 @@ pub struct ZcrxIfq {
     kernel_stats: Option<SharedStats>,
     /// The refill region's memfd, for an exportable queue.
     region_fd: Option<OwnedFd>,
+    /// Built by `simulated` (the `sim` feature): the `sim_*` hooks check it.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     simulated: bool,
     stats: ZcrxStats,
 }
@@ -1065,6 +1067,7 @@ impl ZcrxIfq {
         }
     }
 
+    #[cfg(feature = "sim")]
     /// A queue whose registration is simulated: the refill region is allocated here with the
     /// 6.18 layout (head at 0, tail at 4, entries at 64) and no kernel is involved. Tests drive
     /// the kernel side with the `sim_*` methods.
@@ -1102,6 +1105,7 @@ impl ZcrxIfq {
         Ok(this)
     }
 
+    #[cfg(feature = "sim")]
     fn assert_simulated(&self) {
         assert!(
             self.simulated,
@@ -1109,6 +1113,7 @@ impl ZcrxIfq {
         );
     }
 
+    #[cfg(feature = "sim")]
     /// Simulation: the kernel side loads the refill tail (acquire).
     #[doc(hidden)]
     pub fn sim_tail(&self) -> u32 {
@@ -1116,6 +1121,7 @@ impl ZcrxIfq {
         self.rq.sim_tail()
     }
 
+    #[cfg(feature = "sim")]
     /// Simulation: the kernel side reads refill entry `index` (masked) as `(off, len, pad)`.
     #[doc(hidden)]
     pub fn sim_read_rqe(&self, index: u32) -> (u64, u32, u32) {
@@ -1123,6 +1129,7 @@ impl ZcrxIfq {
         self.rq.sim_read(index)
     }
 
+    #[cfg(feature = "sim")]
     /// Simulation: the kernel side stores its head (release).
     #[doc(hidden)]
     pub fn sim_set_head(&self, head: u32) {
@@ -1130,6 +1137,7 @@ impl ZcrxIfq {
         self.rq.sim_set_head(head);
     }
 
+    #[cfg(feature = "sim")]
     /// Simulation: the "NIC" writes `data` into the area at `area_offset`.
     ///
     /// # Safety
@@ -1365,6 +1373,7 @@ impl ZcrxIfq {
         Ok(this)
     }
 
+    #[cfg(feature = "sim")]
     /// Test support, against a real kernel: writes `entries` (`(off, len, pad)`, hostile ones
     /// included) into the refill ring after the last published entry, then publishes `tail`
     /// (default: just past them) and, if given, stores `head` into the kernel's head word. The
@@ -1397,6 +1406,7 @@ impl ZcrxIfq {
         }
     }
 
+    #[cfg(feature = "sim")]
     /// Test support: `ZCRX_CTRL_FLUSH_RQ` once, now, whatever the queue's state; the kernel's
     /// answer as an errno.
     #[doc(hidden)]
@@ -1405,6 +1415,7 @@ impl ZcrxIfq {
         abi::ctrl_flush_rq(ring.as_fd(), self.zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
     }
 
+    #[cfg(feature = "sim")]
     /// Test support: `ZCRX_CTRL_FLUSH_RQ` for another id on this queue's ring.
     #[doc(hidden)]
     pub fn raw_ctrl_flush_id(&self, zcrx_id: u32) -> std::result::Result<(), i32> {
@@ -1412,6 +1423,7 @@ impl ZcrxIfq {
         abi::ctrl_flush_rq(ring.as_fd(), zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
     }
 
+    #[cfg(feature = "sim")]
     /// Simulation: sets the per-owner limit.
     #[doc(hidden)]
     pub fn sim_set_owner_limit(&mut self, bytes: Option<u64>) {

@@ -451,6 +451,7 @@ impl RefillRing {
         unsafe { write_rqe(self.rqes.add(at), off, 0) }
     }
 
+    #[cfg(feature = "sim")]
     /// Writes slot `slot` (masked) with any bytes, hostile ones included: for tests of what
     /// the kernel does with bad refill entries.
     ///
@@ -468,21 +469,25 @@ impl RefillRing {
         }
     }
 
+    #[cfg(feature = "sim")]
     /// Stores any value into the head word (the kernel's), for tests of garbage indices.
     pub(crate) fn store_head_raw(&self, head: u32) {
         self.head.store_release(head);
     }
 
+    #[cfg(feature = "sim")]
     /// The kernel side, for simulations: loads our tail (acquire).
     pub(crate) fn sim_tail(&self) -> u32 {
         self.tail.load_acquire()
     }
 
+    #[cfg(feature = "sim")]
     /// The kernel side, for simulations: stores the head (release).
     pub(crate) fn sim_set_head(&self, head: u32) {
         self.head.store_release(head);
     }
 
+    #[cfg(feature = "sim")]
     /// The kernel side, for simulations: reads refill entry `slot` (masked) as
     /// `(off, len, pad)`. Only meaningful for a published slot.
     pub(crate) fn sim_read(&self, slot: u32) -> (u64, u32, u32) {

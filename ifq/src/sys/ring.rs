@@ -50,6 +50,7 @@ impl SharedU16 {
         unsafe { &*self.0 }.store(v, Ordering::Release)
     }
 
+    #[cfg(feature = "sim")]
     pub(crate) fn load_acquire(self) -> u16 {
         // SAFETY: per `new`'s contract.
         unsafe { &*self.0 }.load(Ordering::Acquire)
@@ -77,6 +78,7 @@ pub(crate) unsafe fn write_buf_entry(entry: *mut u8, addr: u64, len: u32, bid: u
     }
 }
 
+#[cfg(feature = "sim")]
 /// Reads one provided-buffer entry back (simulated kernel).
 ///
 /// # Safety
