@@ -26,6 +26,7 @@ pub mod bufring;
 pub mod chunk;
 pub mod completion;
 pub mod error;
+pub mod nic;
 pub mod probe;
 pub mod refill;
 mod returns;

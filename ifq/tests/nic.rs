@@ -1,0 +1,154 @@
+//! The NIC settings reader, checker and apply against the running kernel: loopback and veth on
+//! the host (no ring parameters), virtio_net in the guest (`--virtio-net 2`), a zcrx-capable NIC
+//! when `ZCRX_IFNAME` and `ZCRX_QUEUE` name one.
+
+use zcrx_ifq::nic::{self, NicError, Read, StepKind, StepStatus};
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Interfaces with a `virtio_net` driver, sorted (the guest names them eth0, eth1, ...).
+fn virtio_nets() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            std::fs::read_link(format!("/sys/class/net/{n}/device/driver"))
+                .map(|p| p.ends_with("virtio_net"))
+                .unwrap_or(false)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn unknown_interface_is_a_typed_error() {
+    assert_eq!(
+        nic::read("nosuchif0").unwrap_err(),
+        NicError::UnknownInterface("nosuchif0".into())
+    );
+    assert!(matches!(
+        nic::apply("nosuchif0", 0),
+        Err(NicError::UnknownInterface(_))
+    ));
+}
+
+#[test]
+fn loopback_has_no_ring_params_and_apply_changes_nothing() {
+    let before = nic::read("lo").unwrap();
+    println!("{before:#?}");
+    assert_eq!(before.driver, None);
+    assert!(
+        matches!(before.rings, Read::NotSupported(_)),
+        "{:?}",
+        before.rings
+    );
+    let check = nic::check(&before, 0).unwrap();
+    println!("{check}");
+    assert!(matches!(
+        check.step(StepKind::HeaderSplit).unwrap().status,
+        StepStatus::Unsupported(_)
+    ));
+    assert!(!check.ready());
+    let err = nic::apply("lo", 0).unwrap_err();
+    assert!(matches!(err, NicError::NotSupported { .. }), "{err:?}");
+    if let Some(n) = before.rx_queue_count() {
+        assert!(matches!(
+            nic::apply("lo", n),
+            Err(NicError::QueueOutOfRange { .. })
+        ));
+    }
+    assert_eq!(nic::read("lo").unwrap(), before);
+}
+
+#[test]
+fn veth_has_no_ring_params_and_apply_changes_nothing() {
+    if !is_root() {
+        println!("skipped: needs root to create a veth pair");
+        return;
+    }
+    let ok = std::process::Command::new("ip")
+        .args([
+            "link", "add", "zcnic0", "type", "veth", "peer", "name", "zcnic1",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("skipped: `ip link add ... type veth` failed (no veth module or no ip)");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        let before = nic::read("zcnic0").unwrap();
+        println!("{before:#?}");
+        let check = nic::check(&before, 0).unwrap();
+        println!("{check}");
+        assert!(!check.ready());
+        let err = nic::apply("zcnic0", 0).unwrap_err();
+        println!("apply: {err}");
+        assert!(matches!(err, NicError::NotSupported { .. }), "{err:?}");
+        assert_eq!(nic::read("zcnic0").unwrap(), before);
+    });
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "zcnic0"])
+        .status();
+    result.unwrap();
+}
+
+#[test]
+fn virtio_net_reports_no_header_split() {
+    let nics = virtio_nets();
+    if nics.is_empty() {
+        println!("skipped: no virtio_net interface (the guest's --virtio-net N gives them)");
+        return;
+    }
+    for ifname in &nics {
+        let before = nic::read(ifname).unwrap();
+        println!("{before:#?}");
+        assert_eq!(before.driver.as_deref(), Some("virtio_net"));
+        let channels = before
+            .channels
+            .value()
+            .expect("virtio_net reports channels");
+        assert!(channels.rx_queues() >= 1, "{channels:?}");
+        let queues = before.rx_queues.value().expect("netdev lists the queues");
+        assert_eq!(queues.len() as u32, before.rx_queue_count().unwrap());
+        let check = nic::check(&before, 0).unwrap();
+        println!("{check}");
+        assert!(matches!(
+            check.step(StepKind::HeaderSplit).unwrap().status,
+            StepStatus::Unsupported(_)
+        ));
+        let err = nic::apply(ifname, 0).unwrap_err();
+        println!("apply: {err}");
+        assert!(matches!(err, NicError::NotSupported { .. }), "{err:?}");
+        let n = before.rx_queue_count().unwrap();
+        assert!(matches!(
+            nic::apply(ifname, n),
+            Err(NicError::QueueOutOfRange { .. })
+        ));
+        assert_eq!(nic::read(ifname).unwrap(), before);
+    }
+}
+
+#[test]
+#[ignore = "needs a zcrx-capable NIC: set ZCRX_IFNAME and ZCRX_QUEUE and run with --ignored"]
+fn capable_nic_apply_and_restore() {
+    let (Ok(ifname), Ok(queue)) = (std::env::var("ZCRX_IFNAME"), std::env::var("ZCRX_QUEUE"))
+    else {
+        panic!("set ZCRX_IFNAME and ZCRX_QUEUE to a zcrx-capable NIC queue");
+    };
+    let queue: u32 = queue.parse().expect("ZCRX_QUEUE is a number");
+    let before = nic::read(&ifname).unwrap();
+    let applied = nic::apply(&ifname, queue).unwrap();
+    let during = nic::check(&nic::read(&ifname).unwrap(), queue).unwrap();
+    println!("{during}");
+    assert_eq!(
+        during.step(StepKind::HeaderSplit).unwrap().status,
+        StepStatus::Done
+    );
+    applied.restore().unwrap();
+    assert_eq!(nic::read(&ifname).unwrap().rings, before.rings);
+}
