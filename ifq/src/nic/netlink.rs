@@ -78,9 +78,9 @@ impl ReqError {
 
 // The kernel's internal ENOTSUPP (524) leaks out of some drivers.
 mod libc {
-    pub const EPERM: i32 = 1;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const ENOTSUPP_: i32 = 524;
+    pub(super) const EPERM: i32 = 1;
+    pub(super) const EOPNOTSUPP: i32 = 95;
+    pub(super) const ENOTSUPP_: i32 = 524;
 }
 
 fn nl_err(e: NlError<u16, Msg>) -> ReqError {
