@@ -6,14 +6,15 @@
 //! buffers that have already arrived. Whatever is not consumed stays held, and the native
 //! receive API hands it back first.
 //!
-//! Writing copies the caller's bytes into an owned buffer, submits one send, and keeps the
-//! request in the stream's [`WriteState`] until a poll sees it complete.
+//! Writing copies the caller's bytes (one slice or several, gathered) into an owned buffer whose
+//! allocation is reused from write to write, submits one send, and keeps the request in the
+//! stream's [`WriteState`] until a poll sees it complete.
 
 // Without a trait feature only `read` uses this module.
 #![cfg_attr(not(any(feature = "tokio", feature = "futures-io")), allow(dead_code))]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -25,9 +26,22 @@ use crate::op::Op;
 /// in several calls (`write_all` loops).
 pub const WRITE_MAX: usize = 128 * 1024;
 
-/// The write side of the I/O traits.
+/// The write side of the I/O traits: what is in flight, and the allocations kept across writes.
 #[derive(Default)]
-pub(super) enum WriteState {
+pub(super) struct WriteState {
+    phase: Phase,
+    /// The allocation of the last completed send's buffer, emptied, for the next write's copy
+    /// (at most [`WRITE_MAX`] bytes of capacity are kept).
+    spare: Vec<u8>,
+    /// Where the bytes of the send in flight (or [`Phase::Sent`]) came from: the address and
+    /// length of each non-empty caller slice it copied from, in order (its allocation is
+    /// kept too).
+    src: Vec<(usize, usize)>,
+}
+
+/// What the write side is doing.
+#[derive(Default)]
+enum Phase {
     /// Nothing in flight.
     #[default]
     Idle,
@@ -42,6 +56,78 @@ pub(super) enum WriteState {
     ShuttingDown(Op),
     /// The write side is shut down.
     Shut,
+}
+
+impl WriteState {
+    /// Back to `Idle`, keeping the sent buffer's allocation for the next copy.
+    fn idle(&mut self) {
+        if let Phase::Sent { bytes, .. } = std::mem::take(&mut self.phase) {
+            if bytes.capacity() <= WRITE_MAX {
+                self.spare = bytes;
+            }
+        }
+    }
+}
+
+/// The bytes of `bufs`, in order, as one sequence of (non-empty) slices.
+fn chunks<'a>(bufs: &'a [IoSlice<'_>]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    bufs.iter().map(|b| &**b).filter(|b| !b.is_empty())
+}
+
+/// How much of `sent` (the bytes a completed send took, all of them not yet credited, and
+/// copied from the slices recorded in `src`) the retry `bufs` is credited with: `Some(n)` if
+/// `bufs` begins with all `n` of `sent`, or is a prefix of them; `None` if `bufs` holds other
+/// bytes (the write that sent them was abandoned).
+///
+/// The cheap rule: if `bufs` begins with the very slices the send copied (same addresses, the
+/// same lengths, the last one as long or longer) and agrees with `sent` on the first and last
+/// byte, it is the same write polled again: the caller still holds the bytes it had us send.
+/// Anything else is compared byte by byte.
+fn credit(sent: &[u8], src: Option<&[(usize, usize)]>, bufs: &[IoSlice<'_>]) -> Option<usize> {
+    if let Some(src) = src {
+        if same_slices(sent, src, bufs) {
+            return Some(sent.len());
+        }
+    }
+    // Byte by byte: `bufs` begins with `sent`, or `sent` with all of `bufs`.
+    let mut rest = sent;
+    for b in chunks(bufs) {
+        let k = b.len().min(rest.len());
+        if b[..k] != rest[..k] {
+            return None;
+        }
+        rest = &rest[k..];
+        if rest.is_empty() {
+            return Some(sent.len());
+        }
+    }
+    Some(sent.len() - rest.len())
+}
+
+/// Whether `bufs` begins with the slices of `src` that the `sent.len()` bytes were copied from
+/// (the last one at least as long as what was taken of it), and has `sent`'s first and last
+/// bytes there.
+fn same_slices(sent: &[u8], src: &[(usize, usize)], bufs: &[IoSlice<'_>]) -> bool {
+    let (Some(&first), Some(&last)) = (sent.first(), sent.last()) else {
+        return false;
+    };
+    let mut left = sent.len();
+    let mut got = chunks(bufs);
+    let mut head = None;
+    for &(addr, len) in src {
+        let Some(b) = got.next() else { return false };
+        let take = len.min(left);
+        // Every slice but the last must be the one copied, whole; the last may have grown.
+        if b.as_ptr() as usize != addr || b.len() < take || (take < left && b.len() != len) {
+            return false;
+        }
+        head.get_or_insert(b[0]);
+        left -= take;
+        if left == 0 {
+            return head == Some(first) && b[take - 1] == last;
+        }
+    }
+    false
 }
 
 impl TcpStream {
@@ -150,49 +236,73 @@ impl TcpStream {
         r
     }
 
-    /// `poll_write`: copies up to [`WRITE_MAX`] bytes of `buf`, sends them, and returns the
-    /// count once the send completes. See the type's docs ("Cancellation") for a write that is
-    /// abandoned after `Pending`.
+    /// `poll_write`: [`poll_write_gather`](Self::poll_write_gather) of one slice.
     pub(super) fn poll_write_copy(
         &self,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
+        self.poll_write_gather(cx, &[IoSlice::new(buf)])
+    }
+
+    /// `poll_write_vectored`: copies up to [`WRITE_MAX`] bytes of `bufs`, in order, into one
+    /// owned buffer (the allocation of the previous write's, reused), sends them in one send,
+    /// and returns the count once the send completes. See the type's docs ("Cancellation") for
+    /// a write that is abandoned after `Pending`.
+    pub(super) fn poll_write_gather(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if chunks(bufs).next().is_none() {
             return Poll::Ready(Ok(0));
         }
-        self.with_write(|st| loop {
-            match st {
-                WriteState::Idle | WriteState::Shut => {
-                    let n = buf.len().min(WRITE_MAX);
+        self.with_write(|w| loop {
+            match &mut w.phase {
+                Phase::Idle | Phase::Shut => {
                     // The request's slot owns the copy until the kernel is done with it.
-                    let copy: Vec<u8> = Vec::from(&buf[..n]);
-                    *st = WriteState::Sending(self.send_op(copy, false));
+                    let mut copy = std::mem::take(&mut w.spare);
+                    copy.clear();
+                    w.src.clear();
+                    let total: usize = chunks(bufs).map(<[u8]>::len).sum();
+                    copy.reserve_exact(total.min(WRITE_MAX));
+                    for b in chunks(bufs) {
+                        let k = b.len().min(WRITE_MAX - copy.len());
+                        copy.extend_from_slice(&b[..k]);
+                        w.src.push((b.as_ptr() as usize, b.len()));
+                        if copy.len() == WRITE_MAX {
+                            break;
+                        }
+                    }
+                    w.phase = Phase::Sending(self.send_op(copy, false));
                 }
-                WriteState::Sending(_) | WriteState::ShuttingDown(_) => {
-                    ready!(poll_in_flight(st, cx))?;
+                Phase::Sending(_) | Phase::ShuttingDown(_) => {
+                    ready!(poll_in_flight(&mut w.phase, cx))?;
                 }
-                WriteState::Sent { res, bytes, at } => {
+                Phase::Sent { res, bytes, at } => {
                     if *res < 0 {
                         let res = *res;
-                        *st = WriteState::Idle;
+                        w.idle();
                         return Poll::Ready(Err(errno(res)));
                     }
                     let sent = &bytes[*at..];
-                    if buf.starts_with(sent) {
+                    // The slices are known only for the whole of the send's bytes.
+                    let src = (*at == 0).then_some(&w.src[..]);
+                    match credit(sent, src, bufs) {
                         // The usual case: polled again with the same data.
-                        let n = sent.len();
-                        *st = WriteState::Idle;
-                        return Poll::Ready(Ok(n));
-                    }
-                    if sent.starts_with(buf) {
+                        Some(n) if n == sent.len() => {
+                            w.idle();
+                            return Poll::Ready(Ok(n));
+                        }
                         // A shorter write of the same bytes: it takes part of the credit.
-                        *at += buf.len();
-                        return Poll::Ready(Ok(buf.len()));
+                        Some(n) => {
+                            *at += n;
+                            return Poll::Ready(Ok(n));
+                        }
+                        // The write that sent those bytes was abandoned: they stay sent, and
+                        // these bytes follow them.
+                        None => w.idle(),
                     }
-                    // The write that sent those bytes was abandoned: they stay sent, and this
-                    // buffer follows them.
-                    *st = WriteState::Idle;
                 }
             }
         })
@@ -200,11 +310,11 @@ impl TcpStream {
 
     /// `poll_flush`: waits for a send (or shutdown) in flight; reports a failed send.
     pub(super) fn poll_flush_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with_write(|st| {
-            ready!(poll_in_flight(st, cx))?;
-            if let WriteState::Sent { res, .. } = *st {
+        self.with_write(|w| {
+            ready!(poll_in_flight(&mut w.phase, cx))?;
+            if let Phase::Sent { res, .. } = w.phase {
                 if res < 0 {
-                    *st = WriteState::Idle;
+                    w.idle();
                     return Poll::Ready(Err(errno(res)));
                 }
             }
@@ -215,43 +325,44 @@ impl TcpStream {
     /// `poll_shutdown` / `poll_close`: waits for a send in flight, then shuts the write side
     /// down.
     pub(super) fn poll_shutdown_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with_write(|st| loop {
-            match st {
-                WriteState::Sending(_) | WriteState::ShuttingDown(_) => {
-                    ready!(poll_in_flight(st, cx))?;
+        self.with_write(|w| loop {
+            match &w.phase {
+                Phase::Sending(_) | Phase::ShuttingDown(_) => {
+                    ready!(poll_in_flight(&mut w.phase, cx))?;
                 }
-                WriteState::Sent { res, .. } if *res < 0 => {
+                Phase::Sent { res, .. } if *res < 0 => {
                     let res = *res;
-                    *st = WriteState::Idle;
+                    w.idle();
                     return Poll::Ready(Err(errno(res)));
                 }
-                WriteState::Idle | WriteState::Sent { .. } => {
-                    *st = WriteState::ShuttingDown(self.shutdown_op(Shutdown::Write));
+                Phase::Idle | Phase::Sent { .. } => {
+                    w.idle();
+                    w.phase = Phase::ShuttingDown(self.shutdown_op(Shutdown::Write));
                 }
-                WriteState::Shut => return Poll::Ready(Ok(())),
+                Phase::Shut => return Poll::Ready(Ok(())),
             }
         })
     }
 }
 
-/// Waits for the request in flight in `st`, if any: a send becomes [`WriteState::Sent`], a
-/// shutdown [`WriteState::Shut`] (or, failed, `Idle` and the error).
-fn poll_in_flight(st: &mut WriteState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+/// Waits for the request in flight in `st`, if any: a send becomes [`Phase::Sent`], a
+/// shutdown [`Phase::Shut`] (or, failed, `Idle` and the error).
+fn poll_in_flight(st: &mut Phase, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     let op = match st {
-        WriteState::Sending(op) | WriteState::ShuttingDown(op) => op,
+        Phase::Sending(op) | Phase::ShuttingDown(op) => op,
         _ => return Poll::Ready(Ok(())),
     };
     let (res, _, keep) = ready!(Pin::new(op).poll(cx));
     match std::mem::take(st) {
-        WriteState::Sending(_) => {
+        Phase::Sending(_) => {
             let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
             bytes.truncate(res.max(0) as usize);
-            *st = WriteState::Sent { res, bytes, at: 0 };
+            *st = Phase::Sent { res, bytes, at: 0 };
             Poll::Ready(Ok(()))
         }
         _ if res < 0 => Poll::Ready(Err(errno(res))),
         _ => {
-            *st = WriteState::Shut;
+            *st = Phase::Shut;
             Poll::Ready(Ok(()))
         }
     }
