@@ -230,8 +230,9 @@ impl Drop for TcpListener {
 ///   arrived, to fill the caller's buffer), keeping the remainder held. So does
 ///   [`read`](Self::read), for code that uses neither trait.
 /// - **`poll_write` copies** the caller's bytes (at most [`WRITE_MAX`] a call) into a buffer
-///   the kernel owns until its send completes; see [Cancellation](#cancellation) for what a
-///   dropped write means. For zero-copy sends of received bytes there is
+///   the kernel owns until its send completes, whose allocation the stream keeps for the next
+///   write; `poll_write_vectored` gathers all its slices into that one buffer for one send.
+///   See [Cancellation](#cancellation) for what a dropped write means. For zero-copy sends of received bytes there is
 ///   [`send_buf`](Self::send_buf).
 ///
 /// The stream holds at most one partly consumed buffer; [`recv`](Self::recv),
@@ -261,6 +262,12 @@ impl Drop for TcpListener {
 ///   was abandoned: its bytes stay sent, uncounted, and the new ones follow them. Unlike
 ///   tokio's own `TcpStream`, where `Pending` means nothing was written, a dropped write here
 ///   may have written.
+/// - A write is taken to be the dropped one polled again, without comparing every byte, when
+///   it passes the same slices (the same addresses and lengths, the last one possibly longer)
+///   with the sent bytes' first and last byte there; any other write is compared byte by byte.
+///   So a caller that abandons a write and then rewrites the middle of the same buffer in
+///   place (same first and last byte) is credited with the earlier bytes, which went out
+///   instead; `write_all`, codecs and hyper poll again with what they passed.
 /// - `poll_flush` waits for such a send left in flight (and reports its error); a later
 ///   `poll_write` of the same data still gets its count.
 /// - `poll_shutdown` (`poll_close` in `futures-io`) waits for a send in flight, then shuts the
