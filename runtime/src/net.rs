@@ -230,8 +230,9 @@ impl Drop for TcpListener {
 ///   arrived, to fill the caller's buffer), keeping the remainder held. So does
 ///   [`read`](Self::read), for code that uses neither trait.
 /// - **`poll_write` copies** the caller's bytes (at most [`WRITE_MAX`] a call) into a buffer
-///   the kernel owns until its send completes; see [Cancellation](#cancellation) for what a
-///   dropped write means. For zero-copy sends of received bytes there is
+///   the kernel owns until its send completes, whose allocation the stream keeps for the next
+///   write; `poll_write_vectored` gathers all its slices into that one buffer for one send.
+///   See [Cancellation](#cancellation) for what a dropped write means. For zero-copy sends of received bytes there is
 ///   [`send_buf`](Self::send_buf).
 ///
 /// The stream holds at most one partly consumed buffer; [`recv`](Self::recv),
@@ -260,13 +261,13 @@ impl Drop for TcpListener {
 ///   write of the same bytes takes part of it; a write of other bytes means the earlier one
 ///   was abandoned: its bytes stay sent, uncounted, and the new ones follow them. Unlike
 ///   tokio's own `TcpStream`, where `Pending` means nothing was written, a dropped write here
-///   may have written. "The same data" is recognised without comparing bytes when the write
-///   comes from the same memory (the first byte at the same address, at least as long), and
-///   by comparing them otherwise: do not rewrite a buffer in place while a write of it is
-///   pending and then write it again.
-/// - `poll_write_vectored` gathers the slices (up to [`WRITE_MAX`] bytes) into the one copy
-///   that is sent, so hyper's header and body go out in one send; the copy's allocation is
-///   reused from one write to the next.
+///   may have written.
+/// - A write is taken to be the dropped one polled again, without comparing every byte, when
+///   it passes the same slices (the same addresses and lengths, the last one possibly longer)
+///   with the sent bytes' first and last byte there; any other write is compared byte by byte.
+///   So a caller that abandons a write and then rewrites the middle of the same buffer in
+///   place (same first and last byte) is credited with the earlier bytes, which went out
+///   instead; `write_all`, codecs and hyper poll again with what they passed.
 /// - `poll_flush` waits for such a send left in flight (and reports its error); a later
 ///   `poll_write` of the same data still gets its count.
 /// - `poll_shutdown` (`poll_close` in `futures-io`) waits for a send in flight, then shuts the
@@ -282,8 +283,6 @@ pub struct TcpStream {
     /// The write side of the I/O traits: the send in flight, or the shutdown.
     #[cfg_attr(not(any(feature = "tokio", feature = "futures-io")), allow(dead_code))]
     write: Cell<rw::WriteState>,
-    /// The allocation of the last trait write's copy, reused by the next one.
-    write_spare: Cell<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TcpStream {
@@ -330,7 +329,6 @@ impl TcpStream {
             fd,
             held: Cell::new(None),
             write: Cell::new(rw::WriteState::default()),
-            write_spare: Cell::new(Vec::new()),
         }
     }
 

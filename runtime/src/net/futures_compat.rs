@@ -1,7 +1,7 @@
 //! `futures_io::{AsyncRead, AsyncWrite, AsyncBufRead}` for [`TcpStream`] (and the first two for
 //! `&TcpStream`): thin adapters over the poll logic in `rw`.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -44,7 +44,8 @@ impl AsyncBufRead for TcpStream {
     }
 }
 
-/// Copies the caller's bytes and sends them; `poll_close` shuts the write side down. See
+/// Copies the caller's bytes (vectored writes gathered into one buffer, one send) and sends
+/// them; `poll_close` shuts the write side down. See
 /// [`TcpStream`]'s docs ("Cancellation") for what a write abandoned after `Pending` means.
 impl AsyncWrite for TcpStream {
     fn poll_write(
@@ -58,7 +59,7 @@ impl AsyncWrite for TcpStream {
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
+        bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.poll_write_gather(cx, bufs)
     }
@@ -85,7 +86,7 @@ impl AsyncWrite for &TcpStream {
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
+        bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.poll_write_gather(cx, bufs)
     }

@@ -6,14 +6,15 @@
 //! buffers that have already arrived. Whatever is not consumed stays held, and the native
 //! receive API hands it back first.
 //!
-//! Writing copies the caller's bytes into an owned buffer, submits one send, and keeps the
-//! request in the stream's [`WriteState`] until a poll sees it complete.
+//! Writing copies the caller's bytes (one slice or several, gathered) into an owned buffer whose
+//! allocation is reused from write to write, submits one send, and keeps the request in the
+//! stream's [`WriteState`] until a poll sees it complete.
 
 // Without a trait feature only `read` uses this module.
 #![cfg_attr(not(any(feature = "tokio", feature = "futures-io")), allow(dead_code))]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -25,76 +26,108 @@ use crate::op::Op;
 /// in several calls (`write_all` loops).
 pub const WRITE_MAX: usize = 128 * 1024;
 
-/// The write side of the I/O traits.
+/// The write side of the I/O traits: what is in flight, and the allocations kept across writes.
 #[derive(Default)]
-pub(super) enum WriteState {
+pub(super) struct WriteState {
+    phase: Phase,
+    /// The allocation of the last completed send's buffer, emptied, for the next write's copy
+    /// (at most [`WRITE_MAX`] bytes of capacity are kept).
+    spare: Vec<u8>,
+    /// Where the bytes of the send in flight (or [`Phase::Sent`]) came from: the address and
+    /// length of each non-empty caller slice it copied from, in order (its allocation is
+    /// kept too).
+    src: Vec<(usize, usize)>,
+}
+
+/// What the write side is doing.
+#[derive(Default)]
+enum Phase {
     /// Nothing in flight.
     #[default]
     Idle,
-    /// A send of a copy of the caller's bytes (the request's slot owns the copy), and where
-    /// those bytes came from.
-    Sending(Op, Origin),
+    /// A send of a copy of the caller's bytes (the request's slot owns the copy).
+    Sending(Op),
     /// A send that completed before a `poll_write` took all of its result (a flush waited for
     /// it, or a shorter write took part of it): its error (`res < 0`), or the bytes it sent that
     /// no write has been credited with yet, `bytes[at..]`. A `poll_write` whose buffer begins
     /// with them (or is a prefix of them) gets the credit.
-    Sent {
-        res: i32,
-        bytes: Vec<u8>,
-        at: usize,
-        origin: Origin,
-    },
+    Sent { res: i32, bytes: Vec<u8>, at: usize },
     /// `shutdown(SHUT_WR)` in flight.
     ShuttingDown(Op),
     /// The write side is shut down.
     Shut,
 }
 
-/// Where a send's copy came from: the address of the caller's first byte and how many bytes
-/// its buffers held. A write polled again with the same memory after `Pending` (what
-/// `write_all` and hyper do) is recognised by it without comparing the bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Origin {
-    addr: usize,
-    len: usize,
-}
-
-impl Origin {
-    fn of(bufs: &[io::IoSlice<'_>]) -> Self {
-        Self {
-            addr: bufs
-                .iter()
-                .find(|b| !b.is_empty())
-                .map_or(0, |b| b.as_ptr() as usize),
-            len: bufs.iter().map(|b| b.len()).sum(),
+impl WriteState {
+    /// Back to `Idle`, keeping the sent buffer's allocation for the next copy.
+    fn idle(&mut self) {
+        if let Phase::Sent { bytes, .. } = std::mem::take(&mut self.phase) {
+            if bytes.capacity() <= WRITE_MAX {
+                self.spare = bytes;
+            }
         }
     }
 }
 
-/// Whether the concatenation of `bufs` begins with `prefix`.
-fn starts_with(bufs: &[io::IoSlice<'_>], mut prefix: &[u8]) -> bool {
-    for b in bufs {
-        if prefix.is_empty() {
-            break;
+/// The bytes of `bufs`, in order, as one sequence of (non-empty) slices.
+fn chunks<'a>(bufs: &'a [IoSlice<'_>]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    bufs.iter().map(|b| &**b).filter(|b| !b.is_empty())
+}
+
+/// How much of `sent` (the bytes a completed send took, all of them not yet credited, and
+/// copied from the slices recorded in `src`) the retry `bufs` is credited with: `Some(n)` if
+/// `bufs` begins with all `n` of `sent`, or is a prefix of them; `None` if `bufs` holds other
+/// bytes (the write that sent them was abandoned).
+///
+/// The cheap rule: if `bufs` begins with the very slices the send copied (same addresses, the
+/// same lengths, the last one as long or longer) and agrees with `sent` on the first and last
+/// byte, it is the same write polled again: the caller still holds the bytes it had us send.
+/// Anything else is compared byte by byte.
+fn credit(sent: &[u8], src: Option<&[(usize, usize)]>, bufs: &[IoSlice<'_>]) -> Option<usize> {
+    if let Some(src) = src {
+        if same_slices(sent, src, bufs) {
+            return Some(sent.len());
         }
-        let k = b.len().min(prefix.len());
-        if b[..k] != prefix[..k] {
+    }
+    // Byte by byte: `bufs` begins with `sent`, or `sent` with all of `bufs`.
+    let mut rest = sent;
+    for b in chunks(bufs) {
+        let k = b.len().min(rest.len());
+        if b[..k] != rest[..k] {
+            return None;
+        }
+        rest = &rest[k..];
+        if rest.is_empty() {
+            return Some(sent.len());
+        }
+    }
+    Some(sent.len() - rest.len())
+}
+
+/// Whether `bufs` begins with the slices of `src` that the `sent.len()` bytes were copied from
+/// (the last one at least as long as what was taken of it), and has `sent`'s first and last
+/// bytes there.
+fn same_slices(sent: &[u8], src: &[(usize, usize)], bufs: &[IoSlice<'_>]) -> bool {
+    let (Some(&first), Some(&last)) = (sent.first(), sent.last()) else {
+        return false;
+    };
+    let mut left = sent.len();
+    let mut got = chunks(bufs);
+    let mut head = None;
+    for &(addr, len) in src {
+        let Some(b) = got.next() else { return false };
+        let take = len.min(left);
+        // Every slice but the last must be the one copied, whole; the last may have grown.
+        if b.as_ptr() as usize != addr || b.len() < take || (take < left && b.len() != len) {
             return false;
         }
-        prefix = &prefix[k..];
-    }
-    prefix.is_empty()
-}
-
-/// Whether `bytes` begins with the concatenation of `bufs`.
-fn is_prefix_of(bufs: &[io::IoSlice<'_>], mut bytes: &[u8]) -> bool {
-    for b in bufs {
-        if b.len() > bytes.len() || b[..] != bytes[..b.len()] {
-            return false;
+        head.get_or_insert(b[0]);
+        left -= take;
+        if left == 0 {
+            return head == Some(first) && b[take - 1] == last;
         }
-        bytes = &bytes[b.len()..];
     }
-    true
+    false
 }
 
 impl TcpStream {
@@ -203,96 +236,85 @@ impl TcpStream {
         r
     }
 
-    /// `poll_write`: copies up to [`WRITE_MAX`] bytes of `buf`, sends them, and returns the
-    /// count once the send completes. See the type's docs ("Cancellation") for a write that is
-    /// abandoned after `Pending`.
+    /// `poll_write`: [`poll_write_gather`](Self::poll_write_gather) of one slice.
     pub(super) fn poll_write_copy(
         &self,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_gather(cx, &[io::IoSlice::new(buf)])
+        self.poll_write_gather(cx, &[IoSlice::new(buf)])
     }
 
-    /// `poll_write_vectored`: as [`poll_write_copy`](Self::poll_write_copy), gathering the
-    /// slices (up to [`WRITE_MAX`] bytes in all) into the one copy that is sent, so a header
-    /// and a body go out in one send.
+    /// `poll_write_vectored`: copies up to [`WRITE_MAX`] bytes of `bufs`, in order, into one
+    /// owned buffer (the allocation of the previous write's, reused), sends them in one send,
+    /// and returns the count once the send completes. See the type's docs ("Cancellation") for
+    /// a write that is abandoned after `Pending`.
     pub(super) fn poll_write_gather(
         &self,
         cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
+        bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let origin = Origin::of(bufs);
-        if origin.len == 0 {
+        if chunks(bufs).next().is_none() {
             return Poll::Ready(Ok(0));
         }
-        self.with_write(|st| loop {
-            match st {
-                WriteState::Idle | WriteState::Shut => {
-                    // The request's slot owns the copy until the kernel is done with it; the
-                    // allocation of the last one is reused.
-                    let mut copy = self.write_spare.take();
+        self.with_write(|w| loop {
+            match &mut w.phase {
+                Phase::Idle | Phase::Shut => {
+                    // The request's slot owns the copy until the kernel is done with it.
+                    let mut copy = std::mem::take(&mut w.spare);
                     copy.clear();
-                    for b in bufs {
-                        let room = WRITE_MAX - copy.len();
-                        if room == 0 {
+                    w.src.clear();
+                    let total: usize = chunks(bufs).map(<[u8]>::len).sum();
+                    copy.reserve_exact(total.min(WRITE_MAX));
+                    for b in chunks(bufs) {
+                        let k = b.len().min(WRITE_MAX - copy.len());
+                        copy.extend_from_slice(&b[..k]);
+                        w.src.push((b.as_ptr() as usize, b.len()));
+                        if copy.len() == WRITE_MAX {
                             break;
                         }
-                        copy.extend_from_slice(&b[..b.len().min(room)]);
                     }
-                    *st = WriteState::Sending(self.send_op(copy, false), origin);
+                    w.phase = Phase::Sending(self.send_op(copy, false));
                 }
-                WriteState::Sending(..) | WriteState::ShuttingDown(_) => {
-                    ready!(self.poll_in_flight(st, cx))?;
+                Phase::Sending(_) | Phase::ShuttingDown(_) => {
+                    ready!(poll_in_flight(&mut w.phase, cx))?;
                 }
-                WriteState::Sent {
-                    res,
-                    bytes,
-                    at,
-                    origin: from,
-                } => {
+                Phase::Sent { res, bytes, at } => {
                     if *res < 0 {
                         let res = *res;
-                        self.recycle(std::mem::take(st));
+                        w.idle();
                         return Poll::Ready(Err(errno(res)));
                     }
                     let sent = &bytes[*at..];
-                    // The usual case: polled again with the same data, from the same memory
-                    // (then the bytes are not compared), or from elsewhere with equal bytes.
-                    let same_memory =
-                        *at == 0 && from.addr == origin.addr && origin.len >= from.len;
-                    if same_memory || starts_with(bufs, sent) {
-                        let n = sent.len();
-                        self.recycle(std::mem::take(st));
-                        return Poll::Ready(Ok(n));
-                    }
-                    if is_prefix_of(bufs, sent) {
+                    // The slices are known only for the whole of the send's bytes.
+                    let src = (*at == 0).then_some(&w.src[..]);
+                    match credit(sent, src, bufs) {
+                        // The usual case: polled again with the same data.
+                        Some(n) if n == sent.len() => {
+                            w.idle();
+                            return Poll::Ready(Ok(n));
+                        }
                         // A shorter write of the same bytes: it takes part of the credit.
-                        *at += origin.len;
-                        return Poll::Ready(Ok(origin.len));
+                        Some(n) => {
+                            *at += n;
+                            return Poll::Ready(Ok(n));
+                        }
+                        // The write that sent those bytes was abandoned: they stay sent, and
+                        // these bytes follow them.
+                        None => w.idle(),
                     }
-                    // The write that sent those bytes was abandoned: they stay sent, and this
-                    // buffer follows them.
-                    self.recycle(std::mem::take(st));
                 }
             }
         })
     }
 
-    /// Keeps a finished send's buffer for the next write's copy.
-    fn recycle(&self, st: WriteState) {
-        if let WriteState::Sent { bytes, .. } = st {
-            self.write_spare.set(bytes);
-        }
-    }
-
     /// `poll_flush`: waits for a send (or shutdown) in flight; reports a failed send.
     pub(super) fn poll_flush_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with_write(|st| {
-            ready!(self.poll_in_flight(st, cx))?;
-            if let WriteState::Sent { res, .. } = *st {
+        self.with_write(|w| {
+            ready!(poll_in_flight(&mut w.phase, cx))?;
+            if let Phase::Sent { res, .. } = w.phase {
                 if res < 0 {
-                    self.recycle(std::mem::take(st));
+                    w.idle();
                     return Poll::Ready(Err(errno(res)));
                 }
             }
@@ -303,52 +325,45 @@ impl TcpStream {
     /// `poll_shutdown` / `poll_close`: waits for a send in flight, then shuts the write side
     /// down.
     pub(super) fn poll_shutdown_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with_write(|st| loop {
-            match st {
-                WriteState::Sending(..) | WriteState::ShuttingDown(_) => {
-                    ready!(self.poll_in_flight(st, cx))?;
+        self.with_write(|w| loop {
+            match &w.phase {
+                Phase::Sending(_) | Phase::ShuttingDown(_) => {
+                    ready!(poll_in_flight(&mut w.phase, cx))?;
                 }
-                WriteState::Sent { res, .. } if *res < 0 => {
+                Phase::Sent { res, .. } if *res < 0 => {
                     let res = *res;
-                    self.recycle(std::mem::take(st));
+                    w.idle();
                     return Poll::Ready(Err(errno(res)));
                 }
-                WriteState::Idle | WriteState::Sent { .. } => {
-                    self.recycle(std::mem::take(st));
-                    *st = WriteState::ShuttingDown(self.shutdown_op(Shutdown::Write));
+                Phase::Idle | Phase::Sent { .. } => {
+                    w.idle();
+                    w.phase = Phase::ShuttingDown(self.shutdown_op(Shutdown::Write));
                 }
-                WriteState::Shut => return Poll::Ready(Ok(())),
+                Phase::Shut => return Poll::Ready(Ok(())),
             }
         })
     }
 }
 
-impl TcpStream {
-    /// Waits for the request in flight in `st`, if any: a send becomes [`WriteState::Sent`], a
-    /// shutdown [`WriteState::Shut`] (or, failed, `Idle` and the error).
-    fn poll_in_flight(&self, st: &mut WriteState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let op = match st {
-            WriteState::Sending(op, _) | WriteState::ShuttingDown(op) => op,
-            _ => return Poll::Ready(Ok(())),
-        };
-        let (res, _, keep) = ready!(Pin::new(op).poll(cx));
-        match std::mem::take(st) {
-            WriteState::Sending(_, origin) => {
-                let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
-                bytes.truncate(res.max(0) as usize);
-                *st = WriteState::Sent {
-                    res,
-                    bytes,
-                    at: 0,
-                    origin,
-                };
-                Poll::Ready(Ok(()))
-            }
-            _ if res < 0 => Poll::Ready(Err(errno(res))),
-            _ => {
-                *st = WriteState::Shut;
-                Poll::Ready(Ok(()))
-            }
+/// Waits for the request in flight in `st`, if any: a send becomes [`Phase::Sent`], a
+/// shutdown [`Phase::Shut`] (or, failed, `Idle` and the error).
+fn poll_in_flight(st: &mut Phase, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let op = match st {
+        Phase::Sending(op) | Phase::ShuttingDown(op) => op,
+        _ => return Poll::Ready(Ok(())),
+    };
+    let (res, _, keep) = ready!(Pin::new(op).poll(cx));
+    match std::mem::take(st) {
+        Phase::Sending(_) => {
+            let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
+            bytes.truncate(res.max(0) as usize);
+            *st = Phase::Sent { res, bytes, at: 0 };
+            Poll::Ready(Ok(()))
+        }
+        _ if res < 0 => Poll::Ready(Err(errno(res))),
+        _ => {
+            *st = Phase::Shut;
+            Poll::Ready(Ok(()))
         }
     }
 }
