@@ -41,7 +41,7 @@ use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
 use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
 use crate::sys::pbuf::PbufRing;
-use crate::sys::ring::patch_sqe_u32;
+use crate::sys::sqe::io_uring_sqe;
 
 /// `IOU_PBUF_RING_INC`: incremental buffer consumption (6.12).
 const IOU_PBUF_RING_INC: u16 = 2;
@@ -229,8 +229,16 @@ impl BufRing {
     /// `-EINVAL`). It bounds what one connection can take from the shared pool before the
     /// application gets a say: the overshoot is at most one chunk. `max_bytes == 0` means no cap.
     pub fn recv_multishot_capped(&self, fd: impl Into<RecvFd>, max_bytes: u32) -> squeue::Entry {
-        // `optlen` (byte 44, shared with `file_index`) carries the total cap.
-        patch_sqe_u32(self.recv_multishot(fd), 44, max_bytes)
+        if max_bytes == 0 {
+            return self.recv_multishot(fd);
+        }
+        // No `io_uring::opcode` builder sets `optlen`, which carries the total cap: the entry is
+        // built in `sys::sqe`.
+        let (fd, fixed) = match fd.into() {
+            RecvFd::Fd(fd) => (fd.0, false),
+            RecvFd::Fixed(fd) => (fd.0 as i32, true),
+        };
+        io_uring_sqe::recv_multishot(fd, fixed, self.bgid, max_bytes).into_entry()
     }
 
     /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)

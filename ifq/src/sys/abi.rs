@@ -330,6 +330,26 @@ pub fn layouts() -> Vec<Layout> {
             ]
         ),
         layout!(
+            "io_uring_sqe",
+            crate::sys::sqe::io_uring_sqe,
+            [
+                opcode,
+                flags,
+                ioprio,
+                fd,
+                off,
+                addr,
+                len,
+                msg_flags,
+                user_data,
+                buf_group,
+                personality,
+                optlen,
+                addr3,
+                __pad2
+            ]
+        ),
+        layout!(
             "io_uring_buf_reg",
             BufReg,
             [ring_addr, ring_entries, bgid, flags, resv]

@@ -9,6 +9,8 @@
 //! - `refill`: the zcrx refill ring's entries, head, tail and producer; the kernel's statistics.
 //! - `abi`: the zcrx uapi structs and numbers, and the register calls (registration, import,
 //!   query, control operations).
+//! - `sqe`: the one submission entry built here (a multishot receive with a total byte limit),
+//!   and its hand-over as an `io_uring::squeue::Entry`.
 //! - `caps`: capability and rlimit checks.
 //! - `sim` (feature `sim`): the simulated kernel for the project's tests, benchmarks and fuzz
 //!   targets, whose writes into the area are `unsafe fn`s.
@@ -21,3 +23,4 @@ pub(crate) mod refill;
 pub(crate) mod ring;
 #[cfg(feature = "sim")]
 pub(crate) mod sim;
+pub(crate) mod sqe;

@@ -62,22 +62,3 @@ impl SharedU16 {
 unsafe impl Send for SharedU32 {}
 // SAFETY: as above.
 unsafe impl Send for SharedU16 {}
-
-/// Sets the 32-bit field at byte `offset` of a submission entry (for fields the `io-uring`
-/// crate has no setter for, such as `optlen` at 44).
-pub(crate) fn patch_sqe_u32(
-    entry: io_uring::squeue::Entry,
-    offset: usize,
-    value: u32,
-) -> io_uring::squeue::Entry {
-    assert!(
-        offset % 4 == 0 && offset + 4 <= 64,
-        "field outside the 64-byte SQE"
-    );
-    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the 64-byte plain-data `io_uring_sqe`; every
-    // bit pattern of it is a valid value, so viewing it as bytes and back is sound.
-    let mut bytes: [u8; 64] = unsafe { std::mem::transmute(entry) };
-    bytes[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
-    // SAFETY: as above.
-    unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(bytes) }
-}
