@@ -15,6 +15,8 @@
 //! - `sim` (feature `sim`): the simulated kernel for the project's tests, benchmarks and fuzz
 //!   targets, whose writes into the area are `unsafe fn`s.
 
+// Its `pub` items are `zcrx::abi_info`, for the layout tests, with the `sim` feature on.
+#[cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
 pub(crate) mod abi;
 pub(crate) mod caps;
 pub(crate) mod mmap;

@@ -27,36 +27,36 @@ const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
 /// `struct io_uring_sqe` (64 bytes), with each union named by the member a receive uses.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct io_uring_sqe {
+pub(crate) struct io_uring_sqe {
     /// `IORING_OP_*`.
-    pub opcode: u8,
+    pub(crate) opcode: u8,
     /// `IOSQE_*`.
-    pub flags: u8,
+    pub(crate) flags: u8,
     /// For receives, `IORING_RECV_*`.
-    pub ioprio: u16,
+    pub(crate) ioprio: u16,
     /// The file, or with `IOSQE_FIXED_FILE` its index.
-    pub fd: i32,
+    pub(crate) fd: i32,
     /// Union: `off`, `addr2`, `cmd_op`.
-    pub off: u64,
+    pub(crate) off: u64,
     /// Union: `addr`, `splice_off_in`, `level`/`optname`.
-    pub addr: u64,
+    pub(crate) addr: u64,
     /// Buffer length, or for a multishot receive the most bytes per completion (0: no limit).
-    pub len: u32,
+    pub(crate) len: u32,
     /// Union: `msg_flags` and the other per-opcode flags.
-    pub msg_flags: u32,
+    pub(crate) msg_flags: u32,
     /// Passed back in the completion.
-    pub user_data: u64,
+    pub(crate) user_data: u64,
     /// Union: `buf_group`, `buf_index`.
-    pub buf_group: u16,
+    pub(crate) buf_group: u16,
     /// Credentials to use.
-    pub personality: u16,
+    pub(crate) personality: u16,
     /// Union: `optlen` (for a multishot receive, the total byte limit), `file_index`,
     /// `splice_fd_in`, `zcrx_ifq_idx`, `addr_len`.
-    pub optlen: u32,
+    pub(crate) optlen: u32,
     /// Union: `addr3`, `optval`, `cmd`.
-    pub addr3: u64,
+    pub(crate) addr3: u64,
     /// Reserved.
-    pub __pad2: u64,
+    pub(crate) __pad2: u64,
 }
 
 // The hand-over below needs the two to be the same size and alignment.

@@ -1,18 +1,18 @@
 //! Helpers shared by the kernel tests.
 #![allow(dead_code)]
 
-pub mod zcrx;
+pub(crate) mod zcrx;
 
 /// A deterministic byte stream (xorshift64*), so a receiver can check every byte it gets
 /// against what the sender wrote without keeping a copy.
-pub struct Pattern {
+pub(crate) struct Pattern {
     state: u64,
     word: [u8; 8],
     pos: usize,
 }
 
 impl Pattern {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             state: seed | 1,
             word: [0; 8],
@@ -29,7 +29,7 @@ impl Pattern {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    pub fn fill(&mut self, out: &mut [u8]) {
+    pub(crate) fn fill(&mut self, out: &mut [u8]) {
         for b in out {
             if self.pos == 8 {
                 self.word = self.next_word().to_le_bytes();
@@ -42,7 +42,7 @@ impl Pattern {
 
     /// Compares `got` with the next `got.len()` bytes of the stream; returns the index of the
     /// first mismatch.
-    pub fn check(&mut self, got: &[u8]) -> Option<usize> {
+    pub(crate) fn check(&mut self, got: &[u8]) -> Option<usize> {
         let mut expect = vec![0u8; got.len()];
         self.fill(&mut expect);
         got.iter().zip(&expect).position(|(a, b)| a != b)
@@ -51,7 +51,7 @@ impl Pattern {
 
 /// FNV-1a, 64 bit: an order-sensitive checksum of a stream.
 #[derive(Clone, Copy)]
-pub struct Fnv(pub u64);
+pub(crate) struct Fnv(pub u64);
 
 impl Default for Fnv {
     fn default() -> Self {
@@ -60,7 +60,7 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -69,7 +69,7 @@ impl Fnv {
 
 /// Whether `addr` lies inside any mapping of this process. (Adjacent anonymous mappings are
 /// merged in /proc/self/maps, so a mapping's start is not a reliable key.)
-pub fn is_mapped(addr: u64) -> bool {
+pub(crate) fn is_mapped(addr: u64) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     maps.lines().any(|l| {
         let range = l.split_whitespace().next().unwrap();

@@ -14,7 +14,7 @@ use zcrx_ifq::zcrx::{ZcrxFeatures, ZcrxIfq};
 use zcrx_ifq::{Area, OwnerId, RecvEvent};
 
 /// A ring as zcrx needs it: `SINGLE_ISSUER | DEFER_TASKRUN` with 32-byte CQEs.
-pub fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
+pub(crate) fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
     IoUring::<squeue::Entry, cqueue::Entry32>::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
@@ -24,7 +24,7 @@ pub fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
 }
 
 /// True (after printing why) when this process cannot get past the capability check.
-pub fn skip_unless_root() -> bool {
+pub(crate) fn skip_unless_root() -> bool {
     let caps = capabilities(None).expect("capget");
     if !rustix::process::geteuid().is_root() || !caps.effective.contains(CapabilitySet::NET_ADMIN) {
         println!("skipped: needs root");
@@ -35,7 +35,7 @@ pub fn skip_unless_root() -> bool {
 
 /// `None` (after saying why) where this kernel or process cannot have a device-less queue;
 /// else what the kernel's query says.
-pub fn nodev_guard() -> Option<ZcrxFeatures> {
+pub(crate) fn nodev_guard() -> Option<ZcrxFeatures> {
     if skip_unless_root() {
         return None;
     }
@@ -55,7 +55,7 @@ pub fn nodev_guard() -> Option<ZcrxFeatures> {
 
 /// A NODEV queue on a new ring with `chunks` pages, or `None` (after saying why) where this
 /// kernel or process cannot have one.
-pub fn nodev_queue(
+pub(crate) fn nodev_queue(
     chunks: usize,
     rq_entries: Option<u32>,
 ) -> Option<(IoUring<squeue::Entry, cqueue::Entry32>, ZcrxIfq)> {
@@ -73,7 +73,7 @@ pub fn nodev_queue(
 
 /// Sends `len` bytes of [`pattern`] over a loopback connection and receives them through `rx`,
 /// checking every byte. Returns the bytes received.
-pub fn transfer(
+pub(crate) fn transfer(
     ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
     rx: &mut ZcrxIfq,
     len: usize,
@@ -95,13 +95,13 @@ pub fn transfer(
     got
 }
 
-pub fn pattern(i: usize) -> u8 {
+pub(crate) fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 8)) as u8
 }
 
 /// Receives on `sock` through `rx` until EOF, checking every byte against [`pattern`] and
 /// re-arming after overflow or buffer shortage. Returns the byte count.
-pub fn receive_until_eof(
+pub(crate) fn receive_until_eof(
     ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
     rx: &mut ZcrxIfq,
     sock: &TcpStream,
