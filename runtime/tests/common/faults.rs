@@ -13,7 +13,7 @@ use std::time::Duration;
 /// The 8-byte word `i` of stream `seed` (splitmix64 of the position): any byte of a stream can
 /// be checked without keeping the stream, so gigabytes can be verified in order, in place.
 #[inline]
-pub fn word(seed: u64, i: u64) -> u64 {
+pub(crate) fn word(seed: u64, i: u64) -> u64 {
     let mut z = seed
         .wrapping_mul(0xA24B_AED4_963E_E407)
         .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -23,7 +23,7 @@ pub fn word(seed: u64, i: u64) -> u64 {
 }
 
 /// Writes bytes `off..off + out.len()` of stream `seed` into `out`.
-pub fn fill(seed: u64, off: u64, out: &mut [u8]) {
+pub(crate) fn fill(seed: u64, off: u64, out: &mut [u8]) {
     let mut pos = off;
     let mut i = 0;
     while i < out.len() {
@@ -38,7 +38,7 @@ pub fn fill(seed: u64, off: u64, out: &mut [u8]) {
 
 /// Checks that `data` is bytes `off..off + data.len()` of stream `seed`; returns the index of
 /// the first wrong byte.
-pub fn check(seed: u64, off: u64, data: &[u8]) -> Option<usize> {
+pub(crate) fn check(seed: u64, off: u64, data: &[u8]) -> Option<usize> {
     let mut pos = off;
     let mut i = 0;
     // Unaligned head.
@@ -74,7 +74,7 @@ pub fn check(seed: u64, off: u64, data: &[u8]) -> Option<usize> {
 /// An order-sensitive 64-bit digest (FNV-1a over 8-byte words, then the tail bytes), computed
 /// incrementally by sender and receiver alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Digest {
+pub(crate) struct Digest {
     h: u64,
     pending: [u8; 8],
     n: usize,
@@ -97,7 +97,7 @@ impl Digest {
         self.h = (self.h ^ w).wrapping_mul(0x0000_0100_0000_01B3);
     }
 
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
         self.len += data.len() as u64;
         while self.n > 0 && !data.is_empty() {
             self.pending[self.n] = data[0];
@@ -118,7 +118,7 @@ impl Digest {
         }
     }
 
-    pub fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         let mut d = *self;
         for k in 0..d.n {
             d.mix(u64::from(d.pending[k]) | 0x100 << (8 * k));
@@ -129,7 +129,7 @@ impl Digest {
 }
 
 /// Digest of bytes `0..len` of stream `seed`.
-pub fn digest_of(seed: u64, len: u64) -> u64 {
+pub(crate) fn digest_of(seed: u64, len: u64) -> u64 {
     let mut d = Digest::default();
     let mut buf = vec![0u8; 1 << 16];
     let mut off = 0;
@@ -143,12 +143,12 @@ pub fn digest_of(seed: u64, len: u64) -> u64 {
 }
 
 /// Open fds of this process.
-pub fn open_fds() -> usize {
+pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// What the open fds are (for a failure message).
-pub fn fd_summary() -> String {
+pub(crate) fn fd_summary() -> String {
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let t = std::fs::read_link(e.path())
@@ -161,7 +161,7 @@ pub fn fd_summary() -> String {
 }
 
 /// Raises the soft fd limit to the hard one (bursts of thousands of connections).
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -177,7 +177,7 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + limit;
     loop {
         if cond() {
@@ -191,16 +191,16 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Small deterministic generator for test choices.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         word(0, self.0)
     }
 
     /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
@@ -208,7 +208,7 @@ impl Rng {
 // ---- network namespaces -----------------------------------------------------------------------
 
 /// Why the veth tests cannot run here, if they cannot.
-pub fn netns_unavailable() -> Option<String> {
+pub(crate) fn netns_unavailable() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root (creating network namespaces needs CAP_SYS_ADMIN)".into());
@@ -239,7 +239,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// Two network namespaces joined by a veth pair: `a` has `addr_a`, `b` has `addr_b`
 /// (10.x.y.1 and .2 on a /24). Dropping it deletes both namespaces (and with them the pair),
 /// also when the test panicked.
-pub struct VethPair {
+pub(crate) struct VethPair {
     pub ns_a: String,
     pub ns_b: String,
     pub if_a: String,
@@ -252,7 +252,7 @@ static PAIRS: AtomicU32 = AtomicU32::new(0);
 
 impl VethPair {
     /// Creates the namespaces and the pair, with unique names (`zf<pid>n<k>a` ...).
-    pub fn new() -> Result<Self, String> {
+    pub(crate) fn new() -> Result<Self, String> {
         let k = PAIRS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let tag = format!("zf{pid}n{k}");
@@ -286,7 +286,7 @@ impl VethPair {
     }
 
     /// Takes `b`'s end of the link down or up (a peer that vanishes without a FIN or RST).
-    pub fn set_b_link(&self, up: bool) -> Result<(), String> {
+    pub(crate) fn set_b_link(&self, up: bool) -> Result<(), String> {
         ip(&[
             "-n",
             &self.ns_b,
@@ -298,7 +298,7 @@ impl VethPair {
     }
 
     /// Whether the namespaces still exist (for the clean-up check).
-    pub fn exists(ns: &str) -> bool {
+    pub(crate) fn exists(ns: &str) -> bool {
         std::path::Path::new(&format!("/run/netns/{ns}")).exists()
     }
 }
@@ -314,7 +314,7 @@ impl Drop for VethPair {
 
 /// Moves the calling thread into network namespace `ns` (only this thread: sockets it creates
 /// from now on live there).
-pub fn enter_netns(ns: &str) -> std::io::Result<()> {
+pub(crate) fn enter_netns(ns: &str) -> std::io::Result<()> {
     let f = File::open(format!("/run/netns/{ns}"))?;
     // SAFETY: `f` is an open namespace file; setns affects only the calling thread for
     // CLONE_NEWNET.
@@ -325,7 +325,7 @@ pub fn enter_netns(ns: &str) -> std::io::Result<()> {
 }
 
 /// Runs `f` on a new thread inside network namespace `ns`.
-pub fn spawn_in_netns<T: Send + 'static>(
+pub(crate) fn spawn_in_netns<T: Send + 'static>(
     ns: &str,
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,

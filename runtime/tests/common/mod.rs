@@ -7,11 +7,11 @@ use std::thread::JoinHandle;
 use zcrx::net::TcpListener;
 use zcrx::{Builder, ShutdownSignal};
 
-pub mod rx;
-pub use rx::builder;
+pub(crate) mod rx;
+pub(crate) use rx::builder;
 
 /// Deterministic pseudo-random bytes (xorshift64*).
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -26,7 +26,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// Starts the zero-copy echo server on `threads` runtime threads; returns its address, the
 /// signal that stops it, and the thread running it.
-pub fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<()>) {
+pub(crate) fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<()>) {
     let signal = ShutdownSignal::new();
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
@@ -60,7 +60,7 @@ pub fn echo_server(builder: Builder) -> (SocketAddr, ShutdownSignal, JoinHandle<
 
 /// Sends `data` through an echo server with a std client (writer and reader threads) and
 /// returns what came back.
-pub fn echo_roundtrip(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+pub(crate) fn echo_roundtrip(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
     use std::io::{Read, Write};
     let s = std::net::TcpStream::connect(addr).unwrap();
     let mut r = s.try_clone().unwrap();

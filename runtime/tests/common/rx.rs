@@ -9,14 +9,14 @@ use zcrx::{Builder, RxBackend};
 
 /// The backend the tests were asked to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rx {
+pub(crate) enum Rx {
     BufRing,
     ZcrxNodev,
 }
 
 /// What `RUNTIME_TEST_RX` asks for. An unknown value fails the test rather than quietly testing
 /// the default.
-pub fn rx() -> Rx {
+pub(crate) fn rx() -> Rx {
     match std::env::var("RUNTIME_TEST_RX").as_deref() {
         Err(_) | Ok("") | Ok("bufring") => Rx::BufRing,
         Ok("zcrx-nodev") => Rx::ZcrxNodev,
@@ -25,7 +25,7 @@ pub fn rx() -> Rx {
 }
 
 /// The description `Runtime::rx_backend` must give under the chosen backend.
-pub fn expected_backend() -> &'static str {
+pub(crate) fn expected_backend() -> &'static str {
     match rx() {
         Rx::BufRing => "buffer ring",
         Rx::ZcrxNodev => "zcrx without a device (copy)",
@@ -34,7 +34,7 @@ pub fn expected_backend() -> &'static str {
 
 /// `b` set up for the chosen backend. zcrx is asked for explicitly, so a kernel that refuses it
 /// fails the test at start-up instead of quietly running the buffer ring.
-pub fn with_rx(b: Builder) -> Builder {
+pub(crate) fn with_rx(b: Builder) -> Builder {
     match rx() {
         Rx::BufRing => b,
         Rx::ZcrxNodev => b.rx_backend(RxBackend::Zcrx).zcrx_nodev(),
@@ -42,13 +42,13 @@ pub fn with_rx(b: Builder) -> Builder {
 }
 
 /// A builder with the defaults, for the chosen backend.
-pub fn builder() -> Builder {
+pub(crate) fn builder() -> Builder {
     with_rx(Builder::new())
 }
 
 /// For a test that only means something on the buffer ring (its depth, its `-ENOBUFS`): true
 /// if it must not run here, after saying why.
-pub fn bufring_only(why: &str) -> bool {
+pub(crate) fn bufring_only(why: &str) -> bool {
     if rx() == Rx::BufRing {
         return false;
     }
@@ -57,13 +57,13 @@ pub fn bufring_only(why: &str) -> bool {
 }
 
 /// Asserts, inside a runtime, that it receives with the chosen backend.
-pub fn assert_backend() {
+pub(crate) fn assert_backend() {
     assert_eq!(zcrx::rx_backend(), expected_backend());
 }
 
 /// The chunks of a pool built with `chunks(n).chunk_size(size)`: zcrx splits the same bytes into
 /// the kernel's buffers (pages).
-pub fn pool_chunks(chunks: usize, chunk_size: usize) -> u32 {
+pub(crate) fn pool_chunks(chunks: usize, chunk_size: usize) -> u32 {
     match rx() {
         Rx::BufRing => chunks as u32,
         Rx::ZcrxNodev => (chunks * chunk_size / rustix::param::page_size()) as u32,
@@ -73,7 +73,7 @@ pub fn pool_chunks(chunks: usize, chunk_size: usize) -> u32 {
 /// The chunks a clean teardown gave back: the buffer ring takes every chunk back from the
 /// kernel into the pool; zcrx leaves the free ones with the kernel, which keeps the area until
 /// its ring closes.
-pub fn given_back(c: &zcrx::ifq::chunk::Counts) -> u32 {
+pub(crate) fn given_back(c: &zcrx::ifq::chunk::Counts) -> u32 {
     match rx() {
         Rx::BufRing => c.pool,
         Rx::ZcrxNodev => c.kernel,
