@@ -284,6 +284,11 @@ impl Area {
         self.map.as_ptr()
     }
 
+    /// The mapping, for registering it with the kernel.
+    pub(crate) fn mapping(&self) -> &Mmap {
+        &self.map
+    }
+
     /// Gives up the mapping without unmapping it (see [`Mmap::leak`]).
     pub(crate) fn leak(self) {
         self.map.leak();

@@ -30,7 +30,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rustix::io::Errno;
@@ -40,16 +40,11 @@ use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, TeardownReport};
 use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
 use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
-use crate::refill::pbuf::PbufProducer;
-use crate::sys::mmap::Mmap;
-#[cfg(feature = "sim")]
-use crate::sys::ring::read_buf_entry;
-use crate::sys::ring::{patch_sqe_u32, write_buf_entry, BufReg, SharedU16};
+use crate::sys::pbuf::PbufRing;
+use crate::sys::sqe::io_uring_sqe;
 
 /// `IOU_PBUF_RING_INC`: incremental buffer consumption (6.12).
 const IOU_PBUF_RING_INC: u16 = 2;
-/// Size of one `io_uring_buf` entry.
-const ENTRY_SIZE: usize = 16;
 /// Most entries a buffer ring may have.
 pub const MAX_ENTRIES: usize = 32768;
 
@@ -89,19 +84,19 @@ pub struct BufRingStats {
 /// A provided buffer ring over an [`Area`], registered on an io_uring. See the
 /// [module docs](self).
 pub struct BufRing {
-    core: Core,
-    /// The ring's entry array; `None` once leaked.
-    ring_mem: Option<Mmap>,
-    tail: SharedU16,
-    producer: PbufProducer,
+    pub(crate) core: Core,
+    /// The ring's memory, producer and registration.
+    pub(crate) ring: PbufRing,
     /// Incremental mode: bytes of each chunk the kernel has filled since it was posted.
     filled: Vec<u32>,
     incremental: bool,
     /// Most chunks in the ring at once; the rest wait in the table's pool.
     max_posted: u32,
     bgid: u16,
-    /// A duplicate of the io_uring fd (`None` in simulated mode).
-    ring_fd: Option<OwnedFd>,
+    /// Not registered with any io_uring (`sys::sim`).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub(crate) simulated: bool,
+    /// Not torn down yet.
     registered: bool,
     stats: BufRingStats,
 }
@@ -127,71 +122,45 @@ impl BufRing {
         area: Area,
         config: BufRingConfig,
     ) -> Result<Self> {
-        let (ring_mem, entries) = ring_memory(&area)?;
+        let mut buf_ring = ring_for(&area)?;
         let ring_fd = dup_ring_fd(ring.as_fd())?;
         let flags = if config.incremental {
             IOU_PBUF_RING_INC
         } else {
             0
         };
-        // SAFETY: `ring_mem` is a live, page-aligned mapping of `entries` entries. It is only
-        // unmapped after a successful unregister (see `teardown`), and leaked otherwise.
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                ring_mem.as_ptr() as u64,
-                entries as u16,
-                config.bgid,
-                flags,
-            )
-        }
-        .map_err(|source| {
-            let hint = match source.raw_os_error().map(Errno::from_raw_os_error) {
-                Some(Errno::EXIST) => {
-                    "the buffer group id is already in use on this ring; pick another bgid"
+        buf_ring
+            .register(ring_fd, config.bgid, flags)
+            .map_err(|source| {
+                let hint = match source.raw_os_error().map(Errno::from_raw_os_error) {
+                    Some(Errno::EXIST) => {
+                        "the buffer group id is already in use on this ring; pick another bgid"
+                    }
+                    Some(Errno::INVAL) if config.incremental => {
+                        "incremental buffer rings need Linux 6.12+; turn `incremental` off"
+                    }
+                    Some(Errno::INVAL) => "provided buffer rings need Linux 5.19+",
+                    Some(Errno::NOMEM) => "the kernel is out of memory",
+                    _ => "see io_uring_register_buf_ring(3)",
+                };
+                Error::BufRingRegister {
+                    bgid: config.bgid,
+                    source,
+                    hint,
                 }
-                Some(Errno::INVAL) if config.incremental => {
-                    "incremental buffer rings need Linux 6.12+; turn `incremental` off"
-                }
-                Some(Errno::INVAL) => "provided buffer rings need Linux 5.19+",
-                Some(Errno::NOMEM) => "the kernel is out of memory",
-                _ => "see io_uring_register_buf_ring(3)",
-            };
-            Error::BufRingRegister {
-                bgid: config.bgid,
-                source,
-                hint,
-            }
-        })?;
-        Ok(Self::assemble(
-            area,
-            config,
-            ring_mem,
-            entries,
-            Some(ring_fd),
-        ))
+            })?;
+        Ok(Self::assemble(area, config, buf_ring, false))
     }
 
-    /// A buffer ring that is not registered with any io_uring: completions come from the caller
-    /// (a model of the kernel in tests and benchmarks). Everything else is the real code. Only
-    /// with the `sim` feature.
-    #[cfg(feature = "sim")]
-    #[doc(hidden)]
-    pub fn simulated(area: Area, config: BufRingConfig) -> Result<Self> {
-        let (ring_mem, entries) = ring_memory(&area)?;
-        Ok(Self::assemble(area, config, ring_mem, entries, None))
-    }
-
-    fn assemble(
+    /// The queue over `area` and `ring` (registered, or simulated), with every chunk it may
+    /// post posted.
+    pub(crate) fn assemble(
         area: Area,
         config: BufRingConfig,
-        ring_mem: Mmap,
-        entries: usize,
-        ring_fd: Option<OwnedFd>,
+        ring: PbufRing,
+        simulated: bool,
     ) -> Self {
         let chunks = area.chunks() as usize;
-        // SAFETY: the tail is the u16 at byte 14 of entry 0 (the `resv` field `io_uring_buf_ring`
-        // overlays); the mapping lives as long as `self` (or is leaked).
-        let tail = unsafe { SharedU16::new(ring_mem.as_ptr().add(14)) };
         let mut core = Core::new(
             area,
             if config.incremental {
@@ -208,13 +177,11 @@ impl BufRing {
                 Vec::new()
             },
             core,
-            ring_mem: Some(ring_mem),
-            tail,
-            producer: PbufProducer::new(entries as u32),
+            ring,
             incremental: config.incremental,
             max_posted: config.max_posted.unwrap_or(u32::MAX).max(1),
             bgid: config.bgid,
-            ring_fd,
+            simulated,
             registered: true,
             stats: BufRingStats::default(),
         };
@@ -225,7 +192,7 @@ impl BufRing {
 
     /// Posts pooled chunks (the most recently used first) until the ring holds `max_posted`.
     fn top_up(&mut self) {
-        while self.producer.in_ring() < self.max_posted {
+        while self.ring.in_ring() < self.max_posted {
             let Some(chunk) = self.core.table.take_from_pool() else {
                 break;
             };
@@ -233,60 +200,13 @@ impl BufRing {
         }
     }
 
-    /// Simulated mode: reads ring slot `slot` as the kernel would: `(addr, len, bid)`.
-    #[cfg(feature = "sim")]
-    #[doc(hidden)]
-    pub fn sim_entry(&self, slot: u16) -> (u64, u32, u16) {
-        let slot = usize::from(slot) & (self.producer.entries() as usize - 1);
-        let mem = self.ring_mem.as_ref().expect("ring memory present");
-        // SAFETY: `slot < entries`, inside the mapping; only this thread writes the ring.
-        unsafe { read_buf_entry(mem.as_ptr().add(slot * ENTRY_SIZE)) }
-    }
-
-    /// Simulated mode: the published tail, as the kernel would read it.
-    #[cfg(feature = "sim")]
-    #[doc(hidden)]
-    pub fn sim_tail(&self) -> u16 {
-        self.tail.load_acquire()
-    }
-
-    /// Simulated mode: the kernel's copy of received bytes into the area at `addr` (an address
-    /// taken from a ring entry).
-    ///
-    /// # Safety
-    /// No [`RxBuf`](crate::RxBuf) may cover any byte of the range, and none may be created over
-    /// it during the call: the model writes only chunks the kernel side owns, as the kernel
-    /// would. (Incremental mode hands out the front of a chunk while the kernel keeps filling
-    /// its back: writing past what was delivered is fine.)
-    ///
-    /// # Panics
-    /// If the range leaves the area, or the ring is registered with a kernel.
-    #[cfg(feature = "sim")]
-    #[doc(hidden)]
-    pub unsafe fn sim_kernel_write(&self, addr: u64, data: &[u8]) {
-        assert!(self.ring_fd.is_none(), "only in simulated mode");
-        let area = self.core.area();
-        let off = addr
-            .checked_sub(area.addr())
-            .expect("address below the area") as usize;
-        assert!(off + data.len() <= area.len(), "write past the area");
-        // SAFETY: the range is inside the live mapping (checked); the caller vouches that no
-        // handle covers it.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), area.base().add(off), data.len()) };
-    }
-
     fn post(&mut self, chunk: ChunkId) {
         let geometry = Geometry::of(self.core.area());
-        let mem = self
-            .ring_mem
-            .as_ref()
-            .expect("ring memory present while registered");
-        post_entry(mem, &mut self.producer, &mut self.filled, geometry, chunk);
+        post_entry(&mut self.ring, &mut self.filled, geometry, chunk);
     }
 
     fn publish(&mut self) {
-        if let Some(tail) = self.producer.publish() {
-            self.tail.store_release(tail);
+        if self.ring.publish() {
             self.stats.publishes += 1;
         }
     }
@@ -309,8 +229,16 @@ impl BufRing {
     /// `-EINVAL`). It bounds what one connection can take from the shared pool before the
     /// application gets a say: the overshoot is at most one chunk. `max_bytes == 0` means no cap.
     pub fn recv_multishot_capped(&self, fd: impl Into<RecvFd>, max_bytes: u32) -> squeue::Entry {
-        // `optlen` (byte 44, shared with `file_index`) carries the total cap.
-        patch_sqe_u32(self.recv_multishot(fd), 44, max_bytes)
+        if max_bytes == 0 {
+            return self.recv_multishot(fd);
+        }
+        // No `io_uring::opcode` builder sets `optlen`, which carries the total cap: the entry is
+        // built in `sys::sqe`.
+        let (fd, fixed) = match fd.into() {
+            RecvFd::Fd(fd) => (fd.0, false),
+            RecvFd::Fixed(fd) => (fd.0 as i32, true),
+        };
+        io_uring_sqe::recv_multishot(fd, fixed, self.bgid, max_bytes).into_entry()
     }
 
     /// Decodes and checks a completion of a receive from [`recv_multishot`](Self::recv_multishot)
@@ -372,7 +300,7 @@ impl BufRing {
         }
         if !kernel_keeps {
             // The kernel moved its head past this buffer.
-            self.producer.consumed();
+            self.ring.consumed();
         }
         self.stats.deliveries += 1;
         self.stats.bytes += u64::from(len);
@@ -451,16 +379,12 @@ impl BufRing {
         let geometry = Geometry::of(self.core.area());
         let Self {
             core,
-            ring_mem,
-            producer,
+            ring,
             filled,
             max_posted,
             ..
         } = self;
-        let mem = ring_mem
-            .as_ref()
-            .expect("ring memory present while registered");
-        let mut room = max_posted.saturating_sub(producer.in_ring());
+        let mut room = max_posted.saturating_sub(ring.in_ring());
         // Post each chunk as it is collected, no allocation on this path; past `max_posted`,
         // put it on top of the pool, to be posted first when there is room again.
         let n = core.drain_returns(|table, chunk| {
@@ -469,7 +393,7 @@ impl BufRing {
                 // One buffer-ring entry per chunk, however many completions pointed into it.
                 table
                     .recycle(chunk)
-                    .map(|_| post_entry(mem, producer, filled, geometry, chunk))
+                    .map(|_| post_entry(ring, filled, geometry, chunk))
             } else {
                 table.shelve(chunk).map(drop)
             };
@@ -514,7 +438,7 @@ impl BufRing {
     /// Chunks posted to the kernel and not yet used: what receives can fill before the next
     /// [`flush`](Self::flush).
     pub fn posted(&self) -> u32 {
-        self.producer.in_ring()
+        self.ring.in_ring()
     }
 
     /// Whether `owner` holds at least the configured per-owner limit of bytes.
@@ -568,32 +492,14 @@ impl BufRing {
 
     fn teardown_in_place(&mut self) -> TeardownReport {
         if !self.registered {
-            return self.core.report(self.ring_mem.is_some());
+            return self.core.report(self.ring.is_mapped());
         }
         self.registered = false;
         // Publish nothing more, but account every chunk whose handles are gone.
         self.core.collect_returns(|_, _, _| {});
-        let arg = BufReg {
-            ring_addr: 0,
-            ring_entries: 0,
-            bgid: self.bgid,
-            flags: 0,
-            resv: [0; 3],
-        };
-        let unregistered = match &self.ring_fd {
-            None => Ok(0),
-            // SAFETY: the argument is a valid `io_uring_buf_reg` for the duration of the call.
-            Some(fd) => unsafe {
-                rustix::io_uring::io_uring_register(
-                    fd,
-                    rustix::io_uring::IoringRegisterOp::UnregisterPbufRing,
-                    (&arg as *const BufReg).cast(),
-                    1,
-                )
-            },
-        };
-        let clean = match unregistered {
-            Ok(_) => {
+        // A simulated ring is registered nowhere: that unregisters at once.
+        let clean = match self.ring.unregister() {
+            Ok(()) => {
                 // The kernel no longer reads the ring or writes any chunk: take them all back.
                 for chunk in 0..self.core.table.total() {
                     match self.core.table.state(chunk) {
@@ -622,11 +528,9 @@ impl BufRing {
                     "unregistering the buffer ring failed ({e}): its ring and area are leaked, \
                      never unmapped, as the kernel may still write into them"
                 );
-                // The kernel may still write into the area and read the ring: never unmap them.
+                // The kernel may still write into the area and read the ring: never unmap them
+                // (the ring leaked its memory already).
                 self.core.shared.leak_area_on_drop();
-                if let Some(mem) = self.ring_mem.take() {
-                    mem.leak();
-                }
                 false
             }
         };
@@ -650,9 +554,9 @@ impl Drop for BufRing {
     }
 }
 
-/// Checks the area fits a buffer ring and maps the ring's entry array (one slot per chunk,
-/// rounded up to a power of two and to whole pages). Returns the mapping and the entry count.
-fn ring_memory(area: &Area) -> Result<(Mmap, usize)> {
+/// Checks the area fits a buffer ring and maps the ring (one slot per chunk, rounded up to a
+/// power of two and to whole pages), registered nowhere yet.
+pub(crate) fn ring_for(area: &Area) -> Result<PbufRing> {
     let chunks = area.chunks() as usize;
     if chunks > MAX_ENTRIES {
         return Err(Error::TooManyChunks {
@@ -666,14 +570,11 @@ fn ring_memory(area: &Area) -> Result<(Mmap, usize)> {
             chunk_size: area.chunk_size(),
         });
     }
-    let entries = chunks.next_power_of_two();
-    let page = rustix::param::page_size();
-    let map_len = (entries * ENTRY_SIZE).div_ceil(page) * page;
-    let ring_mem = Mmap::anonymous(map_len, false, true).map_err(|source| Error::Map {
-        len: map_len,
+    let entries = chunks.next_power_of_two() as u32;
+    PbufRing::new(entries).map_err(|source| Error::Map {
+        len: PbufRing::map_len(entries),
         source,
-    })?;
-    Ok((ring_mem, entries))
+    })
 }
 
 /// Where chunk entries point.
@@ -694,33 +595,17 @@ impl Geometry {
     }
 }
 
-/// Writes the ring entry for `chunk` at the producer's next slot (published later) and, in
+/// Writes the ring entry for `chunk` at the ring's next slot (published later) and, in
 /// incremental mode (`filled` has one counter per chunk, else it is empty), restarts its fill.
+/// `chunk` must be one no handle points into (the table's pool, or recycled).
 #[inline]
-fn post_entry(
-    mem: &Mmap,
-    producer: &mut PbufProducer,
-    filled: &mut [u32],
-    g: Geometry,
-    chunk: ChunkId,
-) {
+fn post_entry(ring: &mut PbufRing, filled: &mut [u32], g: Geometry, chunk: ChunkId) {
     if let Some(f) = filled.get_mut(chunk as usize) {
         *f = 0;
     }
-    let slot = producer
-        .push()
-        .expect("the ring has a slot for every chunk");
     let addr = g.base + (u64::from(chunk) << g.shift);
-    // SAFETY: `slot < entries`, so the entry lies in the mapping; the kernel reads it only after
-    // the next tail store, and the producer never hands out a slot the kernel may still read.
-    unsafe {
-        write_buf_entry(
-            mem.as_ptr().add(slot as usize * ENTRY_SIZE),
-            addr,
-            g.chunk_size,
-            chunk as u16,
-        )
-    };
+    let pushed = ring.push(addr, g.chunk_size, chunk as u16);
+    assert!(pushed, "the ring has a slot for every chunk");
 }
 
 /// The socket a receive reads: a plain fd or a registered (fixed) file index.

@@ -674,8 +674,8 @@ impl ChunkTable {
         Ok(())
     }
 
-    /// Checks every invariant (used by tests; O(total)).
-    #[doc(hidden)]
+    /// Checks every invariant (feature `sim`, for tests; O(total)).
+    #[cfg(any(test, feature = "sim"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut c = Counts::default();
         for s in &self.slots {

@@ -16,9 +16,8 @@
 //!
 //! Teardown is sound: the area stays mapped, and the io_uring that the kernel's scrub belongs to
 //! stays open, for as long as any [`RxBuf`] lives; a leaked handle leaks memory, never safety.
+// The rest of the lints come from `[workspace.lints]`.
 #![deny(missing_docs)]
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod area;
 pub mod backend;

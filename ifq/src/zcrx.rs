@@ -70,36 +70,22 @@ pub use crate::bufring::RecvFd;
 use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
 use crate::completion::{decode_zcrx, CompletionError, Event, ZcrxLoc, ZCRX_AREA_SHIFT};
 use crate::error::{Error, Result, ZcrxRefusal};
-use crate::refill::zcrx::{rqe_off, ZcrxRefill};
+use crate::refill::zcrx::rqe_off;
 use crate::rxbuf::RxBuf;
 use crate::sys::abi::{
-    self, io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, zcrx_event_desc,
-    RefillRing, SharedStats, IORING_MEM_REGION_TYPE_USER, IO_RQ_MAX_ENTRIES, RQE_SIZE,
-    RQ_HEADER_RESERVE, ZCRX_EVENT_ALLOC_FAIL, ZCRX_EVENT_COPY, ZCRX_EVENT_DESC_FLAG_STATS,
-    ZCRX_FEATURE_EVENT, ZCRX_FEATURE_RX_PAGE_SIZE, ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
+    self, zcrx_event_desc, ZcrxRegistration, IO_RQ_MAX_ENTRIES, RQE_SIZE, RQ_HEADER_RESERVE,
+    ZCRX_EVENT_ALLOC_FAIL, ZCRX_EVENT_COPY, ZCRX_EVENT_DESC_FLAG_STATS, ZCRX_FEATURE_EVENT,
+    ZCRX_FEATURE_RX_PAGE_SIZE, ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
 };
 use crate::sys::caps;
 use crate::sys::mmap::Mmap;
+use crate::sys::refill::{RefillRing, SharedStats};
 
 mod export;
 pub use export::ZcrxExport;
 
-/// The zcrx ABI as this crate compiles it (struct layouts and numbers), for layout tests.
-#[doc(hidden)]
-pub mod abi_info {
-    pub use crate::sys::abi::{
-        io_uring_query_hdr, io_uring_query_zcrx, io_uring_query_zcrx_event, io_uring_region_desc,
-        io_uring_zcrx_area_reg, io_uring_zcrx_cqe, io_uring_zcrx_ifq_reg, io_uring_zcrx_offsets,
-        io_uring_zcrx_rqe, layouts, zcrx_ctrl, zcrx_event_desc, zcrx_stats, Layout,
-        IORING_MEM_REGION_TYPE_USER, IORING_OP_RECV_ZC, IORING_RECV_MULTISHOT,
-        IORING_REGISTER_QUERY, IORING_REGISTER_ZCRX_CTRL, IORING_REGISTER_ZCRX_IFQ,
-        IORING_ZCRX_AREA_DMABUF, IORING_ZCRX_AREA_SHIFT, IO_RQ_MAX_ENTRIES, IO_URING_QUERY_ZCRX,
-        IO_URING_QUERY_ZCRX_EVENT, RQE_SIZE, RQ_HEADER_RESERVE, ZCRX_CTRL_ARM_EVENT,
-        ZCRX_CTRL_EXPORT, ZCRX_CTRL_FLUSH_RQ, ZCRX_EVENT_ALLOC_FAIL, ZCRX_EVENT_COPY,
-        ZCRX_EVENT_DESC_FLAG_STATS, ZCRX_FEATURE_EVENT, ZCRX_FEATURE_RX_PAGE_SIZE, ZCRX_REG_IMPORT,
-        ZCRX_REG_NODEV,
-    };
-}
+#[cfg(feature = "sim")]
+pub use crate::sys::sim::abi_info;
 
 /// `IFNAMSIZ`: interface names are at most 15 bytes plus a NUL.
 pub const IFNAMSIZ: usize = 16;
@@ -121,7 +107,7 @@ pub enum Interface {
 ///
 /// Before 6.19 there is no query: [`queried`](Self::queried) is false and the values are the
 /// 6.15-6.18 rules (no registration flags, no control operations, and a refill header that fits
-/// in [`abi_info::RQ_HEADER_RESERVE`] bytes).
+/// in the 256 bytes reserved for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ZcrxFeatures {
@@ -149,7 +135,7 @@ pub struct ZcrxFeatures {
 
 impl ZcrxFeatures {
     /// The 6.15-6.18 rules, for kernels without the query.
-    const PRE_QUERY: Self = Self {
+    pub(crate) const PRE_QUERY: Self = Self {
         queried: false,
         register_flags: 0,
         area_flags: abi::IORING_ZCRX_AREA_DMABUF as u64,
@@ -545,13 +531,13 @@ impl Target {
 
 /// A zcrx interface queue over an [`Area`]. See the [module docs](self).
 pub struct ZcrxIfq {
-    core: Core,
-    rq: RefillRing,
-    refill: ZcrxRefill,
+    pub(crate) core: Core,
+    /// The refill queue and its producer.
+    pub(crate) rq: RefillRing,
     area_token: u64,
     area_id: u16,
-    zcrx_id: u32,
-    ifname: String,
+    pub(crate) zcrx_id: u32,
+    pub(crate) ifname: String,
     if_index: u32,
     queue: u32,
     /// log2 of the kernel's buffer size (the page size on 6.18).
@@ -569,7 +555,7 @@ pub struct ZcrxIfq {
     refused: Vec<u32>,
     /// The ring the queue was registered on (a duplicate of its fd), for control calls; `None`
     /// when simulated.
-    ring_fd: Option<Arc<OwnedFd>>,
+    pub(crate) ring_fd: Option<Arc<OwnedFd>>,
     /// No device: no page pool takes refill entries, so every flush that leaves some unconsumed
     /// tells the kernel to take them.
     no_device: bool,
@@ -580,9 +566,9 @@ pub struct ZcrxIfq {
     kernel_stats: Option<SharedStats>,
     /// The refill region's memfd, for an exportable queue.
     region_fd: Option<OwnedFd>,
-    /// Built by `simulated` (the `sim` feature): the `sim_*` hooks check it.
+    /// Registered nowhere (`sys::sim`).
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
-    simulated: bool,
+    pub(crate) simulated: bool,
     stats: ZcrxStats,
 }
 
@@ -592,7 +578,7 @@ impl std::fmt::Debug for ZcrxIfq {
             .field("ifname", &self.ifname)
             .field("queue", &self.queue)
             .field("zcrx_id", &self.zcrx_id)
-            .field("rq_entries", &self.refill.entries())
+            .field("rq_entries", &self.rq.entries())
             .field("counts", &self.core.table.counts())
             .field("stats", &self.stats)
             .finish()
@@ -609,8 +595,7 @@ const _: fn() = || {
 /// The owner's side of the refill queue during a flush: what each kernel buffer is owed and
 /// where its entries go.
 struct RefillWriter<'a> {
-    rq: &'a RefillRing,
-    refill: &'a mut ZcrxRefill,
+    rq: &'a mut RefillRing,
     area_token: u64,
     buf_shift: u32,
     bufs_per_chunk: usize,
@@ -644,13 +629,11 @@ impl RefillWriter<'_> {
     /// Writes one refill entry for kernel buffer `buf`. False if the queue is full.
     #[inline]
     fn write_ref(&mut self, buf: usize) -> bool {
-        let Some(slot) = self.refill.push() else {
-            return false;
-        };
+        // One of the references the kernel gave us for `buf`, which no handle needs any more.
         let off = rqe_off((buf as u64) << self.buf_shift, self.area_token);
-        // SAFETY: `slot` comes from `push`, which never returns a slot the kernel may still
-        // read, and it is published only after this write.
-        unsafe { self.rq.write(slot, off) };
+        if !self.rq.push(off) {
+            return false;
+        }
         self.rqes += 1;
         true
     }
@@ -686,17 +669,17 @@ fn write_pending(
 }
 
 /// Sizes worked out before registering.
-struct Plan {
+pub(crate) struct Plan {
     /// log2 of the buffer size asked for (a page unless `rx_buf_len` says more).
-    buf_shift: u32,
-    entries: u32,
-    region_len: usize,
+    pub(crate) buf_shift: u32,
+    pub(crate) entries: u32,
+    pub(crate) region_len: usize,
     /// Where the kernel's statistics go in the region, when events are asked for.
     stats_offset: Option<u64>,
 }
 
 impl Plan {
-    fn new(
+    pub(crate) fn new(
         area: &Area,
         rq_entries: Option<u32>,
         rx_buf_len: Option<u32>,
@@ -885,67 +868,57 @@ impl ZcrxIfq {
         // Duplicated before registering, so a failure here leaves nothing registered.
         let ring_fd = dup_ring_fd(ring.fd())?;
 
-        let mut area_reg = io_uring_zcrx_area_reg {
-            addr: area.addr(),
-            len: area.len() as u64,
-            ..Default::default()
-        };
-        let mut region_desc = io_uring_region_desc {
-            user_addr: region.as_ptr() as u64,
-            size: region.len() as u64,
-            flags: IORING_MEM_REGION_TYPE_USER,
-            ..Default::default()
-        };
         let (if_idx, if_rxq, flags) = match &target {
             Target::Device {
                 if_index, queue, ..
             } => (*if_index, *queue, 0),
             Target::NoDevice => (0, 0, ZCRX_REG_NODEV),
         };
-        let mut event_desc = zcrx_event_desc::default();
-        if let Some(user_data) = config.events {
-            event_desc.user_data = user_data;
-            event_desc.type_mask =
-                features.event_types & ((1 << ZCRX_EVENT_ALLOC_FAIL) | (1 << ZCRX_EVENT_COPY));
+        let events = config.events.map(|user_data| {
+            let mut desc = zcrx_event_desc {
+                user_data,
+                type_mask: features.event_types
+                    & ((1 << ZCRX_EVENT_ALLOC_FAIL) | (1 << ZCRX_EVENT_COPY)),
+                ..Default::default()
+            };
             if let Some(at) = plan.stats_offset {
-                event_desc.flags = ZCRX_EVENT_DESC_FLAG_STATS;
-                event_desc.stats_offset = at;
+                desc.flags = ZCRX_EVENT_DESC_FLAG_STATS;
+                desc.stats_offset = at;
             }
-        }
-        let mut reg = io_uring_zcrx_ifq_reg {
-            if_idx,
-            if_rxq,
-            rq_entries: plan.entries,
-            flags,
-            area_ptr: std::ptr::addr_of_mut!(area_reg) as u64,
-            region_ptr: std::ptr::addr_of_mut!(region_desc) as u64,
-            rx_buf_len: config.rx_buf_len.unwrap_or(0),
-            event_desc: if config.events.is_some() {
-                std::ptr::addr_of_mut!(event_desc) as u64
-            } else {
-                0
+            desc
+        });
+        // The area and the region end up in `Shared` and stay mapped for as long as the queue or
+        // any handle lives; the area is fresh (owned by value), so no handle points into it.
+        let answer = abi::register_zcrx(
+            ring.fd(),
+            &ZcrxRegistration {
+                if_idx,
+                if_rxq,
+                rq_entries: plan.entries,
+                flags,
+                area: area.mapping(),
+                region: &region,
+                rx_buf_len: config.rx_buf_len.unwrap_or(0),
+                events,
             },
-            ..Default::default()
-        };
-        // SAFETY: `reg`, `area_reg`, `region_desc` and `event_desc` are live locals passed as
-        // pointers derived from `&mut`; the area and the region are page-aligned mappings owned
-        // by `area` and `region`, which end up in `Shared` and stay mapped for as long as the
-        // queue or any handle lives (and unmapping them later is harmless to the kernel: it
-        // pinned the pages).
-        let answer = unsafe { abi::register_zcrx_ifq(ring.fd(), &mut reg) };
-        if let Err(e) = answer {
-            if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !ring.on_submitter_thread()
-            {
-                return Err(another_thread());
+        );
+        let reg = match answer {
+            Ok(reg) => reg,
+            Err(e) => {
+                if e.raw_os_error() == Some(Errno::EXIST.raw_os_error())
+                    && !ring.on_submitter_thread()
+                {
+                    return Err(another_thread());
+                }
+                let err = refusal_error(&target, config, e);
+                tracing::debug!(
+                    ifname = target.ifname(),
+                    queue = target.queue(),
+                    "zcrx registration refused: {err}"
+                );
+                return Err(err);
             }
-            let err = refusal_error(&target, config, e);
-            tracing::debug!(
-                ifname = target.ifname(),
-                queue = target.queue(),
-                "zcrx registration refused: {err}"
-            );
-            return Err(err);
-        }
+        };
         // 7.0+ writes back the buffer size in use (0 before: a page).
         let buf_shift = match reg.rx_buf_len {
             0 => plan.buf_shift,
@@ -965,18 +938,14 @@ impl ZcrxIfq {
 
         // The kernel answered: entries as rounded, the offsets inside the region, the id.
         let entries = reg.rq_entries;
-        // SAFETY: `region` is moved into `Shared`'s keepalive below and outlives `rq` (which is
-        // dropped with `self`, which holds the `Arc<Shared>`); the index words are only accessed
-        // atomically.
-        let rq = unsafe {
-            RefillRing::new(
-                &region,
-                reg.offsets.head,
-                reg.offsets.tail,
-                reg.offsets.rqes,
-                entries,
-            )
-        }
+        let region = Arc::new(region);
+        let rq = RefillRing::new(
+            Arc::clone(&region),
+            reg.offsets.head,
+            reg.offsets.tail,
+            reg.offsets.rqes,
+            entries,
+        )
         .ok_or_else(|| Error::Os {
             what: "the kernel returned refill queue offsets that do not fit the region",
             source: io::ErrorKind::InvalidData.into(),
@@ -992,14 +961,12 @@ impl ZcrxIfq {
         let kernel_stats = plan
             .stats_offset
             .filter(|_| config.events.is_some())
-            // SAFETY: `region` moves into `Shared`'s keepalive and outlives `self`.
-            .and_then(|at| unsafe { SharedStats::new(&region, at) });
+            .and_then(|at| SharedStats::new(&region, at));
         let mut this = Self::assemble(
             area,
             region,
             rq,
-            entries,
-            area_reg.rq_area_token,
+            reg.rq_area_token,
             reg.zcrx_id,
             buf_shift,
             config.owner_limit,
@@ -1019,12 +986,12 @@ impl ZcrxIfq {
         Ok(this)
     }
 
+    /// The queue over `area`, with the refill ring `rq` in `region`.
     #[allow(clippy::too_many_arguments)]
-    fn assemble(
+    pub(crate) fn assemble(
         area: Area,
-        region: Mmap,
+        region: Arc<Mmap>,
         rq: RefillRing,
-        entries: u32,
         area_token: u64,
         zcrx_id: u32,
         buf_shift: u32,
@@ -1042,7 +1009,6 @@ impl ZcrxIfq {
         Self {
             core,
             rq,
-            refill: ZcrxRefill::new(entries),
             area_token,
             area_id: (area_token >> ZCRX_AREA_SHIFT) as u16,
             zcrx_id,
@@ -1065,107 +1031,6 @@ impl ZcrxIfq {
             simulated,
             stats: ZcrxStats::default(),
         }
-    }
-
-    #[cfg(feature = "sim")]
-    /// A queue whose registration is simulated: the refill region is allocated here with the
-    /// 6.18 layout (head at 0, tail at 4, entries at 64) and no kernel is involved. Tests drive
-    /// the kernel side with the `sim_*` methods.
-    #[doc(hidden)]
-    pub fn simulated(area: Area, rq_entries: u32, area_token: u64) -> Result<Self> {
-        let plan = Plan::new(
-            &area,
-            Some(rq_entries),
-            None,
-            &ZcrxFeatures::PRE_QUERY,
-            false,
-            false,
-        )?;
-        let region =
-            Mmap::anonymous(plan.region_len, false, false).map_err(|source| Error::Map {
-                len: plan.region_len,
-                source,
-            })?;
-        // SAFETY: `region` moves into `Shared`'s keepalive and outlives `rq`; the words are only
-        // accessed atomically.
-        let rq = unsafe { RefillRing::new(&region, 0, 4, 64, plan.entries) }
-            .expect("the simulated layout fits the region");
-        let mut this = Self::assemble(
-            area,
-            region,
-            rq,
-            plan.entries,
-            area_token & !crate::completion::ZCRX_OFFSET_MASK,
-            0,
-            plan.buf_shift,
-            None,
-            true,
-        );
-        this.ifname = "simulated".to_owned();
-        Ok(this)
-    }
-
-    #[cfg(feature = "sim")]
-    fn assert_simulated(&self) {
-        assert!(
-            self.simulated,
-            "sim_* methods are only for ZcrxIfq::simulated queues"
-        );
-    }
-
-    #[cfg(feature = "sim")]
-    /// Simulation: the kernel side loads the refill tail (acquire).
-    #[doc(hidden)]
-    pub fn sim_tail(&self) -> u32 {
-        self.assert_simulated();
-        self.rq.sim_tail()
-    }
-
-    #[cfg(feature = "sim")]
-    /// Simulation: the kernel side reads refill entry `index` (masked) as `(off, len, pad)`.
-    #[doc(hidden)]
-    pub fn sim_read_rqe(&self, index: u32) -> (u64, u32, u32) {
-        self.assert_simulated();
-        self.rq.sim_read(index)
-    }
-
-    #[cfg(feature = "sim")]
-    /// Simulation: the kernel side stores its head (release).
-    #[doc(hidden)]
-    pub fn sim_set_head(&self, head: u32) {
-        self.assert_simulated();
-        self.rq.sim_set_head(head);
-    }
-
-    #[cfg(feature = "sim")]
-    /// Simulation: the "NIC" writes `data` into the area at `area_offset`.
-    ///
-    /// # Safety
-    /// No [`RxBuf`] may cover any byte of the range, and none may be created over it during the
-    /// call: the model writes only buffers the kernel side owns, as a NIC would.
-    ///
-    /// # Panics
-    /// If the range leaves the area, or the queue is not simulated.
-    #[doc(hidden)]
-    pub unsafe fn sim_write(&self, area_offset: u64, data: &[u8]) {
-        self.assert_simulated();
-        let area = self.core.area();
-        let end = area_offset
-            .checked_add(data.len() as u64)
-            .expect("range overflows");
-        assert!(
-            end <= area.len() as u64,
-            "sim_write past the end of the area"
-        );
-        // SAFETY: the range is inside the area mapping (checked above) and does not overlap
-        // `data` (a separate borrow); the caller guarantees no handle reads it meanwhile.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                area.base().add(area_offset as usize),
-                data.len(),
-            )
-        };
     }
 
     /// Hands the queue over to another ring, in this process or another (Linux 6.19+): returns
@@ -1237,7 +1102,7 @@ impl ZcrxIfq {
                 chunk_size: self.chunk_size() as u32,
                 chunks: self.core.area().chunks(),
                 buf_shift: self.buf_shift,
-                rq_entries: self.refill.entries(),
+                rq_entries: self.rq.entries(),
                 region_len: self.rq.mapped_len() as u64,
                 head,
                 tail,
@@ -1278,33 +1143,32 @@ impl ZcrxIfq {
             info,
         } = export;
         let mapped = export::Mapped::new(area, region, &info)?;
-        let mut reg = io_uring_zcrx_ifq_reg {
-            if_idx: std::os::fd::AsRawFd::as_raw_fd(&zcrx) as u32,
-            flags: ZCRX_REG_IMPORT,
-            ..Default::default()
-        };
-        // SAFETY: `reg` is a live local passed as a pointer derived from `&mut`; an import
-        // carries no area, region or event pointer (all 0).
-        if let Err(e) = unsafe { abi::register_zcrx_ifq(ring.as_fd(), &mut reg) } {
-            if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) && !on_submitter_thread(ring) {
-                return Err(another_thread());
+        let reg = abi::import_zcrx(ring.as_fd(), zcrx.as_fd());
+        let reg = match reg {
+            Ok(reg) => reg,
+            Err(e) => {
+                if e.raw_os_error() == Some(Errno::EXIST.raw_os_error())
+                    && !on_submitter_thread(ring)
+                {
+                    return Err(another_thread());
+                }
+                return Err(match e.raw_os_error().map(Errno::from_raw_os_error) {
+                    Some(Errno::BADF) => Error::BadExport {
+                        why: "the fd is not an exported zcrx queue (EBADF)".into(),
+                    },
+                    // Linux 7.3 checks CAP_NET_ADMIN before it looks at the import flag.
+                    Some(Errno::PERM) => Error::ZcrxRefused {
+                        ifname: "an imported queue".into(),
+                        queue: 0,
+                        refusal: ZcrxRefusal::NotPermitted,
+                    },
+                    _ => Error::Os {
+                        what: "importing the zcrx queue (ZCRX_REG_IMPORT)",
+                        source: e,
+                    },
+                });
             }
-            return Err(match e.raw_os_error().map(Errno::from_raw_os_error) {
-                Some(Errno::BADF) => Error::BadExport {
-                    why: "the fd is not an exported zcrx queue (EBADF)".into(),
-                },
-                // Linux 7.3 checks CAP_NET_ADMIN before it looks at the import flag.
-                Some(Errno::PERM) => Error::ZcrxRefused {
-                    ifname: "an imported queue".into(),
-                    queue: 0,
-                    refusal: ZcrxRefusal::NotPermitted,
-                },
-                _ => Error::Os {
-                    what: "importing the zcrx queue (ZCRX_REG_IMPORT)",
-                    source: e,
-                },
-            });
-        }
+        };
         let o = reg.offsets;
         let this = Self::attach(
             ring,
@@ -1344,25 +1208,25 @@ impl ZcrxIfq {
             region_map,
             region_fd,
         } = mapped;
-        // SAFETY: `region_map` moves into `Shared`'s keepalive and outlives `rq`; the words are
-        // only accessed atomically.
-        let rq = unsafe { RefillRing::new(&region_map, head, tail, rqes, info.rq_entries) }
+        let region_map = Arc::new(region_map);
+        let mut rq = RefillRing::new(Arc::clone(&region_map), head, tail, rqes, info.rq_entries)
             .ok_or_else(|| bad("the refill ring does not fit the region".into()))?;
-        let refill = ZcrxRefill::resume(info.rq_entries, rq.head(), rq.tail_word())
-            .ok_or_else(|| bad("the refill ring's head and tail are inconsistent".into()))?;
+        if !rq.resume() {
+            return Err(bad(
+                "the refill ring's head and tail are inconsistent".into()
+            ));
+        }
         let ring_fd = dup_ring_fd(ring.as_fd())?;
         let mut this = Self::assemble(
             area,
             region_map,
             rq,
-            info.rq_entries,
             info.area_token,
             zcrx_id,
             info.buf_shift,
             owner_limit,
             false,
         );
-        this.refill = refill;
         let ring_fd = Arc::new(ring_fd);
         this.core.shared.keep_alive(Box::new(Arc::clone(&ring_fd)));
         this.ring_fd = Some(ring_fd);
@@ -1371,64 +1235,6 @@ impl ZcrxIfq {
         this.region_fd = Some(region_fd);
         this.ifname = "imported".to_owned();
         Ok(this)
-    }
-
-    #[cfg(feature = "sim")]
-    /// Test support, against a real kernel: writes `entries` (`(off, len, pad)`, hostile ones
-    /// included) into the refill ring after the last published entry, then publishes `tail`
-    /// (default: just past them) and, if given, stores `head` into the kernel's head word. The
-    /// queue's own producer state is not told: the kernel's answer to garbage is what such a
-    /// test looks at, and [`snapshot`](Self::snapshot) must still balance afterwards.
-    ///
-    /// # Safety
-    /// No entry may name a buffer of a live [`RxBuf`] of this queue: the kernel would take it
-    /// back and reuse it under the handle.
-    #[doc(hidden)]
-    pub unsafe fn raw_refill(
-        &mut self,
-        entries: &[(u64, u32, u32)],
-        tail: Option<u32>,
-        head: Option<u32>,
-    ) {
-        let first = self.refill.tail();
-        for (i, &(off, len, pad)) in entries.iter().enumerate() {
-            // SAFETY: slots from the published tail on are not read by the kernel until the tail
-            // store below; the caller vouches that no entry names a live handle's buffer.
-            unsafe {
-                self.rq
-                    .write_raw(first.wrapping_add(i as u32), off, len, pad)
-            };
-        }
-        self.rq
-            .publish_tail(tail.unwrap_or(first.wrapping_add(entries.len() as u32)));
-        if let Some(head) = head {
-            self.rq.store_head_raw(head);
-        }
-    }
-
-    #[cfg(feature = "sim")]
-    /// Test support: `ZCRX_CTRL_FLUSH_RQ` once, now, whatever the queue's state; the kernel's
-    /// answer as an errno.
-    #[doc(hidden)]
-    pub fn raw_ctrl_flush(&self) -> std::result::Result<(), i32> {
-        let ring = self.ring_fd.as_ref().ok_or(-1)?;
-        abi::ctrl_flush_rq(ring.as_fd(), self.zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
-    }
-
-    #[cfg(feature = "sim")]
-    /// Test support: `ZCRX_CTRL_FLUSH_RQ` for another id on this queue's ring.
-    #[doc(hidden)]
-    pub fn raw_ctrl_flush_id(&self, zcrx_id: u32) -> std::result::Result<(), i32> {
-        let ring = self.ring_fd.as_ref().ok_or(-1)?;
-        abi::ctrl_flush_rq(ring.as_fd(), zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
-    }
-
-    #[cfg(feature = "sim")]
-    /// Simulation: sets the per-owner limit.
-    #[doc(hidden)]
-    pub fn sim_set_owner_limit(&mut self, bytes: Option<u64>) {
-        self.assert_simulated();
-        self.core.table.set_owner_limit(bytes);
     }
 
     /// The id receives must name (`zcrx_ifq_idx` in the SQE).
@@ -1453,7 +1259,7 @@ impl ZcrxIfq {
 
     /// Refill queue entries, as rounded by the kernel.
     pub fn rq_entries(&self) -> u32 {
-        self.refill.entries()
+        self.rq.entries()
     }
 
     /// The area token the kernel assigned (`area_id << 48`), part of every refill entry.
@@ -1618,7 +1424,6 @@ impl ZcrxIfq {
         let Self {
             core,
             rq,
-            refill,
             area_token,
             buf_shift,
             bufs_per_chunk,
@@ -1634,10 +1439,9 @@ impl ZcrxIfq {
             zcrx_id,
             ..
         } = self;
-        refill.observe(rq.head());
+        rq.observe_head();
         let mut out = RefillWriter {
             rq,
-            refill,
             area_token: *area_token,
             buf_shift: *buf_shift,
             bufs_per_chunk: *bufs_per_chunk,
@@ -1681,26 +1485,24 @@ impl ZcrxIfq {
         if full {
             stats.rq_full += 1;
         }
-        if let Some(tail) = out.refill.publish() {
-            out.rq.publish_tail(tail);
+        if out.rq.publish() {
             stats.publishes += 1;
         }
         // Without a device no page pool takes the entries: tell the kernel to, whenever some are
         // unconsumed. On a NIC the page pool takes them as it refills, but a full ring would
         // stop returns until it does: make room then. Once per flush.
         let ctrl_flush = features.flush_rq()
-            && out.refill.in_flight() > 0
+            && out.rq.in_flight() > 0
             && (*no_device || (full && !pending.is_empty()));
         if let (true, Some(ring_fd)) = (ctrl_flush, ring_fd.as_ref()) {
             stats.ctrl_flushes += 1;
             match abi::ctrl_flush_rq(ring_fd.as_fd(), *zcrx_id) {
                 Ok(()) => {
-                    out.refill.observe(out.rq.head());
+                    out.rq.observe_head();
                     // Room again: what still waits goes in now (the kernel takes it at the next
                     // flush without a device, or as the page pool refills).
                     returned += write_pending(core, &mut out, pending, queued);
-                    if let Some(tail) = out.refill.publish() {
-                        out.rq.publish_tail(tail);
+                    if out.rq.publish() {
                         stats.publishes += 1;
                     }
                 }

@@ -473,6 +473,46 @@ fn constants() {
     const { assert!(abi::RQ_HEADER_RESERVE >= 256) };
 }
 
+/// The SQE the crate builds itself (a multishot receive with a total limit), each union by
+/// the member a receive uses:
+/// ```c
+/// struct io_uring_sqe {
+///     __u8 opcode; __u8 flags; __u16 ioprio; __s32 fd;
+///     union { __u64 off; __u64 addr2; ... };
+///     union { __u64 addr; __u64 splice_off_in; ... };
+///     __u32 len;
+///     union { __kernel_rwf_t rw_flags; ... __u32 msg_flags; ... };
+///     __u64 user_data;
+///     union { __u16 buf_index; __u16 buf_group; } __attribute__((packed));
+///     __u16 personality;
+///     union { __s32 splice_fd_in; __u32 file_index; __u32 zcrx_ifq_idx; __u32 optlen; ... };
+///     union { struct { __u64 addr3; __u64 __pad2[1]; }; ... };
+/// };
+/// ```
+#[test]
+fn sqe() {
+    check(
+        "io_uring_sqe",
+        64,
+        &[
+            ("opcode", 0),
+            ("flags", 1),
+            ("ioprio", 2),
+            ("fd", 4),
+            ("off", 8),
+            ("addr", 16),
+            ("len", 24),
+            ("msg_flags", 28),
+            ("user_data", 32),
+            ("buf_group", 40),
+            ("personality", 42),
+            ("optlen", 44),
+            ("addr3", 48),
+            ("__pad2", 56),
+        ],
+    );
+}
+
 /// A `RECV_ZC` SQE as the kernel expects it: opcode 58, multishot in `ioprio`, the ifq id in
 /// `zcrx_ifq_idx` (the u32 at byte 44), `len` 0, addr fields zero.
 #[test]

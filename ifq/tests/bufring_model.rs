@@ -89,9 +89,9 @@ impl Kernel {
     fn fill(&mut self, ring: &BufRing, addr: u64, n: usize) {
         let data: Vec<u8> = (0..n).map(|i| self.seq.wrapping_add(i as u8)).collect();
         self.seq = self.seq.wrapping_add(1);
-        // SAFETY: `addr..addr + n` is in a chunk the model took from the ring and has not
-        // delivered yet (in incremental mode, past the part already delivered): no handle
-        // covers it.
+        // SAFETY: the model writes only into the buffer it took from the ring and has not
+        // completed yet, which no handle covers as long as the queue never posts a held chunk;
+        // `Held::check` is there to catch the queue breaking that, by content.
         unsafe { ring.sim_kernel_write(addr, &data) };
     }
 }

@@ -1,6 +1,9 @@
 //! Shared helpers for the examples' integration tests: installing the tools they drive, guarding
 //! child processes, running the proxy and the sink in-process. Loopback only.
 #![allow(dead_code)]
+// Helpers shared by the test binaries, each its own crate: their `pub` items are for the tests,
+// not an API (the rest of the workspace lints apply).
+#![allow(unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

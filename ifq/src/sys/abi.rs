@@ -1,7 +1,8 @@
 //! The zcrx ABI: numbers and struct layouts from the kernel's uapi headers
 //! (`include/uapi/linux/io_uring.h`, and since 7.1 `linux/io_uring/zcrx.h` and
-//! `linux/io_uring/query.h`; checked against Linux 7.3), the refill region (the one piece of
-//! memory besides the area that zcrx shares with the kernel), and the register calls zcrx uses.
+//! `linux/io_uring/query.h`; checked against Linux 7.3) and the register calls zcrx uses. The
+//! refill region, the one piece of memory besides the area that zcrx shares with the kernel, is
+//! in [`refill`](crate::sys::refill).
 //!
 //! The area, region, refill entry and CQE structs are the `io-uring` crate's bindgen output
 //! (from the 6.15 header, unchanged since), re-exported under their C names. The ifq
@@ -18,7 +19,7 @@ pub use io_uring::types::{
 };
 
 use crate::sys::mmap::Mmap;
-use crate::sys::ring::{write_rqe, BufReg, SharedU32};
+use crate::sys::pbuf::BufReg;
 
 /// `IORING_OP_RECV_ZC` (6.15).
 pub const IORING_OP_RECV_ZC: u8 = 58;
@@ -59,6 +60,7 @@ pub const ZCRX_REG_IMPORT: u32 = 1;
 /// `ZCRX_REG_NODEV` (7.1): no device; every receive goes through the copy path.
 pub const ZCRX_REG_NODEV: u32 = 2;
 /// `IORING_RECV_MULTISHOT`, set in the SQE's `ioprio` (RECV_ZC requires it).
+#[cfg(feature = "sim")]
 pub const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 /// `IO_RQ_MAX_ENTRIES` in `io_uring/zcrx.c`: the largest refill queue without `SETUP_CLAMP`.
 pub const IO_RQ_MAX_ENTRIES: u32 = 32768;
@@ -241,6 +243,7 @@ const _: () = {
 };
 
 /// Size and field offsets of one ABI struct as this crate compiles it.
+#[cfg(feature = "sim")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// The C struct name.
@@ -253,6 +256,7 @@ pub struct Layout {
 
 /// The layouts of every struct this crate passes to, or shares with, the kernel for zcrx and
 /// buffer rings (including ones private to the crate), for `tests/abi_layout.rs`.
+#[cfg(feature = "sim")]
 pub fn layouts() -> Vec<Layout> {
     macro_rules! layout {
         ($name:literal, $t:ty, [$($f:ident),* $(,)?]) => {
@@ -326,227 +330,31 @@ pub fn layouts() -> Vec<Layout> {
             ]
         ),
         layout!(
+            "io_uring_sqe",
+            crate::sys::sqe::io_uring_sqe,
+            [
+                opcode,
+                flags,
+                ioprio,
+                fd,
+                off,
+                addr,
+                len,
+                msg_flags,
+                user_data,
+                buf_group,
+                personality,
+                optlen,
+                addr3,
+                __pad2
+            ]
+        ),
+        layout!(
             "io_uring_buf_reg",
             BufReg,
             [ring_addr, ring_entries, bgid, flags, resv]
         ),
     ]
-}
-
-/// The refill queue inside a refill region: the kernel's head word, our tail word, and the
-/// `entries` refill entries, at the offsets the kernel returned.
-#[derive(Debug)]
-pub(crate) struct RefillRing {
-    head: SharedU32,
-    tail: SharedU32,
-    rqes: *mut u8,
-    mask: u32,
-    base: *mut u8,
-    region_len: usize,
-}
-
-// SAFETY: the pointers point into a mapping whose owner keeps it alive for as long as this value
-// (see `new`); all accesses go through `&self`/`&mut self` of the single owner, atomically for the
-// index words.
-unsafe impl Send for RefillRing {}
-
-impl RefillRing {
-    /// Bytes a refill region needs for `entries` entries: the header reserve plus the entries,
-    /// rounded up to whole pages (the kernel pins whole pages).
-    pub(crate) fn region_len(entries: u32, page: usize) -> usize {
-        (RQ_HEADER_RESERVE + entries as usize * RQE_SIZE).div_ceil(page) * page
-    }
-
-    /// The ring view of `map` with the kernel's `head`, `tail` and `rqes` offsets. `None` if the
-    /// offsets are misaligned or do not fit `entries` entries inside the mapping.
-    ///
-    /// # Safety
-    /// `map` must stay mapped for as long as the returned value is used, and the head and tail
-    /// words must only ever be accessed atomically (the kernel does so with
-    /// `smp_load_acquire`/`smp_store_release`).
-    pub(crate) unsafe fn new(
-        map: &Mmap,
-        head: u32,
-        tail: u32,
-        rqes: u32,
-        entries: u32,
-    ) -> Option<Self> {
-        let len = map.len() as u64;
-        let word_ok = |off: u32| off % 4 == 0 && u64::from(off) + 4 <= len;
-        let rqes_ok =
-            rqes as usize % 8 == 0 && u64::from(rqes) + u64::from(entries) * RQE_SIZE as u64 <= len;
-        if !entries.is_power_of_two()
-            || !word_ok(head)
-            || !word_ok(tail)
-            || head == tail
-            || !rqes_ok
-        {
-            return None;
-        }
-        let (h0, h1, t0, t1) = (
-            u64::from(head),
-            u64::from(head) + 4,
-            u64::from(tail),
-            u64::from(tail) + 4,
-        );
-        let rq = (
-            u64::from(rqes),
-            u64::from(rqes) + u64::from(entries) * RQE_SIZE as u64,
-        );
-        let overlaps = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
-        if overlaps((h0, h1), rq) || overlaps((t0, t1), rq) {
-            return None;
-        }
-        let base = map.as_ptr();
-        // SAFETY: every offset was checked to lie inside the mapping with the needed alignment
-        // (the mapping is page-aligned), and the caller guarantees the mapping outlives `self`
-        // and that the words are only accessed atomically.
-        unsafe {
-            Some(Self {
-                head: SharedU32::new(base.add(head as usize)),
-                tail: SharedU32::new(base.add(tail as usize)),
-                rqes: base.add(rqes as usize),
-                mask: entries - 1,
-                base,
-                region_len: map.len(),
-            })
-        }
-    }
-
-    /// Loads the kernel's head (acquire: the kernel is done with every entry before it).
-    pub(crate) fn head(&self) -> u32 {
-        self.head.load_acquire()
-    }
-
-    /// `(head, tail, rqes)` offsets inside the region, as the kernel gave them.
-    pub(crate) fn offsets(&self) -> (u32, u32, u32) {
-        let at = |p: *const u8| (p as usize - self.base as usize) as u32;
-        (at(self.head.ptr()), at(self.tail.ptr()), at(self.rqes))
-    }
-
-    /// Length of the region this ring lives in.
-    pub(crate) fn mapped_len(&self) -> usize {
-        self.region_len
-    }
-
-    /// Loads the tail word (acquire): where a previous producer left it.
-    pub(crate) fn tail_word(&self) -> u32 {
-        self.tail.load_acquire()
-    }
-
-    /// Publishes our tail (release: every entry before it is written first).
-    pub(crate) fn publish_tail(&self, tail: u32) {
-        self.tail.store_release(tail);
-    }
-
-    /// Writes refill entry `slot` (masked to the ring) with `off`.
-    ///
-    /// # Safety
-    /// The kernel must not be reading that slot: it must come from
-    /// [`ZcrxRefill::push`](crate::refill::zcrx::ZcrxRefill::push) and not be published yet.
-    pub(crate) unsafe fn write(&self, slot: u32, off: u64) {
-        let at = (slot & self.mask) as usize * RQE_SIZE;
-        // SAFETY: `at + 16 <= entries * 16`, inside the region (checked in `new`); the caller
-        // guarantees the kernel does not read this slot until a later tail publish.
-        unsafe { write_rqe(self.rqes.add(at), off, 0) }
-    }
-
-    #[cfg(feature = "sim")]
-    /// Writes slot `slot` (masked) with any bytes, hostile ones included: for tests of what
-    /// the kernel does with bad refill entries.
-    ///
-    /// # Safety
-    /// As [`write`](Self::write); and an entry naming a buffer the application holds makes the
-    /// kernel reuse it under a live handle, so no such entry may be written while one lives.
-    pub(crate) unsafe fn write_raw(&self, slot: u32, off: u64, len: u32, pad: u32) {
-        let at = (slot & self.mask) as usize * RQE_SIZE;
-        // SAFETY: in bounds as in `write`; the caller vouches for the rest.
-        unsafe {
-            let p = self.rqes.add(at);
-            p.cast::<u64>().write_volatile(off);
-            p.add(8).cast::<u32>().write_volatile(len);
-            p.add(12).cast::<u32>().write_volatile(pad);
-        }
-    }
-
-    #[cfg(feature = "sim")]
-    /// Stores any value into the head word (the kernel's), for tests of garbage indices.
-    pub(crate) fn store_head_raw(&self, head: u32) {
-        self.head.store_release(head);
-    }
-
-    #[cfg(feature = "sim")]
-    /// The kernel side, for simulations: loads our tail (acquire).
-    pub(crate) fn sim_tail(&self) -> u32 {
-        self.tail.load_acquire()
-    }
-
-    #[cfg(feature = "sim")]
-    /// The kernel side, for simulations: stores the head (release).
-    pub(crate) fn sim_set_head(&self, head: u32) {
-        self.head.store_release(head);
-    }
-
-    #[cfg(feature = "sim")]
-    /// The kernel side, for simulations: reads refill entry `slot` (masked) as
-    /// `(off, len, pad)`. Only meaningful for a published slot.
-    pub(crate) fn sim_read(&self, slot: u32) -> (u64, u32, u32) {
-        let at = (slot & self.mask) as usize * RQE_SIZE;
-        // SAFETY: in bounds as in `write`, 8-byte aligned; in a simulation the "kernel" runs on
-        // the owner's thread through `&self`, so no write to the slot is concurrent with this
-        // read.
-        unsafe {
-            let p = self.rqes.add(at);
-            (
-                p.cast::<u64>().read_volatile(),
-                p.add(8).cast::<u32>().read_volatile(),
-                p.add(12).cast::<u32>().read_volatile(),
-            )
-        }
-    }
-}
-
-/// The kernel's copy statistics (`struct zcrx_stats`, 7.2) inside a refill region, which the
-/// kernel updates with plain stores while receives run.
-#[derive(Debug)]
-pub(crate) struct SharedStats {
-    ptr: *const zcrx_stats,
-}
-
-// SAFETY: the pointer points into a mapping whose owner keeps it alive for as long as this value
-// (see `new`); it is only read, with volatile loads of aligned words.
-unsafe impl Send for SharedStats {}
-
-impl SharedStats {
-    /// The statistics at `offset` in `map`; `None` if they do not fit or are misaligned.
-    ///
-    /// # Safety
-    /// `map` must stay mapped for as long as the returned value is used.
-    pub(crate) unsafe fn new(map: &Mmap, offset: u64) -> Option<Self> {
-        let fits = offset % 8 == 0
-            && offset
-                .checked_add(size_of::<zcrx_stats>() as u64)
-                .is_some_and(|end| end <= map.len() as u64);
-        fits.then(|| Self {
-            // SAFETY: in bounds (checked), the caller keeps the mapping alive.
-            ptr: unsafe { map.as_ptr().add(offset as usize) }
-                .cast_const()
-                .cast(),
-        })
-    }
-
-    /// `(copy_count, copy_bytes)` as last stored by the kernel.
-    pub(crate) fn read(&self) -> (u64, u64) {
-        // SAFETY: in bounds and 8-aligned (checked in `new`), the mapping is alive; the kernel
-        // writes the words with single aligned stores (`WRITE_ONCE`), so a volatile load sees
-        // an old or a new value, never a torn one.
-        unsafe {
-            (
-                std::ptr::addr_of!((*self.ptr).copy_count).read_volatile(),
-                std::ptr::addr_of!((*self.ptr).copy_bytes).read_volatile(),
-            )
-        }
-    }
 }
 
 /// `io_uring_register(ring, opcode, arg, nr_args)` for opcodes `rustix` has no name for: the
@@ -589,13 +397,119 @@ unsafe fn register_raw(
 /// `reg` must point to a valid, writable `io_uring_zcrx_ifq_reg` whose `area_ptr`,
 /// `region_ptr` and `event_desc` are 0 or point to valid, writable `io_uring_zcrx_area_reg`,
 /// `io_uring_region_desc` and `zcrx_event_desc` values (derived from `&mut`), and the memory
-/// they describe must be owned by the caller and stay mapped while the kernel may use it.
-pub(crate) unsafe fn register_zcrx_ifq(
+/// they describe must be owned by the caller.
+unsafe fn register_zcrx_ifq(
     ring: BorrowedFd<'_>,
     reg: *mut io_uring_zcrx_ifq_reg,
 ) -> io::Result<()> {
     // SAFETY: forwarded from the caller.
     unsafe { register_raw(ring, IORING_REGISTER_ZCRX_IFQ, reg.cast(), 1) }.map(drop)
+}
+
+/// What a zcrx registration asks for (`struct io_uring_zcrx_ifq_reg` and what it points to).
+#[derive(Debug)]
+pub(crate) struct ZcrxRegistration<'a> {
+    /// Interface index (0 without a device).
+    pub(crate) if_idx: u32,
+    /// Receive queue index.
+    pub(crate) if_rxq: u32,
+    /// Refill entries asked for.
+    pub(crate) rq_entries: u32,
+    /// `ZCRX_REG_*`.
+    pub(crate) flags: u32,
+    /// The area: the kernel pins its pages and writes received data into every buffer of it
+    /// that it holds, starting with all of them. The caller hands over an area no handle points
+    /// into (a fresh one, owned by the queue from now on).
+    pub(crate) area: &'a Mmap,
+    /// The refill region (pinned by the kernel too).
+    pub(crate) region: &'a Mmap,
+    /// The buffer size asked for (0: a page).
+    pub(crate) rx_buf_len: u32,
+    /// Which events to post, and where the statistics go (`None`: no events).
+    pub(crate) events: Option<zcrx_event_desc>,
+}
+
+/// The kernel's answer to a zcrx registration or import.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZcrxRegistered {
+    /// Refill entries, as rounded.
+    pub(crate) rq_entries: u32,
+    /// Where the head, tail and entries are in the refill region.
+    pub(crate) offsets: io_uring_zcrx_offsets,
+    /// The id receives name.
+    pub(crate) zcrx_id: u32,
+    /// The buffer size in use (7.0+; 0 before: a page).
+    pub(crate) rx_buf_len: u32,
+    /// The area token (`area_id << 48`) refill entries carry; 0 for an import.
+    pub(crate) rq_area_token: u64,
+}
+
+/// Registers a zcrx interface queue on `ring` (`IORING_REGISTER_ZCRX_IFQ`).
+pub(crate) fn register_zcrx(
+    ring: BorrowedFd<'_>,
+    r: &ZcrxRegistration<'_>,
+) -> io::Result<ZcrxRegistered> {
+    let mut area_reg = io_uring_zcrx_area_reg {
+        addr: r.area.as_ptr() as u64,
+        len: r.area.len() as u64,
+        ..Default::default()
+    };
+    let mut region_desc = io_uring_region_desc {
+        user_addr: r.region.as_ptr() as u64,
+        size: r.region.len() as u64,
+        flags: IORING_MEM_REGION_TYPE_USER,
+        ..Default::default()
+    };
+    let mut event_desc = r.events.unwrap_or_default();
+    let mut reg = io_uring_zcrx_ifq_reg {
+        if_idx: r.if_idx,
+        if_rxq: r.if_rxq,
+        rq_entries: r.rq_entries,
+        flags: r.flags,
+        area_ptr: std::ptr::addr_of_mut!(area_reg) as u64,
+        region_ptr: std::ptr::addr_of_mut!(region_desc) as u64,
+        rx_buf_len: r.rx_buf_len,
+        event_desc: if r.events.is_some() {
+            std::ptr::addr_of_mut!(event_desc) as u64
+        } else {
+            0
+        },
+        ..Default::default()
+    };
+    // SAFETY: `reg`, `area_reg`, `region_desc` and `event_desc` are live locals passed as
+    // pointers derived from `&mut`. The area and the region are page-aligned mappings the caller
+    // owns (borrowed for the call); the kernel pins their pages, so unmapping them later is
+    // harmless to it. That the kernel may write into the area at all is what `r.area` is for.
+    unsafe { register_zcrx_ifq(ring, &mut reg) }?;
+    Ok(ZcrxRegistered {
+        rq_entries: reg.rq_entries,
+        offsets: reg.offsets,
+        zcrx_id: reg.zcrx_id,
+        rx_buf_len: reg.rx_buf_len,
+        rq_area_token: area_reg.rq_area_token,
+    })
+}
+
+/// Imports an exported zcrx queue (`ZCRX_REG_IMPORT`, its fd in `if_idx`) on `ring`.
+pub(crate) fn import_zcrx(
+    ring: BorrowedFd<'_>,
+    export: BorrowedFd<'_>,
+) -> io::Result<ZcrxRegistered> {
+    let mut reg = io_uring_zcrx_ifq_reg {
+        if_idx: std::os::fd::AsRawFd::as_raw_fd(&export) as u32,
+        flags: ZCRX_REG_IMPORT,
+        ..Default::default()
+    };
+    // SAFETY: `reg` is a live local passed as a pointer derived from `&mut`; an import carries
+    // no area, region or event pointer (all 0).
+    unsafe { register_zcrx_ifq(ring, &mut reg) }?;
+    Ok(ZcrxRegistered {
+        rq_entries: reg.rq_entries,
+        offsets: reg.offsets,
+        zcrx_id: reg.zcrx_id,
+        rx_buf_len: reg.rx_buf_len,
+        rq_area_token: 0,
+    })
 }
 
 /// One `IORING_REGISTER_ZCRX_CTRL` call with `ctrl` (the kernel may write `ctrl` back).

@@ -1,8 +1,28 @@
-//! The few places that touch raw memory or raw kernel interfaces. Everything `unsafe` in this
-//! crate lives under `sys/`, in `rxbuf.rs` (turning a checked range of the area into a slice) and
-//! in `returns.rs` (the lock-free return stack, which is safe code over atomics).
+//! The kernel boundary: every raw pointer, raw system call and piece of memory shared with the
+//! kernel is behind the small safe wrappers here, each `unsafe` block with the invariant it
+//! relies on. Outside `sys/`, the crate has `unsafe` only in `rxbuf.rs` (turning a range of the
+//! area that was checked against it into a slice, and freeing what the last handle owns).
+//!
+//! - `mmap`: the anonymous and memfd mappings behind the area and the rings.
+//! - `ring`: the shared head and tail words.
+//! - `pbuf`: a provided buffer ring's entries, tail, producer and (un)registration.
+//! - `refill`: the zcrx refill ring's entries, head, tail and producer; the kernel's statistics.
+//! - `abi`: the zcrx uapi structs and numbers, and the register calls (registration, import,
+//!   query, control operations).
+//! - `sqe`: the one submission entry built here (a multishot receive with a total byte limit),
+//!   and its hand-over as an `io_uring::squeue::Entry`.
+//! - `caps`: capability and rlimit checks.
+//! - `sim` (feature `sim`): the simulated kernel for the project's tests, benchmarks and fuzz
+//!   targets, whose writes into the area are `unsafe fn`s.
 
+// Its `pub` items are `zcrx::abi_info`, for the layout tests, with the `sim` feature on.
+#[cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
 pub(crate) mod abi;
 pub(crate) mod caps;
 pub(crate) mod mmap;
+pub(crate) mod pbuf;
+pub(crate) mod refill;
 pub(crate) mod ring;
+#[cfg(feature = "sim")]
+pub(crate) mod sim;
+pub(crate) mod sqe;

@@ -1,6 +1,7 @@
-//! Shared ring memory: the head and tail words the kernel and this process both touch, and the
-//! entry arrays behind them. The kernel reads our tails with load-acquire and we read its heads
-//! with load-acquire; we publish entries with a store-release of the tail.
+//! Shared ring words: the heads and tails the kernel and this process both touch. The kernel
+//! reads our tails with load-acquire and we read its heads with load-acquire; we publish entries
+//! with a store-release of the tail. The entry arrays behind them are written by their owners,
+//! [`PbufRing`](crate::sys::pbuf::PbufRing) and [`RefillRing`](crate::sys::refill::RefillRing).
 
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
@@ -61,82 +62,3 @@ impl SharedU16 {
 unsafe impl Send for SharedU32 {}
 // SAFETY: as above.
 unsafe impl Send for SharedU16 {}
-
-/// Writes one provided-buffer entry `{addr: u64, len: u32, bid: u16}` at `entry` without
-/// touching its last two bytes (for entry 0 those are the ring tail).
-///
-/// # Safety
-/// `entry` must point at a 16-byte entry inside a live buffer-ring mapping that the kernel does
-/// not read at this index until the tail is published past it.
-pub(crate) unsafe fn write_buf_entry(entry: *mut u8, addr: u64, len: u32, bid: u16) {
-    // SAFETY: per the contract the 14 bytes are in bounds, 8-byte aligned and not concurrently
-    // read; the kernel only reads this slot after a later store-release of the tail.
-    unsafe {
-        entry.cast::<u64>().write_volatile(addr);
-        entry.add(8).cast::<u32>().write_volatile(len);
-        entry.add(12).cast::<u16>().write_volatile(bid);
-    }
-}
-
-#[cfg(feature = "sim")]
-/// Reads one provided-buffer entry back (simulated kernel).
-///
-/// # Safety
-/// `entry` must point at a 16-byte entry inside a live buffer-ring mapping, not written
-/// concurrently.
-pub(crate) unsafe fn read_buf_entry(entry: *const u8) -> (u64, u32, u16) {
-    // SAFETY: per the contract.
-    unsafe {
-        (
-            entry.cast::<u64>().read_volatile(),
-            entry.add(8).cast::<u32>().read_volatile(),
-            entry.add(12).cast::<u16>().read_volatile(),
-        )
-    }
-}
-
-/// Writes one zcrx refill entry `{off: u64, len: u32, pad: u32}`.
-///
-/// # Safety
-/// `entry` must point at a 16-byte entry inside the live refill region that the kernel does not
-/// read until the tail is published past it.
-pub(crate) unsafe fn write_rqe(entry: *mut u8, off: u64, len: u32) {
-    // SAFETY: per the contract.
-    unsafe {
-        entry.cast::<u64>().write_volatile(off);
-        entry.add(8).cast::<u32>().write_volatile(len);
-        entry.add(12).cast::<u32>().write_volatile(0);
-    }
-}
-
-/// `struct io_uring_buf_reg` (40 bytes), the argument of (un)registering a buffer ring.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct BufReg {
-    pub(crate) ring_addr: u64,
-    pub(crate) ring_entries: u32,
-    pub(crate) bgid: u16,
-    pub(crate) flags: u16,
-    pub(crate) resv: [u64; 3],
-}
-
-const _: () = assert!(std::mem::size_of::<BufReg>() == 40);
-
-/// Sets the 32-bit field at byte `offset` of a submission entry (for fields the `io-uring`
-/// crate has no setter for, such as `optlen` at 44).
-pub(crate) fn patch_sqe_u32(
-    entry: io_uring::squeue::Entry,
-    offset: usize,
-    value: u32,
-) -> io_uring::squeue::Entry {
-    assert!(
-        offset % 4 == 0 && offset + 4 <= 64,
-        "field outside the 64-byte SQE"
-    );
-    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the 64-byte plain-data `io_uring_sqe`; every
-    // bit pattern of it is a valid value, so viewing it as bytes and back is sound.
-    let mut bytes: [u8; 64] = unsafe { std::mem::transmute(entry) };
-    bytes[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
-    // SAFETY: as above.
-    unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(bytes) }
-}

@@ -19,6 +19,9 @@
 //! `RXBENCH_MAX_POSTED=N` fixes their ring depth (`Builder::max_posted`) and
 //! `RXBENCH_COALESCE=MICROS,COMPLETIONS` sets their completion coalescing
 //! (`Builder::coalesce`), for experiments.
+// A binary: its modules' `pub` items are for each other, not an API to document (the rest of
+// the workspace lints apply).
+#![allow(missing_docs, unreachable_pub)]
 
 mod child;
 mod contenders;
