@@ -24,8 +24,8 @@ use zcrx_ifq::io_uring::{opcode, squeue, types};
 use zcrx_ifq::zcrx::ZcrxEvent;
 use zcrx_ifq::{OwnerId, RecvEvent, RxBuf, TeardownReport};
 
-use crate::builder::Config;
-use crate::depth::{Change, Depth};
+use crate::config::Config;
+use crate::depth::{self, Change, Depth};
 use crate::ring::{Cqe, Ring};
 use crate::rx::{Rx, RxStats};
 
@@ -238,7 +238,12 @@ impl Driver {
     }
 
     pub(crate) fn new(config: &Config, index: usize, wake_fd: Rc<OwnedFd>) -> io::Result<Self> {
-        let (ring, mut rx, backend) = Rx::setup(config, index)?;
+        // Where an adaptive buffer ring starts: the one place both the ring's set-up and the
+        // depth controller read it from.
+        let depth_floor = config
+            .adapts_depth()
+            .then(|| depth::floor(config.chunk_size as u64, config.chunks as u64));
+        let (ring, mut rx, backend) = Rx::setup(config, index, depth_floor)?;
         // A connection waiting for buffers the application holds on another thread must not
         // wait for some unrelated event: the drop that returns one pokes the loop's eventfd.
         let return_wakes = Arc::new(AtomicU64::new(0));
@@ -251,8 +256,7 @@ impl Driver {
         let (chunk, chunks) = rx.geometry();
         // An adaptive buffer ring starts at its floor (`Rx::setup`) and follows what the turns
         // take.
-        let depth = config
-            .adaptive_floor()
+        let depth = depth_floor
             .filter(|_| rx.has_depth())
             .map(|floor| Depth::new(floor, chunks as u32));
         let (delay, completions) = config.coalesce;

@@ -49,6 +49,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod builder;
+mod config;
 mod context;
 mod depth;
 mod driver;
@@ -63,7 +64,8 @@ mod shutdown;
 mod signals;
 pub mod time;
 
-pub use builder::{Builder, RxBackend, ZcrxTarget};
+pub use builder::Builder;
+pub use config::{RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use runtime::{

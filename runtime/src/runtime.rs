@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{eventfd, EventfdFlags};
 
-use crate::builder::{Builder, Config};
+use crate::builder::Builder;
+use crate::config::Config;
 use crate::context::{self, Handle};
 use crate::driver::{Driver, DriverStats};
 use crate::executor::{Executor, Remote};
@@ -54,7 +55,12 @@ impl Runtime {
         Builder::new().build()
     }
 
-    pub(crate) fn new(config: Config, index: usize, cpu: Option<usize>) -> io::Result<Self> {
+    pub(crate) fn new(
+        config: Config,
+        signal: ShutdownSignal,
+        index: usize,
+        cpu: Option<usize>,
+    ) -> io::Result<Self> {
         if let Some(cpu) = cpu {
             let mut set = rustix::thread::CpuSet::new();
             set.set(cpu);
@@ -62,13 +68,13 @@ impl Runtime {
         }
         let wake_fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let remote = Arc::new(Remote::new(poker(&wake_fd)?));
-        config.signal.on_trigger(poker(&wake_fd)?);
+        signal.on_trigger(poker(&wake_fd)?);
         let driver = Driver::new(&config, index, Rc::new(wake_fd))?;
         Ok(Self {
             handle: Rc::new(Handle {
                 exec: Executor::new(remote),
                 driver: std::cell::RefCell::new(driver),
-                signal: config.signal.clone(),
+                signal,
             }),
             grace: config.grace,
             done: false,

@@ -9,7 +9,7 @@ use zcrx_ifq::io_uring::{opcode, squeue, types};
 use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
 use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
-use crate::builder::{Config, RxBackend, ZcrxTarget};
+use crate::config::{Config, RxBackend, ZcrxTarget};
 use crate::driver::ZCRX_EVENTS;
 use crate::ring::Ring;
 
@@ -123,8 +123,13 @@ fn say_fallback(why: impl FnOnce() -> String) {
 }
 
 impl Rx {
-    /// Sets up the ring and the receive pool `config` asks for on thread `index`.
-    pub(crate) fn setup(config: &Config, index: usize) -> io::Result<(Ring, Rx, String)> {
+    /// Sets up the ring and the receive pool `config` asks for on thread `index`; a buffer ring
+    /// whose depth adapts starts at `depth_floor` chunks.
+    pub(crate) fn setup(
+        config: &Config,
+        index: usize,
+        depth_floor: Option<u32>,
+    ) -> io::Result<(Ring, Rx, String)> {
         let area = |chunk_size: usize, chunks: usize| {
             Area::builder()
                 .chunk_size(chunk_size)
@@ -226,7 +231,7 @@ impl Rx {
                 incremental: config.incremental,
                 owner_limit: config.conn_limit,
                 // An adaptive depth starts at its floor; the driver moves it from there.
-                max_posted: config.adaptive_floor().or(config.max_posted),
+                max_posted: depth_floor.or(config.max_posted),
             },
         )
         .map_err(|e| {
