@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::depth::{self, Change, Depth};
 use crate::ring::{Cqe, Ring};
 use crate::rx::{Rx, RxStats};
+use crate::waker;
 
 const TAG_SHIFT: u32 = 56;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -247,7 +248,7 @@ impl Driver {
         // A connection waiting for buffers the application holds on another thread must not
         // wait for some unrelated event: the drop that returns one pokes the loop's eventfd.
         let return_wakes = Arc::new(AtomicU64::new(0));
-        let poke = crate::runtime::poker(&wake_fd)?;
+        let poke = waker::poker(&wake_fd)?;
         let count = return_wakes.clone();
         rx.set_return_waker(move || {
             count.fetch_add(1, Ordering::Relaxed);

@@ -63,6 +63,7 @@ mod rx;
 mod shutdown;
 mod signals;
 pub mod time;
+mod waker;
 
 pub use builder::Builder;
 pub use config::{RxBackend, ZcrxTarget};

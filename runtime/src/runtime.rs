@@ -2,14 +2,11 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use rustix::event::{eventfd, EventfdFlags};
 
 use crate::builder::Builder;
 use crate::config::Config;
@@ -18,6 +15,7 @@ use crate::driver::{Driver, DriverStats};
 use crate::executor::{Executor, Remote};
 use crate::rx::RxStats;
 use crate::shutdown::{ShutdownReport, ShutdownSignal};
+use crate::waker;
 
 /// A runtime bound to the thread that built it: one io_uring, one receive pool, one executor.
 pub struct Runtime {
@@ -35,13 +33,6 @@ impl std::fmt::Debug for Runtime {
             .field("tasks", &self.handle.exec.len())
             .finish()
     }
-}
-
-pub(crate) fn poker(fd: &OwnedFd) -> io::Result<Box<dyn Fn() + Send + Sync>> {
-    let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
-    Ok(Box::new(move || {
-        let _ = rustix::io::write(&fd, &1u64.to_ne_bytes());
-    }))
 }
 
 impl Runtime {
@@ -66,9 +57,9 @@ impl Runtime {
             set.set(cpu);
             rustix::thread::sched_setaffinity(None, &set)?;
         }
-        let wake_fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let remote = Arc::new(Remote::new(poker(&wake_fd)?));
-        signal.on_trigger(poker(&wake_fd)?);
+        let wake_fd = waker::wake_fd()?;
+        let remote = Arc::new(Remote::new(waker::poker(&wake_fd)?));
+        signal.on_trigger(waker::poker(&wake_fd)?);
         let driver = Driver::new(&config, index, Rc::new(wake_fd))?;
         Ok(Self {
             handle: Rc::new(Handle {
