@@ -192,7 +192,7 @@ impl Builder {
     /// the runtime lives (while [`run`](Self::run) runs, for its threads): listeners stop
     /// accepting, [`shutdown_requested`](crate::shutdown_requested) resolves, and the tasks get
     /// the grace period to finish. A second signal, or one that arrives when no runtime is armed,
-    /// gets the default action and ends the process at once. Off by default; [`start`](crate::start)
+    /// gets the default action and ends the process at once. Off by default; [`start`]
     /// turns it on.
     ///
     /// The signals are read by one process-wide thread (through `signal-hook`), so they need not
@@ -276,6 +276,68 @@ impl Builder {
         }
         Ok(outs)
     }
+}
+
+// The ways to a runtime that start from a `Builder`, here rather than beside `Runtime` so that
+// `runtime.rs` needs nothing from this module.
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime on this thread with the default configuration.
+    pub fn new_default() -> io::Result<Self> {
+        Builder::new().build()
+    }
+}
+
+/// Runs `fut` on a new runtime on this thread with the default configuration, then shuts the
+/// runtime down gracefully: the shortest way to a program, like `#[tokio::main]` or
+/// `tokio_uring::start`.
+///
+/// Ctrl-C and SIGTERM start the graceful shutdown ([`Builder::shutdown_on_signals`]): listeners
+/// stop accepting (`accept` fails with `ConnectionAborted`), [`shutdown_requested`](crate::shutdown_requested) resolves, and
+/// a second signal exits at once. An error building the runtime (io_uring refused by the
+/// kernel or by `kernel.io_uring_disabled`, too little locked memory) comes back through `E`,
+/// with the reason in its message, instead of a panic. Buffers still held at the end are
+/// reported through `tracing` at `warn`.
+///
+/// ```no_run
+/// use zcrx::net::TcpListener;
+///
+/// fn main() -> std::io::Result<()> {
+///     zcrx::start(async {
+///         let listener = TcpListener::bind("127.0.0.1:7000")?;
+///         while let Ok((stream, _peer)) = listener.accept().await {
+///             zcrx::spawn(async move {
+///                 let mut bytes = 0;
+///                 while let Ok(Some(buf)) = stream.recv().await {
+///                     bytes += buf.len(); // `buf` derefs to the received `&[u8]`
+///                 }
+///                 println!("{bytes} bytes");
+///             });
+///         }
+///         Ok(())
+///     })
+/// }
+/// ```
+///
+/// For one runtime per core use [`Builder::run`]; for other settings,
+/// [`Runtime::builder`]`().shutdown_on_signals(true).build()?.block_on(..)`.
+pub fn start<F, T, E>(fut: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<io::Error>,
+{
+    let rt = Builder::new().shutdown_on_signals(true).build()?;
+    let out = rt.block_on(fut);
+    let report = rt.shutdown();
+    if !report.is_clean() {
+        // The runtime's own log target, as for the report `shutdown` logs.
+        tracing::warn!(target: "zcrx::runtime", "runtime shut down: {report}");
+    }
+    out
 }
 
 /// Arms `signal` against SIGINT/SIGTERM when `config` asks for it.

@@ -65,12 +65,12 @@ mod signals;
 pub mod time;
 mod waker;
 
-pub use builder::Builder;
+pub use builder::{start, Builder};
 pub use config::{RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use runtime::{
-    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, start, stats, yield_now, Runtime,
+    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, stats, yield_now, Runtime,
 };
 pub use rx::RxStats;
 pub use shutdown::{ShutdownReport, ShutdownSignal};
