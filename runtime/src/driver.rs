@@ -40,7 +40,7 @@ const TAG_WAKE: u64 = 5;
 const TAG_ZCRX_EVENT: u64 = 6;
 
 /// The `user_data` of the zcrx queue's event CQEs (Linux 7.2+), which are no request's.
-pub(crate) const ZCRX_EVENTS: u64 = TAG_ZCRX_EVENT << TAG_SHIFT;
+const ZCRX_EVENTS: u64 = TAG_ZCRX_EVENT << TAG_SHIFT;
 
 fn ud(tag: u64, key: usize) -> u64 {
     tag << TAG_SHIFT | key as u64
@@ -244,7 +244,7 @@ impl Driver {
         let depth_floor = config
             .adapts_depth()
             .then(|| depth::floor(config.chunk_size as u64, config.chunks as u64));
-        let (ring, mut rx, backend) = Rx::setup(config, index, depth_floor)?;
+        let (ring, mut rx, backend) = Rx::setup(config, index, depth_floor, ZCRX_EVENTS)?;
         // A connection waiting for buffers the application holds on another thread must not
         // wait for some unrelated event: the drop that returns one pokes the loop's eventfd.
         let return_wakes = Arc::new(AtomicU64::new(0));

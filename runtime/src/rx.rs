@@ -10,7 +10,6 @@ use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
 use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
 use crate::config::{Config, RxBackend, ZcrxTarget};
-use crate::driver::ZCRX_EVENTS;
 use crate::ring::Ring;
 
 /// The counters of one runtime thread's receive pool, from the backend it runs: see
@@ -124,11 +123,13 @@ fn say_fallback(why: impl FnOnce() -> String) {
 
 impl Rx {
     /// Sets up the ring and the receive pool `config` asks for on thread `index`; a buffer ring
-    /// whose depth adapts starts at `depth_floor` chunks.
+    /// whose depth adapts starts at `depth_floor` chunks, and a zcrx queue posts its events
+    /// (Linux 7.2+) with the `user_data` `zcrx_events`.
     pub(crate) fn setup(
         config: &Config,
         index: usize,
         depth_floor: Option<u32>,
+        zcrx_events: u64,
     ) -> io::Result<(Ring, Rx, String)> {
         let area = |chunk_size: usize, chunks: usize| {
             Area::builder()
@@ -187,7 +188,7 @@ impl Rx {
             // says how much it copied, and the driver says when a NIC queue falls back to
             // copying or runs out of buffers.
             if ZcrxFeatures::query(r).is_ok_and(|f| f.events()) {
-                zc = zc.events(ZCRX_EVENTS);
+                zc = zc.events(zcrx_events);
             }
             let (what, name) = match &target {
                 ZcrxTarget::NoDevice => (
