@@ -30,6 +30,10 @@ use crate::ring::{Cqe, Ring};
 use crate::rx::{Rx, RxStats};
 use crate::waker;
 
+mod budget;
+
+use budget::{Arm, Budgets, Footprint};
+
 const TAG_SHIFT: u32 = 56;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
 const TAG_OP: u64 = 1;
@@ -201,21 +205,10 @@ pub(crate) struct Driver {
     /// The kernel caps multishot receives (`IORING_RECV_MSHOT_LIM`, 6.17+); cleared on the
     /// first `EINVAL`, after which back-pressure relies on cancelling.
     capped_recv: bool,
-    /// Bytes promised to armed capped receives and not yet received.
-    committed: u64,
-    /// Bytes of the pool that connections already holding buffers may not be promised.
-    reserve: u64,
-    /// The smallest fair share a receive is armed with, in bytes (see `arm_recv`).
-    share_floor: u64,
-    /// Most bytes one connection may hold (`Builder::conn_limit`; the pool enforces it too).
-    conn_limit: Option<u64>,
-    /// Pool geometry.
-    chunk: u64,
-    pool: u64,
+    /// How capped receives share the pool (`budget.rs`), and what armed ones were promised.
+    budget: Budgets,
     /// Connections whose stream is alive (for the fair share).
     live_conns: usize,
-    /// Incremental buffer ring: completions share chunks (otherwise each takes a whole one).
-    incremental: bool,
     /// The buffer ring's depth, adapted each turn (`Builder::adaptive_depth`; `None`: fixed,
     /// or zcrx).
     depth: Option<Depth>,
@@ -298,15 +291,16 @@ impl Driver {
             cqes: Vec::with_capacity(config.cq_entries as usize),
             stopping: false,
             capped_recv: true,
-            committed: 0,
-            reserve: chunk * (chunks / 8).max(2),
-            // 16 of the chunks asked for, also under zcrx, whose pool is split into pages.
-            share_floor: 16 * config.chunk_size as u64,
-            conn_limit: config.conn_limit,
-            chunk,
-            pool: chunk * chunks,
+            budget: Budgets::new(
+                chunk,
+                chunks,
+                // `Builder::conn_limit`; the pool enforces it too.
+                config.conn_limit,
+                // 16 of the chunks asked for, also under zcrx, whose pool is split into pages.
+                16 * config.chunk_size as u64,
+                config.incremental,
+            ),
             live_conns: 0,
-            incremental: config.incremental,
             depth,
             posted_at_flush: 0,
             no_buffers_at_flush: 0,
@@ -429,29 +423,17 @@ impl Driver {
         let owner = conn.owner;
         let rx = self.rx.as_ref().expect("interface queue present");
         let budget = if self.capped_recv && rx.can_cap() {
-            // Arm with a byte budget the kernel enforces (the receive ends when it is spent):
-            // - at most what the connection may still hold (its limit);
-            // - at most its fair share of the pool, so the first connections cannot take it all;
-            // - at most what is free and not already promised to other armed receives, so the
-            //   receives never compete for the same chunks;
-            // - and a connection that already holds buffers may not promise itself the reserve:
-            //   the last chunks stay for connections that hold nothing, so one of them (a
-            //   proxy's other side, say) can always make progress and free the rest.
-            let Footprint { limit, held, free } = self.footprint(rx, owner);
-            let mut room = free.saturating_sub(self.committed);
-            if held > 0 {
-                room = room.saturating_sub(self.reserve);
+            // Arm with a byte budget the kernel enforces (the receive ends when it is spent): the
+            // least of the connection's room under its limit, its fair share, and what is free
+            // and unpromised, less the reserve if it holds buffers (`budget.rs`).
+            let f = self.footprint(rx, owner);
+            match self.budget.arm(f, self.live_conns) {
+                Arm::Budget(budget) => budget,
+                Arm::Wait { over_limit } => {
+                    self.pause(key, over_limit);
+                    return;
+                }
             }
-            // The share has a floor of 16 chunks: smaller budgets end receives after a handful
-            // of chunks and the re-arms cost more than the fairness buys (64 flows: 2.3 -> 4.8
-            // GB/s). The promise accounting below still keeps the total within the free pool.
-            let quantum = (self.pool / self.live_conns.max(1) as u64).max(self.share_floor);
-            let budget = limit.saturating_sub(held).min(room).min(quantum);
-            if budget == 0 {
-                self.pause(key, held >= limit);
-                return;
-            }
-            budget.min(u64::from(u32::MAX))
         } else {
             // No kernel cap: back-pressure by cancelling (see `complete_recv`).
             if rx.over_limit(owner) {
@@ -460,24 +442,22 @@ impl Driver {
             }
             0
         };
-        let sqe = rx.recv(fd, budget as u32).user_data(ud(TAG_RECV, key));
+        let sqe = rx.recv(fd, budget).user_data(ud(TAG_RECV, key));
         let conn = &mut self.conns[key];
         conn.armed = true;
         conn.paused = false;
-        conn.budget_left = budget;
-        conn.cap_left = (budget > 0).then_some(budget as u32);
-        self.committed += budget;
+        conn.budget_left = u64::from(budget);
+        conn.cap_left = (budget > 0).then_some(budget);
         self.stats.recv_arms += 1;
         self.push(&sqe);
     }
 
-    /// A connection's limit, what it keeps out of the pool, and what the pool has free: what the
+    /// What a connection keeps out of the pool, and what the pool has free: what the
     /// capped-receive rules (`arm_recv`, `stop_if_overdrawn`) decide on.
     fn footprint(&self, rx: &Rx, owner: OwnerId) -> Footprint {
         Footprint {
-            limit: self.conn_limit.unwrap_or(u64::MAX),
-            held: rx.owner_footprint(owner, self.incremental),
-            free: u64::from(rx.available()) * self.chunk,
+            held: rx.owner_footprint(owner, self.budget.incremental()),
+            free: u64::from(rx.available()) * self.budget.chunk(),
         }
     }
 
@@ -504,20 +484,7 @@ impl Driver {
     /// Bytes arrived on (or the end of) a capped receive: release that much of its promise.
     fn spend(&mut self, key: usize, bytes: u64, ended: bool) {
         let conn = &mut self.conns[key];
-        // Without incremental consumption every completion uses a whole chunk, however few bytes
-        // it carries: that is what it takes from the pool.
-        let used = if self.incremental || bytes == 0 {
-            bytes
-        } else {
-            bytes.max(self.chunk)
-        };
-        let spent = if ended {
-            conn.budget_left
-        } else {
-            used.min(conn.budget_left)
-        };
-        conn.budget_left -= spent;
-        self.committed -= spent;
+        conn.budget_left = self.budget.spend(conn.budget_left, bytes, ended);
     }
 
     /// A capped receive whose promise is spent keeps receiving until the kernel's byte cap: with
@@ -535,10 +502,7 @@ impl Driver {
         let Some(rx) = self.rx.as_ref().filter(|rx| rx.can_cap()) else {
             return;
         };
-        let Footprint { limit, held, free } = self.footprint(rx, conn.owner);
-        let at_limit = held + self.chunk > limit;
-        let into_reserve = held > 0 && free < self.reserve + self.chunk;
-        if !at_limit && !into_reserve {
+        if !self.budget.overdrawn(self.footprint(rx, conn.owner)) {
             return;
         }
         self.conns[key].cancelling = true;
@@ -794,7 +758,7 @@ impl Driver {
         // A shallow buffer ring (`Builder::max_posted`) delivers at most what is posted.
         let posted = u64::from(rx.posted());
         let deliverable = if self.capped_recv && rx.can_cap() {
-            (self.committed / self.chunk).min(posted)
+            self.budget.promised_chunks().min(posted)
         } else {
             posted
         };
@@ -955,16 +919,11 @@ impl Driver {
                         if let Some(left) = conn.cap_left.as_mut() {
                             *left = left.saturating_sub(received as u32);
                         }
-                        // A capped receive ends by itself only when the kernel's byte cap is
-                        // spent, and our promise never runs behind that cap; ending with data
-                        // while more than this completion was still promised means the kernel
-                        // could not post to a full CQ (the buffer ring has no error code for it).
-                        let used = if self.incremental {
-                            received
-                        } else {
-                            received.max(self.chunk)
-                        };
-                        if !c.more && capped && conn.budget_left > used {
+                        // Ending with data while more than this completion was still promised:
+                        // the kernel could not post to a full CQ (the buffer ring has no error
+                        // code for it).
+                        if !c.more && capped && self.budget.ended_early(conn.budget_left, received)
+                        {
                             self.stats.cq_overflows += 1;
                         }
                         self.bulk |= received >= self.bulk_len;
@@ -1165,14 +1124,4 @@ impl Driver {
         let stats = rx.stats();
         (rx.teardown(), stats, leaked)
     }
-}
-
-/// See [`Driver::footprint`] (bytes).
-struct Footprint {
-    /// The most the connection may hold.
-    limit: u64,
-    /// What it keeps out of the pool (whole chunks unless incremental).
-    held: u64,
-    /// Posted and not yet filled.
-    free: u64,
 }
