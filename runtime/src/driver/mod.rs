@@ -8,8 +8,7 @@
 //! use is closed or reused.
 
 use std::any::Any;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
@@ -31,8 +30,10 @@ use crate::rx::{Rx, RxStats};
 use crate::waker;
 
 mod budget;
+mod timers;
 
 use budget::{Arm, Budgets, Footprint};
+use timers::Timers;
 
 const TAG_SHIFT: u32 = 56;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -131,37 +132,6 @@ pub(crate) struct Listener {
     armed: bool,
     dropped: bool,
     waker: Option<Waker>,
-}
-
-#[derive(Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    wakers: HashMap<u64, Waker>,
-    next: u64,
-}
-
-impl Timers {
-    fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, id))) = self.heap.peek() {
-            if self.wakers.contains_key(id) {
-                return Some(*at);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    fn fire(&mut self, now: Instant) {
-        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.heap.pop();
-            if let Some(w) = self.wakers.remove(&id) {
-                w.wake();
-            }
-        }
-    }
 }
 
 /// One thread's driver.
@@ -643,28 +613,6 @@ impl Driver {
         } else {
             self.listeners.remove(key);
         }
-    }
-
-    // ---- timers -------------------------------------------------------------------------------
-
-    pub(crate) fn add_timer(&mut self, at: Instant, waker: Waker) -> u64 {
-        let id = self.timers.next;
-        self.timers.next += 1;
-        self.timers.heap.push(Reverse((at, id)));
-        self.timers.wakers.insert(id, waker);
-        id
-    }
-
-    pub(crate) fn update_timer(&mut self, id: u64, waker: &Waker) {
-        if let Some(w) = self.timers.wakers.get_mut(&id) {
-            if !w.will_wake(waker) {
-                *w = waker.clone();
-            }
-        }
-    }
-
-    pub(crate) fn cancel_timer(&mut self, id: u64) {
-        self.timers.wakers.remove(&id);
     }
 
     // ---- the loop -----------------------------------------------------------------------------
