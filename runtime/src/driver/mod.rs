@@ -7,7 +7,6 @@
 //! the kernel to cancel, so nothing the kernel may still touch is freed and no fd it may still
 //! use is closed or reused.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -30,9 +29,11 @@ use crate::rx::{Rx, RxStats};
 use crate::waker;
 
 mod budget;
+mod ops;
 mod timers;
 
 use budget::{Arm, Budgets, Footprint};
+use ops::OpSlot;
 use timers::Timers;
 
 const TAG_SHIFT: u32 = 56;
@@ -86,19 +87,6 @@ pub struct DriverStats {
     /// zcrx receives that ended because their byte cap was spent (re-armed; the buffer ring's
     /// capped receives end with their last data and are not counted here).
     pub caps_reached: u64,
-}
-
-enum OpState {
-    Waiting(Option<Waker>),
-    Done { res: i32, flags: u32 },
-    Orphaned,
-}
-
-struct OpSlot {
-    state: OpState,
-    keep: Option<Box<dyn Any>>,
-    /// Result of the first completion of a two-completion request (zero-copy send).
-    first: Option<i32>,
 }
 
 /// Receive state of one connection.
@@ -296,65 +284,6 @@ impl Driver {
                 }
                 self.reap_into_buffer();
             }
-        }
-    }
-
-    // ---- single-shot operations -------------------------------------------------------------
-
-    /// Submits `sqe` (its `user_data` is set here) with `keep` owning whatever it points at.
-    pub(crate) fn submit_op(&mut self, sqe: squeue::Entry, keep: Box<dyn Any>) -> usize {
-        let key = self.ops.insert(OpSlot {
-            state: OpState::Waiting(None),
-            keep: Some(keep),
-            first: None,
-        });
-        self.push(&sqe.user_data(ud(TAG_OP, key)));
-        key
-    }
-
-    /// Polls an operation: on completion returns `(res, flags, keep)` and frees the slot.
-    pub(crate) fn poll_op(
-        &mut self,
-        key: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<(i32, u32, Box<dyn Any>)> {
-        let slot = &mut self.ops[key];
-        match &mut slot.state {
-            OpState::Done { res, flags } => {
-                let (res, flags) = (*res, *flags);
-                let slot = self.ops.remove(key);
-                Poll::Ready((res, flags, slot.keep.expect("resources present")))
-            }
-            OpState::Waiting(w) => {
-                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *w = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            OpState::Orphaned => unreachable!("polled an orphaned op"),
-        }
-    }
-
-    /// The future owning `key` is gone. If the kernel is done, free everything now; otherwise
-    /// ask it to cancel and free the resources at the final completion.
-    pub(crate) fn drop_op(&mut self, key: usize) {
-        let Some(slot) = self.ops.get_mut(key) else {
-            return;
-        };
-        match slot.state {
-            OpState::Done { .. } => {
-                self.ops.remove(key);
-            }
-            OpState::Waiting(_) => {
-                slot.state = OpState::Orphaned;
-                self.stats.cancels += 1;
-                self.push(
-                    &opcode::AsyncCancel::new(ud(TAG_OP, key))
-                        .build()
-                        .user_data(ud(TAG_IGNORE, 0)),
-                );
-            }
-            OpState::Orphaned => {}
         }
     }
 
@@ -825,30 +754,6 @@ impl Driver {
         }
     }
 
-    fn complete_op(&mut self, key: usize, res: i32, flags: u32) {
-        let Some(slot) = self.ops.get_mut(key) else {
-            return;
-        };
-        if flags & CQE_F_MORE != 0 {
-            // First half of a zero-copy send: the notification follows.
-            slot.first = Some(res);
-            return;
-        }
-        let res = slot.first.take().unwrap_or(res);
-        match std::mem::replace(&mut slot.state, OpState::Done { res, flags }) {
-            OpState::Waiting(w) => {
-                if let Some(w) = w {
-                    w.wake();
-                }
-            }
-            OpState::Orphaned => {
-                // Nobody waits: free the resources (buffers, a connected socket) now.
-                self.ops.remove(key);
-            }
-            OpState::Done { .. } => {}
-        }
-    }
-
     fn complete_recv(&mut self, key: usize, res: i32, flags: u32, big: [u64; 2]) {
         let rx = self.rx.as_mut().expect("interface queue present");
         let Some(conn) = self.conns.get_mut(key) else {
@@ -1064,9 +969,7 @@ impl Driver {
         let leaked = self.in_flight();
         if leaked > 0 {
             // The kernel still holds pointers into these: never free them.
-            for (_, slot) in self.ops.iter_mut() {
-                std::mem::forget(slot.keep.take());
-            }
+            self.leak_ops();
         }
         let rx = self.rx.take().expect("interface queue present");
         let stats = rx.stats();
