@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,10 +28,12 @@ use crate::ring::{Cqe, Ring};
 use crate::rx::{Rx, RxStats};
 use crate::waker;
 
+mod accept;
 mod budget;
 mod ops;
 mod timers;
 
+use accept::Listener;
 use budget::{Arm, Budgets, Footprint};
 use ops::OpSlot;
 use timers::Timers;
@@ -109,15 +111,6 @@ pub(crate) struct Conn {
     /// cap (the kernel stops at the cap before it looks for the end), any other is the end.
     cap_left: Option<u32>,
     /// The `TcpStream` is gone: finish the receive, drop what arrives, then free the slot.
-    dropped: bool,
-    waker: Option<Waker>,
-}
-
-/// Accept state of one listener.
-pub(crate) struct Listener {
-    fd: Rc<OwnedFd>,
-    queue: VecDeque<io::Result<OwnedFd>>,
-    armed: bool,
     dropped: bool,
     waker: Option<Waker>,
 }
@@ -486,64 +479,6 @@ impl Driver {
         self.rx.as_ref().map(|rx| rx.stats())
     }
 
-    // ---- listeners ----------------------------------------------------------------------------
-
-    pub(crate) fn add_listener(&mut self, fd: Rc<OwnedFd>) -> usize {
-        self.listeners.insert(Listener {
-            fd,
-            queue: VecDeque::new(),
-            armed: false,
-            dropped: false,
-            waker: None,
-        })
-    }
-
-    pub(crate) fn poll_accept(
-        &mut self,
-        key: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<OwnedFd>> {
-        if self.stopping {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the runtime is shutting down and accepts no more connections",
-            )));
-        }
-        let l = &mut self.listeners[key];
-        if let Some(r) = l.queue.pop_front() {
-            return Poll::Ready(r);
-        }
-        if !l.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            l.waker = Some(cx.waker().clone());
-        }
-        if !l.armed {
-            l.armed = true;
-            let sqe = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
-                .flags(libc::SOCK_CLOEXEC)
-                .build()
-                .user_data(ud(TAG_ACCEPT, key));
-            self.push(&sqe);
-        }
-        Poll::Pending
-    }
-
-    pub(crate) fn drop_listener(&mut self, key: usize) {
-        let Some(l) = self.listeners.get_mut(key) else {
-            return;
-        };
-        l.dropped = true;
-        l.queue.clear();
-        if l.armed {
-            self.push(
-                &opcode::AsyncCancel::new(ud(TAG_ACCEPT, key))
-                    .build()
-                    .user_data(ud(TAG_IGNORE, 0)),
-            );
-        } else {
-            self.listeners.remove(key);
-        }
-    }
-
     // ---- the loop -----------------------------------------------------------------------------
 
     /// One turn: publish returned chunks, re-arm what needs it, submit everything and reap
@@ -882,57 +817,7 @@ impl Driver {
         }
     }
 
-    fn complete_accept(&mut self, key: usize, res: i32, flags: u32) {
-        let Some(l) = self.listeners.get_mut(key) else {
-            if res >= 0 {
-                // SAFETY: a successful accept completion hands us a new fd that nothing else owns.
-                drop(unsafe { OwnedFd::from_raw_fd(res) });
-            }
-            return;
-        };
-        if res >= 0 {
-            // SAFETY: as above: the kernel just created this fd for us.
-            let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            if !l.dropped {
-                l.queue.push_back(Ok(fd));
-            }
-        } else if res != -libc::ECANCELED && !l.dropped {
-            l.queue.push_back(Err(io::Error::from_raw_os_error(-res)));
-        }
-        if flags & CQE_F_MORE == 0 {
-            l.armed = false;
-            if l.dropped {
-                self.listeners.remove(key);
-                return;
-            }
-        }
-        if let Some(w) = l.waker.take() {
-            w.wake();
-        }
-    }
-
     // ---- shutdown -----------------------------------------------------------------------------
-
-    /// Stops accepting: pending and future accepts fail, armed accepts are cancelled.
-    pub(crate) fn stop_accepting(&mut self) {
-        self.stopping = true;
-        let keys: Vec<usize> = self
-            .listeners
-            .iter()
-            .filter(|(_, l)| l.armed)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            self.push(
-                &opcode::AsyncCancel::new(ud(TAG_ACCEPT, key))
-                    .build()
-                    .user_data(ud(TAG_IGNORE, 0)),
-            );
-            if let Some(w) = self.listeners[key].waker.take() {
-                w.wake();
-            }
-        }
-    }
 
     /// Whether the kernel still owes us completions.
     pub(crate) fn in_flight(&self) -> usize {
