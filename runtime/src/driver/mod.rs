@@ -7,8 +7,9 @@
 //! - `accept.rs`: listeners, each with one multishot accept;
 //! - `timers.rs`: the deadlines the loop waits for;
 //! - `turn.rs`: one loop turn, and where each completion goes;
-//! - here: the `user_data` tags, the counters, the driver's state and set-up, the push of a
-//!   request onto the submission queue, and the shutdown.
+//! - `shutdown.rs`: cancel everything, wait for the kernel, tear the pool down;
+//! - here: the `user_data` tags, the counters, the driver's state and set-up, and the push of a
+//!   request onto the submission queue.
 //!
 //! Every request's `user_data` is `tag << 56 | key`. Resources a request uses (buffers, socket
 //! addresses, the fd itself through an `Rc<OwnedFd>`) are owned by its slot until the kernel's
@@ -21,11 +22,9 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use slab::Slab;
 use zcrx_ifq::io_uring::squeue;
-use zcrx_ifq::TeardownReport;
 
 use crate::config::Config;
 use crate::depth::{self, Depth};
@@ -37,6 +36,7 @@ mod accept;
 mod budget;
 mod ops;
 mod recv;
+mod shutdown;
 mod timers;
 mod turn;
 
@@ -278,49 +278,5 @@ impl Driver {
     /// The receive pool's counters.
     pub(crate) fn rx_stats(&self) -> Option<RxStats> {
         self.rx.as_ref().map(|rx| rx.stats())
-    }
-
-    // ---- shutdown -----------------------------------------------------------------------------
-
-    /// Whether the kernel still owes us completions.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.ops.len()
-            + self.conns.iter().filter(|(_, c)| c.armed).count()
-            + self.listeners.iter().filter(|(_, l)| l.armed).count()
-    }
-
-    /// Cancels everything in flight, waits (bounded) for the final completions, then tears the
-    /// interface queue down. Resources of requests the kernel never finished are leaked, never
-    /// freed under it. Returns the teardown report, the pool's last counters and the requests
-    /// leaked.
-    pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, RxStats, usize) {
-        self.stopping = true;
-        for key in self.conns.iter().map(|(k, _)| k).collect::<Vec<_>>() {
-            let c = &mut self.conns[key];
-            c.queue.clear();
-            if !c.dropped {
-                self.drop_conn(key);
-            }
-        }
-        for key in self.listeners.iter().map(|(k, _)| k).collect::<Vec<_>>() {
-            if !self.listeners[key].dropped {
-                self.drop_listener(key);
-            }
-        }
-        for key in self.ops.iter().map(|(k, _)| k).collect::<Vec<_>>() {
-            self.drop_op(key);
-        }
-        let deadline = Instant::now() + grace;
-        while self.in_flight() > 0 && Instant::now() < deadline {
-            self.turn(true, Some(deadline));
-        }
-        let leaked = self.in_flight();
-        if leaked > 0 {
-            // The kernel still holds pointers into these: never free them.
-            self.leak_ops();
-        }
-        let rx = self.rx.take().expect("interface queue present");
-        let stats = rx.stats();
-        (rx.teardown(), stats, leaked)
     }
 }
