@@ -1,96 +1,12 @@
-//! Runtime configuration.
+//! `Builder`: the public way to configure and start runtimes, on this thread or one per thread.
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use crate::config::{Config, RxBackend, ZcrxTarget};
 use crate::runtime::Runtime;
 use crate::shutdown::{ShutdownReport, ShutdownSignal};
-
-/// Which receive backend the runtime uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum RxBackend {
-    /// zcrx on the target given with [`Builder::zcrx_queue`] or [`Builder::zcrx_nodev`] if the
-    /// kernel (and NIC) accept it; otherwise the provided buffer ring, saying why once (a
-    /// `tracing` warning). Without a target, the buffer ring: zcrx without a device is never
-    /// picked unasked (it needs `CAP_NET_ADMIN` and Linux 7.1+, and whether it beats the buffer
-    /// ring depends on the load: see `docs/runtime.md`).
-    #[default]
-    Auto,
-    /// The provided buffer ring (works on every NIC).
-    BufRing,
-    /// zcrx on the target given with [`Builder::zcrx_queue`] or [`Builder::zcrx_nodev`];
-    /// start-up fails, with the kernel's reason in plain words, if it is not available.
-    Zcrx,
-}
-
-/// Where zcrx receives: a NIC's receive queue, or no device at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ZcrxTarget {
-    /// Receive queues of a NIC: runtime thread `i` uses queue `queue + i` (steer each queue's
-    /// flows there, see `docs/zcrx-setup.md`).
-    Queue {
-        /// The interface name (`eth0`).
-        ifname: String,
-        /// The first queue.
-        queue: u32,
-    },
-    /// zcrx without a device (`ZCRX_REG_NODEV`, Linux 7.1+): the kernel copies every received
-    /// byte into the area, with zcrx's completions, refill ring and teardown. Any TCP socket
-    /// works (loopback, veth, any NIC); each runtime thread registers its own. Useful to run
-    /// the zcrx code paths where no NIC can do zcrx. It copies like the buffer ring; which of
-    /// the two is faster depends on the load (`docs/runtime.md`). Needs `CAP_NET_ADMIN` like a
-    /// device queue.
-    NoDevice,
-}
-
-impl std::fmt::Display for ZcrxTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ZcrxTarget::Queue { ifname, queue } => write!(f, "{ifname} queue {queue}"),
-            ZcrxTarget::NoDevice => f.write_str("no device"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) threads: usize,
-    pub(crate) pin: bool,
-    pub(crate) sq_entries: u32,
-    pub(crate) cq_entries: u32,
-    pub(crate) backend: RxBackend,
-    pub(crate) zcrx: Option<ZcrxTarget>,
-    pub(crate) chunk_size: usize,
-    pub(crate) chunks: usize,
-    pub(crate) incremental: bool,
-    pub(crate) coalesce: (Duration, u32),
-    pub(crate) conn_limit: Option<u64>,
-    pub(crate) max_posted: Option<u32>,
-    /// `None`: adaptive unless `max_posted` fixes the depth.
-    pub(crate) adaptive_depth: Option<bool>,
-    pub(crate) grace: Duration,
-    pub(crate) signal: ShutdownSignal,
-    pub(crate) on_signals: bool,
-}
-
-impl Config {
-    /// Arms the shutdown signal against SIGINT/SIGTERM when asked to.
-    fn armed(&self) -> io::Result<Option<crate::signals::Armed>> {
-        self.on_signals
-            .then(|| crate::signals::arm(&self.signal))
-            .transpose()
-    }
-
-    /// Where an adaptive buffer ring starts (`None`: the depth is fixed by `max_posted`, or
-    /// every chunk is posted): the one place both the ring's set-up and the driver's
-    /// controller read it from.
-    pub(crate) fn adaptive_floor(&self) -> Option<u32> {
-        self.adaptive_depth
-            .unwrap_or(self.max_posted.is_none())
-            .then(|| crate::depth::floor(self.chunk_size as u64, self.chunks as u64))
-    }
-}
 
 /// Builds a [`Runtime`] for this thread, or runs one pinned runtime per thread.
 ///
@@ -102,29 +18,14 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
+    signal: ShutdownSignal,
 }
 
 impl Default for Builder {
     fn default() -> Self {
         Self {
-            config: Config {
-                threads: 1,
-                pin: true,
-                sq_entries: 256,
-                cq_entries: 8192,
-                backend: RxBackend::Auto,
-                zcrx: None,
-                chunk_size: 32 * 1024,
-                chunks: 256,
-                incremental: false,
-                coalesce: (Duration::from_micros(50), 32),
-                conn_limit: None,
-                max_posted: None,
-                adaptive_depth: None,
-                grace: Duration::from_secs(5),
-                signal: ShutdownSignal::new(),
-                on_signals: false,
-            },
+            config: Config::default(),
+            signal: ShutdownSignal::new(),
         }
     }
 }
@@ -283,7 +184,7 @@ impl Builder {
 
     /// A signal that shuts the runtime(s) down gracefully when triggered.
     pub fn shutdown_signal(mut self, signal: ShutdownSignal) -> Self {
-        self.config.signal = signal;
+        self.signal = signal;
         self
     }
 
@@ -291,7 +192,7 @@ impl Builder {
     /// the runtime lives (while [`run`](Self::run) runs, for its threads): listeners stop
     /// accepting, [`shutdown_requested`](crate::shutdown_requested) resolves, and the tasks get
     /// the grace period to finish. A second signal, or one that arrives when no runtime is armed,
-    /// gets the default action and ends the process at once. Off by default; [`start`](crate::start)
+    /// gets the default action and ends the process at once. Off by default; [`start`]
     /// turns it on.
     ///
     /// The signals are read by one process-wide thread (through `signal-hook`), so they need not
@@ -301,46 +202,12 @@ impl Builder {
         self
     }
 
-    fn checked(mut self) -> io::Result<Config> {
-        let c = &mut self.config;
-        if c.threads == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "threads must be at least 1",
-            ));
-        }
-        if c.coalesce.0 > Duration::from_secs(1) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "coalesce delay {:?} is too long: at most 1 s (tens of microseconds is typical)",
-                    c.coalesce.0
-                ),
-            ));
-        }
-        if c.max_posted == Some(0) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "max_posted must be at least 1 chunk (leave it unset for the adaptive depth, or give the chunk count to post every chunk)",
-            ));
-        }
-        if c.adaptive_depth == Some(true) && c.max_posted.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "max_posted fixes the buffer ring's depth and adaptive_depth adapts it: set one of them",
-            ));
-        }
-        if c.conn_limit.is_none() {
-            c.conn_limit = Some(((c.chunks * c.chunk_size) as u64 / 4).max(c.chunk_size as u64));
-        }
-        Ok(self.config)
-    }
-
     /// A runtime on the current thread.
     pub fn build(self) -> io::Result<Runtime> {
-        let config = self.checked()?;
-        let armed = config.armed()?;
-        let mut rt = Runtime::new(config, 0, None)?;
+        let Self { config, signal } = self;
+        let config = config.checked()?;
+        let armed = arm_signals(&config, &signal)?;
+        let mut rt = Runtime::new(config, signal, 0, None)?;
         rt.armed = armed;
         Ok(rt)
     }
@@ -369,20 +236,22 @@ impl Builder {
         Fut: Future + 'static,
         Fut::Output: Send + 'static,
     {
-        let config = self.checked()?;
+        let Self { config, signal } = self;
+        let config = config.checked()?;
         // Disarmed when every thread has finished.
-        let _armed = config.armed()?;
+        let _armed = arm_signals(&config, &signal)?;
         let f = std::sync::Arc::new(f);
         let cpus = usable_cpus();
         let mut threads = Vec::with_capacity(config.threads);
         for i in 0..config.threads {
             let f = f.clone();
             let config = config.clone();
+            let signal = signal.clone();
             let cpu = (config.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let t = std::thread::Builder::new()
                 .name(format!("rt-{i}"))
                 .spawn(move || {
-                    let rt = Runtime::new(config, i, cpu)?;
+                    let rt = Runtime::new(config, signal, i, cpu)?;
                     let out = rt.block_on(f(i));
                     let report = rt.shutdown();
                     Ok::<_, io::Error>((out, report))
@@ -407,6 +276,79 @@ impl Builder {
         }
         Ok(outs)
     }
+}
+
+// The ways to a runtime that start from a `Builder`, here rather than beside `Runtime` so that
+// `runtime.rs` needs nothing from this module.
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime on this thread with the default configuration.
+    pub fn new_default() -> io::Result<Self> {
+        Builder::new().build()
+    }
+}
+
+/// Runs `fut` on a new runtime on this thread with the default configuration, then shuts the
+/// runtime down gracefully: the shortest way to a program, like `#[tokio::main]` or
+/// `tokio_uring::start`.
+///
+/// Ctrl-C and SIGTERM start the graceful shutdown ([`Builder::shutdown_on_signals`]): listeners
+/// stop accepting (`accept` fails with `ConnectionAborted`), [`shutdown_requested`](crate::shutdown_requested) resolves, and
+/// a second signal exits at once. An error building the runtime (io_uring refused by the
+/// kernel or by `kernel.io_uring_disabled`, too little locked memory) comes back through `E`,
+/// with the reason in its message, instead of a panic. Buffers still held at the end are
+/// reported through `tracing` at `warn`.
+///
+/// ```no_run
+/// use zcrx::net::TcpListener;
+///
+/// fn main() -> std::io::Result<()> {
+///     zcrx::start(async {
+///         let listener = TcpListener::bind("127.0.0.1:7000")?;
+///         while let Ok((stream, _peer)) = listener.accept().await {
+///             zcrx::spawn(async move {
+///                 let mut bytes = 0;
+///                 while let Ok(Some(buf)) = stream.recv().await {
+///                     bytes += buf.len(); // `buf` derefs to the received `&[u8]`
+///                 }
+///                 println!("{bytes} bytes");
+///             });
+///         }
+///         Ok(())
+///     })
+/// }
+/// ```
+///
+/// For one runtime per core use [`Builder::run`]; for other settings,
+/// [`Runtime::builder`]`().shutdown_on_signals(true).build()?.block_on(..)`.
+pub fn start<F, T, E>(fut: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<io::Error>,
+{
+    let rt = Builder::new().shutdown_on_signals(true).build()?;
+    let out = rt.block_on(fut);
+    let report = rt.shutdown();
+    if !report.is_clean() {
+        // The runtime's own log target, as for the report `shutdown` logs.
+        tracing::warn!(target: "zcrx::runtime", "runtime shut down: {report}");
+    }
+    out
+}
+
+/// Arms `signal` against SIGINT/SIGTERM when `config` asks for it.
+fn arm_signals(
+    config: &Config,
+    signal: &ShutdownSignal,
+) -> io::Result<Option<crate::signals::Armed>> {
+    config
+        .on_signals
+        .then(|| crate::signals::arm(signal))
+        .transpose()
 }
 
 fn usable_cpus() -> Vec<usize> {

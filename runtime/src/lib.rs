@@ -49,6 +49,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod builder;
+mod config;
 mod context;
 mod depth;
 mod driver;
@@ -62,12 +63,14 @@ mod rx;
 mod shutdown;
 mod signals;
 pub mod time;
+mod waker;
 
-pub use builder::{Builder, RxBackend, ZcrxTarget};
+pub use builder::{start, Builder};
+pub use config::{RxBackend, ZcrxTarget};
 pub use driver::DriverStats;
 pub use executor::{JoinError, JoinHandle};
 pub use runtime::{
-    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, start, stats, yield_now, Runtime,
+    rx_backend, rx_snapshot, rx_stats, shutdown_requested, spawn, stats, yield_now, Runtime,
 };
 pub use rx::RxStats;
 pub use shutdown::{ShutdownReport, ShutdownSignal};

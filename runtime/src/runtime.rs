@@ -2,21 +2,19 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rustix::event::{eventfd, EventfdFlags};
-
-use crate::builder::{Builder, Config};
+use crate::config::Config;
 use crate::context::{self, Handle};
 use crate::driver::{Driver, DriverStats};
 use crate::executor::{Executor, Remote};
 use crate::rx::RxStats;
 use crate::shutdown::{ShutdownReport, ShutdownSignal};
+use crate::waker;
 
 /// A runtime bound to the thread that built it: one io_uring, one receive pool, one executor.
 pub struct Runtime {
@@ -36,39 +34,27 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-pub(crate) fn poker(fd: &OwnedFd) -> io::Result<Box<dyn Fn() + Send + Sync>> {
-    let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
-    Ok(Box::new(move || {
-        let _ = rustix::io::write(&fd, &1u64.to_ne_bytes());
-    }))
-}
-
 impl Runtime {
-    /// A builder with the defaults.
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-
-    /// A runtime on this thread with the default configuration.
-    pub fn new_default() -> io::Result<Self> {
-        Builder::new().build()
-    }
-
-    pub(crate) fn new(config: Config, index: usize, cpu: Option<usize>) -> io::Result<Self> {
+    pub(crate) fn new(
+        config: Config,
+        signal: ShutdownSignal,
+        index: usize,
+        cpu: Option<usize>,
+    ) -> io::Result<Self> {
         if let Some(cpu) = cpu {
             let mut set = rustix::thread::CpuSet::new();
             set.set(cpu);
             rustix::thread::sched_setaffinity(None, &set)?;
         }
-        let wake_fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let remote = Arc::new(Remote::new(poker(&wake_fd)?));
-        config.signal.on_trigger(poker(&wake_fd)?);
+        let wake_fd = waker::wake_fd()?;
+        let remote = Arc::new(Remote::new(waker::poker(&wake_fd)?));
+        signal.on_trigger(waker::poker(&wake_fd)?);
         let driver = Driver::new(&config, index, Rc::new(wake_fd))?;
         Ok(Self {
             handle: Rc::new(Handle {
                 exec: Executor::new(remote),
                 driver: std::cell::RefCell::new(driver),
-                signal: config.signal.clone(),
+                signal,
             }),
             grace: config.grace,
             done: false,
@@ -195,53 +181,6 @@ impl Drop for Runtime {
             }
         }
     }
-}
-
-/// Runs `fut` on a new runtime on this thread with the default configuration, then shuts the
-/// runtime down gracefully: the shortest way to a program, like `#[tokio::main]` or
-/// `tokio_uring::start`.
-///
-/// Ctrl-C and SIGTERM start the graceful shutdown ([`Builder::shutdown_on_signals`]): listeners
-/// stop accepting (`accept` fails with `ConnectionAborted`), [`shutdown_requested`] resolves, and
-/// a second signal exits at once. An error building the runtime (io_uring refused by the
-/// kernel or by `kernel.io_uring_disabled`, too little locked memory) comes back through `E`,
-/// with the reason in its message, instead of a panic. Buffers still held at the end are
-/// reported through `tracing` at `warn`.
-///
-/// ```no_run
-/// use zcrx::net::TcpListener;
-///
-/// fn main() -> std::io::Result<()> {
-///     zcrx::start(async {
-///         let listener = TcpListener::bind("127.0.0.1:7000")?;
-///         while let Ok((stream, _peer)) = listener.accept().await {
-///             zcrx::spawn(async move {
-///                 let mut bytes = 0;
-///                 while let Ok(Some(buf)) = stream.recv().await {
-///                     bytes += buf.len(); // `buf` derefs to the received `&[u8]`
-///                 }
-///                 println!("{bytes} bytes");
-///             });
-///         }
-///         Ok(())
-///     })
-/// }
-/// ```
-///
-/// For one runtime per core use [`Builder::run`]; for other settings,
-/// [`Runtime::builder`]`().shutdown_on_signals(true).build()?.block_on(..)`.
-pub fn start<F, T, E>(fut: F) -> Result<T, E>
-where
-    F: Future<Output = Result<T, E>>,
-    E: From<io::Error>,
-{
-    let rt = Builder::new().shutdown_on_signals(true).build()?;
-    let out = rt.block_on(fut);
-    let report = rt.shutdown();
-    if !report.is_clean() {
-        tracing::warn!("runtime shut down: {report}");
-    }
-    out
 }
 
 /// Spawns a task on the current thread's runtime. The future need not be `Send`: it runs on

@@ -9,8 +9,7 @@ use zcrx_ifq::io_uring::{opcode, squeue, types};
 use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
 use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
-use crate::builder::{Config, RxBackend, ZcrxTarget};
-use crate::driver::ZCRX_EVENTS;
+use crate::config::{Config, RxBackend, ZcrxTarget};
 use crate::ring::Ring;
 
 /// The counters of one runtime thread's receive pool, from the backend it runs: see
@@ -123,8 +122,15 @@ fn say_fallback(why: impl FnOnce() -> String) {
 }
 
 impl Rx {
-    /// Sets up the ring and the receive pool `config` asks for on thread `index`.
-    pub(crate) fn setup(config: &Config, index: usize) -> io::Result<(Ring, Rx, String)> {
+    /// Sets up the ring and the receive pool `config` asks for on thread `index`; a buffer ring
+    /// whose depth adapts starts at `depth_floor` chunks, and a zcrx queue posts its events
+    /// (Linux 7.2+) with the `user_data` `zcrx_events`.
+    pub(crate) fn setup(
+        config: &Config,
+        index: usize,
+        depth_floor: Option<u32>,
+        zcrx_events: u64,
+    ) -> io::Result<(Ring, Rx, String)> {
         let area = |chunk_size: usize, chunks: usize| {
             Area::builder()
                 .chunk_size(chunk_size)
@@ -182,7 +188,7 @@ impl Rx {
             // says how much it copied, and the driver says when a NIC queue falls back to
             // copying or runs out of buffers.
             if ZcrxFeatures::query(r).is_ok_and(|f| f.events()) {
-                zc = zc.events(ZCRX_EVENTS);
+                zc = zc.events(zcrx_events);
             }
             let (what, name) = match &target {
                 ZcrxTarget::NoDevice => (
@@ -226,7 +232,7 @@ impl Rx {
                 incremental: config.incremental,
                 owner_limit: config.conn_limit,
                 // An adaptive depth starts at its floor; the driver moves it from there.
-                max_posted: config.adaptive_floor().or(config.max_posted),
+                max_posted: depth_floor.or(config.max_posted),
             },
         )
         .map_err(|e| {
