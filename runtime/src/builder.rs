@@ -116,8 +116,8 @@ impl Builder {
     /// Completion coalescing while bulk data flows: when a receive has just filled a whole chunk
     /// (or 16 KiB), the loop's next wait asks the kernel for up to `completions` completions,
     /// returning after `delay` once at least one has arrived (`min_wait` of `io_uring_enter`,
-    /// Linux 6.13+; ignored on older kernels). Fewer wake-ups per byte: on loopback one flow
-    /// goes from about 3.8 to about 5.3 GB/s (see `docs/benchmarks.md`). Request/response
+    /// Linux 6.13+; ignored on older kernels). Fewer wake-ups per byte, for the receiver and,
+    /// on loopback, for the sender's core (`docs/benchmarks.md`). Request/response
     /// traffic (receives smaller than that) never waits. Never more than half of what the armed
     /// receives may still deliver is awaited, so receives are re-armed before they run dry.
     /// `Duration::ZERO` or `completions <= 1` turns it off. Default: 50 µs, 32 completions.
@@ -166,11 +166,9 @@ impl Builder {
     /// twice the largest. [`stats`](crate::stats) counts the moves (`depth_raises`,
     /// `depth_cuts`).
     ///
-    /// On loopback, 256 chunks of 32 KiB, alternated with posting every chunk (median GB/s of
-    /// 4-5 runs each, adaptive first): one flow 5.33 against 5.32, 8 flows 6.85 against 5.30,
-    /// 16 flows 6.93 against 6.52, 64 flows 5.67 against 5.94, with less CPU per byte except
-    /// at 64 flows (`docs/benchmarks.md`). Cannot be turned on together with `max_posted`.
-    /// Ignored with zcrx.
+    /// It wins at 8-16 bulk flows and is level at one (measurements in `docs/benchmarks.md`,
+    /// "Choices behind the defaults"). Cannot be turned on together with `max_posted`. Ignored
+    /// with zcrx.
     pub fn adaptive_depth(mut self, on: bool) -> Self {
         self.config.adaptive_depth = Some(on);
         self

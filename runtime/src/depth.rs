@@ -1,24 +1,14 @@
 //! How many chunks the buffer ring keeps posted: a controller the driver feeds once per loop
 //! turn with what the kernel took since the last flush.
 //!
-//! Every posted chunk is one the kernel may fill in one go. Posting the whole pool lets one turn
-//! copy megabytes into chunks the CPU has not touched since the pool last went round (cold in
-//! cache: 2.6x the cost per byte on loopback), and a slower turn lets the sockets fill up, which
-//! slows the next turn further. Posting too few ends multishot receives with `-ENOBUFS`, each
-//! costing a completion and a re-arm, and leaves sockets unserved for a turn while their
-//! backlog grows. A receive that finds the ring empty now and then is cheap (the data waits in
-//! its socket one turn); many, turn after turn, are not. So the depth starts at a cache-sized
-//! floor ([`floor`]) and doubles when a turn's starved receives are many for what it took (one
-//! for every two chunks), or when they average four a turn over [`SUSTAIN`] turns. After a
-//! window of [`WINDOW`] turns in which no receive went without, it probes a quarter lower,
-//! whatever the turns took: backlogged sockets fill whatever is posted, so a full turn does not show that
-//! the depth is needed (without the probe a ring that grew at the start, when every socket
-//! holds data, stayed at the whole pool). After a window with some starvation, but in which
-//! every turn used less than half, it comes down to twice the largest turn.
-//!
-//! On loopback (256 chunks of 32 KiB, `docs/benchmarks.md`), against posting every chunk:
-//! 8 bulk flows 6.85 against 5.30 GB/s (medians), 16 flows 6.93 against 6.52, one flow even,
-//! 64 flows 5% behind.
+//! The rule and why it is needed are documented once, on `Builder::adaptive_depth`; the
+//! measurements behind it are in `docs/benchmarks.md` ("Choices behind the defaults"). What
+//! that page does not say: a receive that finds the ring empty now and then is cheap (the data
+//! waits in its socket one turn), many turn after turn are not, hence two growth triggers (a
+//! turn's starved receives many for what it took, or a sustained average over [`SUSTAIN`]
+//! turns). The shrink probe runs whatever the turns took, because backlogged sockets fill
+//! whatever is posted: a full turn does not show that the depth is needed, and without the
+//! probe a ring that grew at the start, when every socket holds data, stayed at the whole pool.
 
 /// Turns per shrink decision.
 const WINDOW: u32 = 256;

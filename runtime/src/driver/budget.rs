@@ -9,7 +9,7 @@
 //!   connection at its limit waits until the application drops enough of its buffers);
 //! - its fair share: the pool divided by the live connections, at least [`Budgets::new`]'s
 //!   `share_floor` (smaller budgets end receives after a handful of chunks, and the re-arms cost
-//!   more than the fairness buys: 64 flows, 2.3 against 4.8 GB/s);
+//!   more than the fairness buys: `docs/benchmarks.md`);
 //! - what is free and not promised to other armed receives, so that receives never compete for
 //!   the same chunks;
 //! - and, for a connection that already holds buffers, that minus a reserve (an eighth of the

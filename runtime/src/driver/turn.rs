@@ -91,8 +91,7 @@ impl Driver {
     /// How many completions to wait for. One, unless bulk data is flowing: then up to
     /// `batch.0`, but never more than half of what the armed receives may still deliver, so the
     /// loop wakes to re-arm before they all run dry; and one while connections wait for buffers
-    /// (64 flows through the default pool: 5.2-5.4 GB/s without coalescing, 5.1 coalescing
-    /// regardless, 5.7-6.2 with this rule).
+    /// (at 64 flows this rule beats both never and always coalescing: `docs/benchmarks.md`).
     fn wait_batch(&self) -> usize {
         // Connections waiting for buffers want the loop back soon to recycle them.
         if !self.bulk || self.batch.0 <= 1 || !self.paused.is_empty() || !self.starved.is_empty() {
