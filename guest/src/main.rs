@@ -144,6 +144,11 @@ struct VmArgs {
     /// from the kernel's modules and brings the interfaces up.
     #[arg(long, value_name = "N", default_value_t = 0)]
     virtio_net: usize,
+    /// One more virtio-net-pci device, after the hub's, with Q queue pairs on a tap of its own
+    /// (QEMU creates and removes it; it carries no traffic): channels, queues and NAPI ids for
+    /// the NIC checks to read. Needs /dev/net/tun on the host.
+    #[arg(long, value_name = "Q", default_value_t = 0)]
+    virtio_net_mq: u32,
     /// Another kernel module to load (with its dependencies); repeatable.
     #[arg(long = "module", value_name = "NAME")]
     modules: Vec<String>,
@@ -433,6 +438,7 @@ fn choose_accel(want: Accel, cache: &Path, kern: &kernel::Kernel, vm: &VmArgs) -
         memory: vm.memory.clone(),
         smp: vm.smp,
         nics: 0,
+        mq_queues: 0,
     };
     let d = qemu::Deadlines {
         boot: Duration::from_secs(30),
@@ -465,7 +471,7 @@ fn choose_accel(want: Accel, cache: &Path, kern: &kernel::Kernel, vm: &VmArgs) -
 
 fn module_files(kern: &kernel::Kernel, vm: &VmArgs) -> Result<Vec<(String, Vec<u8>)>> {
     let mut names: Vec<String> = Vec::new();
-    if vm.virtio_net > 0 {
+    if vm.virtio_net > 0 || vm.virtio_net_mq > 0 {
         names.extend(["virtio_pci", "virtio_net"].map(String::from));
     }
     names.extend(vm.modules.iter().cloned());
@@ -540,7 +546,7 @@ fn boot_and_report(
         timeout_secs: vm.timeout,
         nofile: host::nofile_limit(),
         modules: modules.iter().map(|(p, _)| format!("/{p}")).collect(),
-        ifaces: vm.virtio_net,
+        ifaces: vm.virtio_net + usize::from(vm.virtio_net_mq > 0),
     };
     let run_dir = cache.join("run");
     std::fs::create_dir_all(&run_dir)?;
@@ -567,6 +573,7 @@ fn boot_and_report(
         memory: vm.memory.clone(),
         smp: vm.smp,
         nics: vm.virtio_net,
+        mq_queues: vm.virtio_net_mq,
     };
     let deadlines = qemu::Deadlines {
         boot: Duration::from_secs(vm.boot_timeout),

@@ -37,6 +37,10 @@ pub struct VmConfig {
     pub smp: u32,
     /// virtio-net-pci devices on one QEMU hub (eth0, eth1, ...).
     pub nics: usize,
+    /// Queue pairs of one more virtio-net-pci device (after the hub's), on a tap that QEMU
+    /// creates and removes and nothing else joins: channels, queues and NAPI ids to read, no
+    /// traffic. 0: no such device. QEMU's hub has one queue pair; only tap has more.
+    pub mq_queues: u32,
 }
 
 /// The QEMU arguments for a boot (no network unless `nics` > 0; the console on stdio).
@@ -63,7 +67,7 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     push(&cfg.memory);
     push("-smp");
     push(&cfg.smp.to_string());
-    if cfg.nics == 0 {
+    if cfg.nics == 0 && cfg.mq_queues == 0 {
         push("-nic");
         push("none");
     } else {
@@ -72,6 +76,19 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
             push(&format!("hubport,id=n{i},hubid=0"));
             push("-device");
             push(&format!("virtio-net-pci,netdev=n{i},romfile="));
+        }
+        if cfg.mq_queues > 0 {
+            let q = cfg.mq_queues;
+            push("-netdev");
+            push(&format!(
+                "tap,id=mq,script=no,downscript=no,vhost=off,queues={q}"
+            ));
+            push("-device");
+            // A vector per queue (rx and tx) plus config and control.
+            push(&format!(
+                "virtio-net-pci,netdev=mq,mq=on,vectors={},romfile=",
+                2 * q + 2
+            ));
         }
     }
     push("-kernel");
@@ -322,6 +339,7 @@ mod tests {
             memory: "4G".into(),
             smp: 2,
             nics: 0,
+            mq_queues: 0,
         };
         let a = qemu_args(&cfg).join(" ");
         assert_eq!(
@@ -332,7 +350,7 @@ mod tests {
         let kvm = qemu_args(&VmConfig {
             accel: Accel::Kvm,
             nics: 2,
-            ..cfg
+            ..cfg.clone()
         })
         .join(" ");
         assert!(kvm.starts_with("-accel kvm -cpu host "));
@@ -341,6 +359,16 @@ mod tests {
              -netdev hubport,id=n1,hubid=0 -device virtio-net-pci,netdev=n1,romfile="
         ));
         assert!(!kvm.contains("-nic none"));
+        let mq = qemu_args(&VmConfig {
+            mq_queues: 4,
+            ..cfg
+        })
+        .join(" ");
+        assert!(mq.contains(
+            "-netdev tap,id=mq,script=no,downscript=no,vhost=off,queues=4 \
+             -device virtio-net-pci,netdev=mq,mq=on,vectors=10,romfile="
+        ));
+        assert!(!mq.contains("-nic none") && !mq.contains("hubport"));
     }
 
     #[test]

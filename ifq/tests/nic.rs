@@ -72,10 +72,25 @@ fn veth_has_no_ring_params_and_apply_changes_nothing() {
     }
     let ok = std::process::Command::new("ip")
         .args([
-            "link", "add", "zcnic0", "type", "veth", "peer", "name", "zcnic1",
+            "link",
+            "add",
+            "zcnic0",
+            "numrxqueues",
+            "4",
+            "numtxqueues",
+            "4",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "zcnic1",
         ])
         .status()
-        .is_ok_and(|s| s.success());
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new("ip")
+            .args(["link", "set", "zcnic0", "up"])
+            .status()
+            .is_ok_and(|s| s.success());
     if !ok {
         println!("skipped: `ip link add ... type veth` failed (no veth module or no ip)");
         return;
@@ -83,6 +98,20 @@ fn veth_has_no_ring_params_and_apply_changes_nothing() {
     let result = std::panic::catch_unwind(|| {
         let before = nic::read("zcnic0").unwrap();
         println!("{before:#?}");
+        // Every queue of the dump, not only the first message's.
+        let ids: Vec<u32> = before
+            .rx_queues
+            .value()
+            .expect("netdev lists the queues")
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        assert!(nic::check(&before, 3).is_ok());
+        assert!(matches!(
+            nic::check(&before, 4),
+            Err(NicError::QueueOutOfRange { .. })
+        ));
         let check = nic::check(&before, 0).unwrap();
         println!("{check}");
         assert!(!check.ready());
@@ -104,6 +133,8 @@ fn virtio_net_reports_no_header_split() {
         println!("skipped: no virtio_net interface (the guest's --virtio-net N gives them)");
         return;
     }
+    // The largest combined_max seen, with that interface's queues and channels.
+    let mut most_queues = (0, 0, 0);
     for ifname in &nics {
         let before = nic::read(ifname).unwrap();
         println!("{before:#?}");
@@ -115,6 +146,17 @@ fn virtio_net_reports_no_header_split() {
         assert!(channels.rx_queues() >= 1, "{channels:?}");
         let queues = before.rx_queues.value().expect("netdev lists the queues");
         assert_eq!(queues.len() as u32, before.rx_queue_count().unwrap());
+        // Every receive queue is served by a NAPI instance of its own.
+        let napi: std::collections::BTreeSet<u32> = queues
+            .iter()
+            .map(|q| q.napi_id.expect("virtio_net links its queues to NAPI ids"))
+            .collect();
+        assert_eq!(napi.len(), queues.len(), "{queues:?}");
+        // virtio_net runs min(its queue pairs, the CPUs) of them.
+        let max = channels.combined_max.unwrap_or(1);
+        if max > most_queues.0 {
+            most_queues = (max, queues.len() as u32, channels.rx_queues());
+        }
         let check = nic::check(&before, 0).unwrap();
         println!("{check}");
         assert!(matches!(
@@ -130,6 +172,19 @@ fn virtio_net_reports_no_header_split() {
             Err(NicError::QueueOutOfRange { .. })
         ));
         assert_eq!(nic::read(ifname).unwrap(), before);
+    }
+    // The kernel guest's `--virtio-net-mq Q` adds a device with Q queue pairs; CI says so.
+    if let Ok(q) = std::env::var("NIC_EXPECT_QUEUE_PAIRS") {
+        let q: u32 = q.parse().expect("NIC_EXPECT_QUEUE_PAIRS is a number");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let (max, listed, channels) = most_queues;
+        assert_eq!(
+            max, q,
+            "a virtio_net interface with {q} queue pairs at most"
+        );
+        assert_eq!(channels, q.min(cpus), "one queue pair per CPU in use");
+        assert_eq!(listed, channels, "netdev lists every queue in use");
+        println!("virtio_net: {max} queue pairs at most, {channels} in use, {listed} listed");
     }
 }
 

@@ -122,6 +122,19 @@ fn request(
     sock.send(msg)
         .map_err(|e| ReqError::Other(format!("netlink send: {e}")))?;
     let mut out = Vec::new();
+    if dump {
+        // Until NLMSG_DONE. Not neli's iterator: it stops at the first message without
+        // NLM_F_MULTI, and generic netlink dumps built with `genlmsg_iput` (netdev's queue and
+        // NAPI dumps, 6.x-7.x) leave that flag off, so only the first queue came back.
+        while let Some(reply) = sock.recv::<u16, Msg>().map_err(nl_err)? {
+            match reply.nl_payload {
+                NlPayload::Payload(p) => out.push(p),
+                NlPayload::Empty => break, // NLMSG_DONE
+                _ => {}
+            }
+        }
+        return Ok(out);
+    }
     for reply in sock.iter::<u16, Msg>(false) {
         let reply = reply.map_err(nl_err)?;
         if let NlPayload::Payload(p) = reply.nl_payload {
@@ -198,7 +211,7 @@ fn read_channels(ifindex: u32) -> Read<Channels> {
 }
 
 fn read_rss(ifindex: u32) -> Read<Vec<RssContext>> {
-    // The dump lists every context (6.11+); older kernels answer only the plain get.
+    // The plain get: context 0. Further contexts (listed by the dump, 6.11+) are not read.
     let got = ethtool_header(ifindex)
         .and_then(|a| request("ethtool", ETHTOOL_MSG_RSS_GET, a, false, false));
     let msgs = match got {
