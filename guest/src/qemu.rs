@@ -86,7 +86,7 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
             push("-device");
             // A vector per queue (rx and tx) plus config and control.
             push(&format!(
-                "virtio-net-pci,netdev=mq,mq=on,vectors={},romfile=",
+                "virtio-net-pci,netdev=mq,mq=on,rss=on,vectors={},romfile=",
                 2 * q + 2
             ));
         }

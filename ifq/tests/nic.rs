@@ -2,7 +2,11 @@
 //! the host (no ring parameters), virtio_net in the guest (`--virtio-net 2`), a zcrx-capable NIC
 //! when `ZCRX_IFNAME` and `ZCRX_QUEUE` name one.
 
-use zcrx_ifq::nic::{self, NicError, Read, StepKind, StepStatus};
+use zcrx_ifq::nic::{self, Change, NicError, NicState, Read, StepKind, StepStatus};
+
+/// Held by the tests that read or change the virtio_net interfaces: libtest runs tests in
+/// parallel, and one test's change must not show in another's reads.
+static VIRTIO_NICS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -128,6 +132,7 @@ fn veth_has_no_ring_params_and_apply_changes_nothing() {
 
 #[test]
 fn virtio_net_reports_no_header_split() {
+    let _nics = VIRTIO_NICS.lock().unwrap_or_else(|e| e.into_inner());
     let nics = virtio_nets();
     if nics.is_empty() {
         println!("skipped: no virtio_net interface (the guest's --virtio-net N gives them)");
@@ -185,6 +190,91 @@ fn virtio_net_reports_no_header_split() {
         assert_eq!(channels, q.min(cpus), "one queue pair per CPU in use");
         assert_eq!(listed, channels, "netdev lists every queue in use");
         println!("virtio_net: {max} queue pairs at most, {channels} in use, {listed} listed");
+    }
+}
+
+/// On a virtio_net device with RSS (the kernel guest's `--virtio-net-mq`, whose device QEMU
+/// gives `rss=on`), the RSS table is a real setting: taking a queue out of it and putting it back
+/// leaves every setting as it was, through `restore`, through the guard's drop, and when a later
+/// change fails halfway.
+#[test]
+fn virtio_net_rss_table_applies_and_restores() {
+    let _nics = VIRTIO_NICS.lock().unwrap_or_else(|e| e.into_inner());
+    let with_rss: Vec<(String, NicState)> = virtio_nets()
+        .into_iter()
+        .map(|n| {
+            let s = nic::read(&n).unwrap();
+            (n, s)
+        })
+        .filter(|(_, s)| {
+            s.rx_queue_count().unwrap_or(0) >= 2
+                && s.rss
+                    .value()
+                    .is_some_and(|c| c.iter().any(|c| c.context == 0 && !c.indir.is_empty()))
+        })
+        .collect();
+    if with_rss.is_empty() {
+        assert!(
+            std::env::var_os("NIC_EXPECT_QUEUE_PAIRS").is_none(),
+            "the multi-queue virtio_net device has no RSS table"
+        );
+        println!("skipped: no multi-queue virtio_net with RSS (the guest's --virtio-net-mq Q)");
+        return;
+    }
+    for (ifname, before) in with_rss {
+        let count = before.rx_queue_count().unwrap();
+        let table = &before.rss.value().unwrap()[0].indir;
+        assert!(table.contains(&0), "{table:?}");
+        let check = nic::check(&before, 0).unwrap();
+        assert!(matches!(
+            check.step(StepKind::RssOff).unwrap().status,
+            StepStatus::Missing { .. }
+        ));
+        let indir = nic::rss_table_without(0, count, table.len()).unwrap();
+        let change = || Change::RssTable {
+            indir: indir.clone(),
+        };
+
+        let applied = nic::apply_changes(&ifname, vec![change()]).unwrap();
+        let during = nic::read(&ifname).unwrap();
+        assert_eq!(during.rss.value().unwrap()[0].indir, indir);
+        assert_eq!(
+            nic::check(&during, 0)
+                .unwrap()
+                .step(StepKind::RssOff)
+                .unwrap()
+                .status,
+            StepStatus::Done
+        );
+        applied.restore().unwrap();
+        assert_eq!(nic::read(&ifname).unwrap(), before, "restore");
+
+        drop(nic::apply_changes(&ifname, vec![change()]).unwrap());
+        assert_eq!(nic::read(&ifname).unwrap(), before, "the guard's drop");
+
+        // The RSS change succeeds, the rings change after it fails: nothing stays changed.
+        let err = nic::apply_changes(
+            &ifname,
+            vec![
+                change(),
+                Change::Rings {
+                    data_split: true,
+                    hds_thresh: true,
+                },
+            ],
+        )
+        .unwrap_err();
+        println!("{ifname}: halfway: {err}");
+        assert!(matches!(err, NicError::NotSupported { .. }), "{err:?}");
+        assert_eq!(nic::read(&ifname).unwrap(), before, "a failure halfway");
+
+        // A table naming a queue the interface does not have changes nothing.
+        let bad = vec![count; table.len()];
+        assert!(matches!(
+            nic::apply_changes(&ifname, vec![Change::RssTable { indir: bad }]),
+            Err(NicError::QueueOutOfRange { .. })
+        ));
+        assert_eq!(nic::read(&ifname).unwrap(), before);
     }
 }
 

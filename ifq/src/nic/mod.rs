@@ -20,7 +20,7 @@ mod netlink;
 
 use std::fmt;
 
-pub use netlink::{apply, read, Applied};
+pub use netlink::{apply, apply_changes, read, Applied};
 
 /// A value the kernel may or may not report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +268,9 @@ pub struct Check {
     pub driver: Option<String>,
     /// The steps, in the order to take them.
     pub steps: Vec<Step>,
+    /// The default RSS table without the queue, when RSS spreads flows onto it: what
+    /// [`plan`] sets.
+    rss_without_queue: Option<Vec<u32>>,
 }
 
 impl Check {
@@ -315,6 +318,7 @@ impl fmt::Display for Check {
 
 /// A change `apply` can make through netlink.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Change {
     /// Ring parameters: header/data split on and/or threshold 0.
     Rings {
@@ -323,6 +327,33 @@ pub enum Change {
         /// Set the threshold to 0.
         hds_thresh: bool,
     },
+    /// The default RSS context's indirection table (`ethtool -X`; `ETHTOOL_MSG_RSS_SET`,
+    /// Linux 6.17+): which receive queue each hash bucket goes to.
+    RssTable {
+        /// The new table, as long as the driver's.
+        indir: Vec<u32>,
+    },
+}
+
+/// The RSS table that spreads flows over every queue of `count` except `queue`, as `ethtool -X
+/// IF weight 1 .. 0 .. 1` does, with `len` buckets. None if no other queue exists.
+pub fn rss_table_without(queue: u32, count: u32, len: usize) -> Option<Vec<u32>> {
+    let others: Vec<u32> = (0..count).filter(|&q| q != queue).collect();
+    if others.is_empty() || len == 0 {
+        return None;
+    }
+    Some((0..len).map(|i| others[i % others.len()]).collect())
+}
+
+/// Whether `indir` is the kernel's default spread over `count` queues (bucket `i` to queue
+/// `i % count`): restoring it is a reset, which also clears the interface's "RSS configured"
+/// mark, rather than a write of the same table.
+pub(crate) fn is_default_rss(indir: &[u32], count: u32) -> bool {
+    count > 0
+        && indir
+            .iter()
+            .enumerate()
+            .all(|(i, &q)| u64::from(q) == i as u64 % u64::from(count))
 }
 
 fn not_supported_reason<T>(r: &Read<T>) -> Option<&str> {
@@ -405,6 +436,7 @@ pub fn check(state: &NicState, queue: u32) -> Result<Check, NicError> {
     });
 
     // RSS: the default context must not name the queue.
+    let mut rss_without_queue = None;
     let rss = match &state.rss {
         Read::Value(ctxs) => match ctxs.iter().find(|c| c.context == 0) {
             Some(c) if c.indir.is_empty() => StepStatus::Unsupported(
@@ -412,9 +444,18 @@ pub fn check(state: &NicState, queue: u32) -> Result<Check, NicError> {
                  the queue"
                     .into(),
             ),
-            Some(c) if c.indir.contains(&queue) => StepStatus::Missing {
-                fix: rss_fix(ifname, queue, count.unwrap_or(queue + 1)),
-            },
+            Some(c) if c.indir.contains(&queue) => {
+                rss_without_queue =
+                    rss_table_without(queue, count.unwrap_or(queue + 1), c.indir.len());
+                match rss_without_queue {
+                    Some(_) => StepStatus::Missing {
+                        fix: rss_fix(ifname, queue, count.unwrap_or(queue + 1)),
+                    },
+                    None => StepStatus::Unsupported(
+                        "the interface has a single receive queue: every flow lands on it".into(),
+                    ),
+                }
+            }
             Some(_) => StepStatus::Done,
             None => StepStatus::Unknown {
                 why: "no default RSS context reported".into(),
@@ -485,6 +526,7 @@ pub fn check(state: &NicState, queue: u32) -> Result<Check, NicError> {
         queue,
         driver: state.driver.clone(),
         steps,
+        rss_without_queue,
     })
 }
 
@@ -522,14 +564,21 @@ pub fn plan(check: &Check) -> Result<Vec<Change>, NicError> {
     };
     let data_split = missing(StepKind::HeaderSplit);
     let hds_thresh = missing(StepKind::HdsThreshold);
-    Ok(if data_split || hds_thresh {
-        vec![Change::Rings {
+    let mut changes = Vec::new();
+    if data_split || hds_thresh {
+        changes.push(Change::Rings {
             data_split,
             hds_thresh,
-        }]
-    } else {
-        Vec::new()
-    })
+        });
+    }
+    if missing(StepKind::RssOff) {
+        if let Some(indir) = &check.rss_without_queue {
+            changes.push(Change::RssTable {
+                indir: indir.clone(),
+            });
+        }
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]
@@ -607,10 +656,15 @@ mod tests {
         assert!(!c.ready());
         assert_eq!(
             plan(&c).unwrap(),
-            vec![Change::Rings {
-                data_split: true,
-                hds_thresh: true
-            }]
+            vec![
+                Change::Rings {
+                    data_split: true,
+                    hds_thresh: true
+                },
+                Change::RssTable {
+                    indir: vec![0, 1, 2, 0, 1, 2, 0, 1]
+                }
+            ]
         );
         let c = check(&capable(), 1).unwrap();
         assert_eq!(
@@ -646,6 +700,33 @@ mod tests {
         }
         assert!(!c.ready(), "the flow rule cannot be read");
         assert_eq!(plan(&c).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn rss_tables_without_a_queue() {
+        assert_eq!(rss_table_without(0, 2, 6), Some(vec![1, 1, 1, 1, 1, 1]));
+        assert_eq!(rss_table_without(1, 3, 4), Some(vec![0, 2, 0, 2]));
+        assert_eq!(rss_table_without(0, 1, 4), None, "no other queue");
+        assert_eq!(rss_table_without(0, 2, 0), None);
+        assert!(is_default_rss(&[0, 1, 0, 1], 2));
+        assert!(!is_default_rss(&[1, 1, 1, 1], 2));
+        assert!(!is_default_rss(&[0, 0], 0));
+        // A single queue that RSS names: nothing to move the flows to.
+        let mut s = capable();
+        s.channels = Read::Value(Channels {
+            combined: Some(1),
+            ..Channels::default()
+        });
+        s.rx_queues = Read::NotSupported("old kernel".into());
+        s.rss = Read::Value(vec![RssContext {
+            context: 0,
+            indir: vec![0; 8],
+        }]);
+        let c = check(&s, 0).unwrap();
+        assert!(matches!(
+            status(&c, StepKind::RssOff),
+            StepStatus::Unsupported(why) if why.contains("single receive queue")
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The thin netlink part: `ethtool` (rings, channels, RSS) and `netdev` (queues, NAPI) requests
-//! through `neli`, and the rings change with its restoring guard.
+//! through `neli`, and the ring and RSS changes with their restoring guard.
 
 use neli::consts::nl::{NlmF, NlmFFlags};
 use neli::consts::socket::NlFamily;
@@ -10,7 +10,8 @@ use neli::socket::NlSocketHandle;
 use neli::types::{Buffer, GenlBuffer};
 
 use super::{
-    check, plan, Change, Channels, DataSplit, NicError, NicState, Read, Rings, RssContext, RxQueue,
+    check, is_default_rss, plan, Change, Channels, DataSplit, NicError, NicState, Read, Rings,
+    RssContext, RxQueue,
 };
 use crate::sys::caps;
 
@@ -21,6 +22,7 @@ const ETHTOOL_MSG_RINGS_GET: u8 = 15;
 const ETHTOOL_MSG_RINGS_SET: u8 = 16;
 const ETHTOOL_MSG_CHANNELS_GET: u8 = 17;
 const ETHTOOL_MSG_RSS_GET: u8 = 38;
+const ETHTOOL_MSG_RSS_SET: u8 = 48;
 const ETHTOOL_A_HEADER_DEV_INDEX: u16 = 1;
 const ETHTOOL_A_X_HEADER: u16 = 1; // every message's header attribute
 const RINGS_RX_MAX: u16 = 2;
@@ -325,6 +327,9 @@ pub struct Applied {
     changes: Vec<Change>,
     /// The ring settings before (split, threshold).
     old_rings: Option<(Option<DataSplit>, Option<u32>)>,
+    /// The default RSS table before; `None` inside when it was the kernel's default spread
+    /// (restored by a reset).
+    old_rss: Option<Option<Vec<u32>>>,
     keep: bool,
 }
 
@@ -349,6 +354,11 @@ impl Applied {
             return Ok(());
         }
         self.keep = true;
+        // In the reverse order of `apply_changes`; every step is tried, the first error kept.
+        let rss = match self.old_rss.take() {
+            Some(old) => set_rss(&self.ifname, self.ifindex, old.as_deref().unwrap_or(&[])),
+            None => Ok(()),
+        };
         if let Some((split, thresh)) = self.old_rings.take() {
             set_rings(
                 &self.ifname,
@@ -361,7 +371,7 @@ impl Applied {
                 thresh,
             )?;
         }
-        Ok(())
+        rss
     }
 }
 
@@ -400,20 +410,56 @@ fn set_rings(
     Ok(())
 }
 
+/// Sets the default RSS context's table; an empty one resets it to the kernel's default spread.
+fn set_rss(ifname: &str, ifindex: u32, indir: &[u32]) -> Result<(), NicError> {
+    let to_err = |e: ReqError| match e {
+        ReqError::Errno(e) if e == libc::EPERM => NicError::NotPermitted(ifname.to_owned()),
+        ReqError::Errno(e) if e == libc::EOPNOTSUPP || e == libc::ENOTSUPP_ => {
+            NicError::NotSupported {
+                ifname: ifname.to_owned(),
+                what: format!(
+                    "the kernel or driver refused the RSS table ({}; setting it over netlink \
+                     needs Linux 6.17+, else: ethtool -X {ifname} ...)",
+                    e_str(e)
+                ),
+            }
+        }
+        e => NicError::Netlink(e.describe()),
+    };
+    let mut attrs = ethtool_header(ifindex).map_err(to_err)?;
+    let bytes: Vec<u8> = indir.iter().flat_map(|q| q.to_ne_bytes()).collect();
+    attrs.push(attr(RSS_INDIR, Buffer::from(bytes)).map_err(to_err)?);
+    request("ethtool", ETHTOOL_MSG_RSS_SET, attrs, false, true).map_err(to_err)?;
+    Ok(())
+}
+
 /// `Operation not supported (os error 95)`.
 fn e_str(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
 }
 
 /// Makes the changes zcrx on `queue` needs that netlink can make (header/data split on,
-/// threshold 0), after checking: an unknown interface, a queue out of range, a driver without
-/// header/data split or a caller without `CAP_NET_ADMIN` is an error and nothing is changed.
-/// The guard puts the old settings back when dropped; a change that fails halfway is undone
-/// before the error returns. RSS and flow rules are left to the commands the check names.
+/// threshold 0, the default RSS table off the queue), after checking: an unknown interface, a
+/// queue out of range, a driver without header/data split or a caller without `CAP_NET_ADMIN`
+/// is an error and nothing is changed. The guard puts the old settings back when dropped; a
+/// change that fails halfway is undone before the error returns. Flow rules are left to the
+/// command the check names.
 pub fn apply(ifname: &str, queue: u32) -> Result<Applied, NicError> {
     let state = read(ifname)?;
     let c = check(&state, queue)?;
     let changes = plan(&c)?;
+    apply_to(&state, changes)
+}
+
+/// Makes `changes` (from [`plan`], or chosen by the caller) on interface `ifname`, in order,
+/// with the same guard as [`apply`]: dropped, it puts back what was changed; if a change fails,
+/// those before it are undone before the error returns.
+pub fn apply_changes(ifname: &str, changes: Vec<Change>) -> Result<Applied, NicError> {
+    apply_to(&read(ifname)?, changes)
+}
+
+fn apply_to(state: &NicState, changes: Vec<Change>) -> Result<Applied, NicError> {
+    let ifname = state.ifname.as_str();
     if !changes.is_empty() && !caps::has_effective_cap(caps::CAP_NET_ADMIN) {
         return Err(NicError::NotPermitted(ifname.to_owned()));
     }
@@ -422,11 +468,12 @@ pub fn apply(ifname: &str, queue: u32) -> Result<Applied, NicError> {
         ifindex: state.ifindex,
         changes: Vec::new(),
         old_rings: None,
+        old_rss: None,
         keep: false,
     };
     for change in changes {
-        match change {
-            Change::Rings {
+        match &change {
+            &Change::Rings {
                 data_split,
                 hds_thresh,
             } => {
@@ -443,9 +490,44 @@ pub fn apply(ifname: &str, queue: u32) -> Result<Applied, NicError> {
                 if hds_thresh {
                     set_rings(ifname, state.ifindex, None, Some(0))?;
                 }
-                applied.changes.push(change);
+            }
+            Change::RssTable { indir } => {
+                let old = state
+                    .rss
+                    .value()
+                    .and_then(|c| c.iter().find(|c| c.context == 0))
+                    .map(|c| c.indir.clone())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| NicError::NotSupported {
+                        ifname: ifname.to_owned(),
+                        what: "the default RSS table cannot be read, so it could not be put \
+                               back"
+                            .into(),
+                    })?;
+                if old.len() != indir.len() {
+                    return Err(NicError::NotSupported {
+                        ifname: ifname.to_owned(),
+                        what: format!(
+                            "the RSS table has {} buckets, the change {}",
+                            old.len(),
+                            indir.len()
+                        ),
+                    });
+                }
+                let count = state.rx_queue_count().unwrap_or(0);
+                if let Some(q) = indir.iter().find(|&&q| q >= count) {
+                    return Err(NicError::QueueOutOfRange {
+                        ifname: ifname.to_owned(),
+                        queue: *q,
+                        count,
+                    });
+                }
+                let default = is_default_rss(&old, count);
+                set_rss(ifname, state.ifindex, indir)?;
+                applied.old_rss = Some((!default).then_some(old));
             }
         }
+        applied.changes.push(change);
     }
     Ok(applied)
 }
