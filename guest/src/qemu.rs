@@ -366,7 +366,7 @@ mod tests {
         .join(" ");
         assert!(mq.contains(
             "-netdev tap,id=mq,script=no,downscript=no,vhost=off,queues=4 \
-             -device virtio-net-pci,netdev=mq,mq=on,vectors=10,romfile="
+             -device virtio-net-pci,netdev=mq,mq=on,rss=on,vectors=10,romfile="
         ));
         assert!(!mq.contains("-nic none") && !mq.contains("hubport"));
     }
