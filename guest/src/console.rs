@@ -208,12 +208,17 @@ impl RunReport {
         let Some((name, result)) = rest.split_once(" ... ") else {
             return;
         };
+        // libtest-mimic pads names into a column and writes `ignored (reason)`.
+        let name = name.trim_end();
         let result = result.trim();
         if result == "ok" {
             push_unique(&mut self.ok_tests, name);
         } else if result == "FAILED" {
             push_unique(&mut self.failed_tests, name);
-        } else if result == "ignored" || result.starts_with("ignored, ") {
+        } else if result == "ignored"
+            || result.starts_with("ignored, ")
+            || result.starts_with("ignored (")
+        {
             push_unique(&mut self.ignored_tests, name);
         }
     }
@@ -497,8 +502,9 @@ mod tests {
 running 2 tests\r
 test a ... ok\r
 test b ... ignored, needs a NIC\r
+test c     ... ignored (needs root)\r
 \r
-test result: ok. 1 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.5s\r
+test result: ok. 1 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.5s\r
 \r
 @@guest:abc@@ exit 0 0 5.25\r
 @@guest:abc@@ start 1 5.30\r
@@ -527,7 +533,8 @@ test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert!(r.done);
         let a = &r.runs[0];
         assert!(a.passed(true));
-        assert_eq!(a.counts(true), (1, 0, 1));
+        assert_eq!(a.counts(true), (1, 0, 2));
+        assert_eq!(a.ignored_tests, ["b", "c"]);
         assert_eq!(a.exit, Some(0));
         assert!((a.secs.unwrap() - 1.25).abs() < 1e-9);
         let b = &r.runs[1];

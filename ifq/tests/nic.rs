@@ -2,6 +2,7 @@
 //! the host (no ring parameters), virtio_net in the guest (`--virtio-net 2`), a zcrx-capable NIC
 //! when `ZCRX_IFNAME` and `ZCRX_QUEUE` name one.
 
+use test_kit::{skip, Outcome};
 use zcrx_ifq::nic::{self, Change, NicError, NicState, Read, StepKind, StepStatus};
 
 /// Held by the tests that read or change the virtio_net interfaces: libtest runs tests in
@@ -28,7 +29,6 @@ fn virtio_nets() -> Vec<String> {
     v
 }
 
-#[test]
 fn unknown_interface_is_a_typed_error() {
     assert_eq!(
         nic::read("nosuchif0").unwrap_err(),
@@ -40,7 +40,6 @@ fn unknown_interface_is_a_typed_error() {
     ));
 }
 
-#[test]
 fn loopback_has_no_ring_params_and_apply_changes_nothing() {
     let before = nic::read("lo").unwrap();
     println!("{before:#?}");
@@ -68,11 +67,9 @@ fn loopback_has_no_ring_params_and_apply_changes_nothing() {
     assert_eq!(nic::read("lo").unwrap(), before);
 }
 
-#[test]
-fn veth_has_no_ring_params_and_apply_changes_nothing() {
+fn veth_has_no_ring_params_and_apply_changes_nothing() -> Outcome {
     if !is_root() {
-        println!("skipped: needs root to create a veth pair");
-        return;
+        return Err(skip("needs root to create a veth pair"));
     }
     let ok = std::process::Command::new("ip")
         .args([
@@ -96,8 +93,9 @@ fn veth_has_no_ring_params_and_apply_changes_nothing() {
             .status()
             .is_ok_and(|s| s.success());
     if !ok {
-        println!("skipped: `ip link add ... type veth` failed (no veth module or no ip)");
-        return;
+        return Err(skip(
+            "`ip link add ... type veth` failed (no veth module or no ip)",
+        ));
     }
     let result = std::panic::catch_unwind(|| {
         let before = nic::read("zcnic0").unwrap();
@@ -128,15 +126,16 @@ fn veth_has_no_ring_params_and_apply_changes_nothing() {
         .args(["link", "del", "zcnic0"])
         .status();
     result.unwrap();
+    Ok(())
 }
 
-#[test]
-fn virtio_net_reports_no_header_split() {
+fn virtio_net_reports_no_header_split() -> Outcome {
     let _nics = VIRTIO_NICS.lock().unwrap_or_else(|e| e.into_inner());
     let nics = virtio_nets();
     if nics.is_empty() {
-        println!("skipped: no virtio_net interface (the guest's --virtio-net N gives them)");
-        return;
+        return Err(skip(
+            "no virtio_net interface (the guest's --virtio-net N gives them)",
+        ));
     }
     // The largest combined_max seen, with that interface's queues and channels.
     let mut most_queues = (0, 0, 0);
@@ -191,14 +190,14 @@ fn virtio_net_reports_no_header_split() {
         assert_eq!(listed, channels, "netdev lists every queue in use");
         println!("virtio_net: {max} queue pairs at most, {channels} in use, {listed} listed");
     }
+    Ok(())
 }
 
 /// On a virtio_net device with RSS (the kernel guest's `--virtio-net-mq`, whose device QEMU
 /// gives `rss=on`), the RSS table is a real setting: taking a queue out of it and putting it back
 /// leaves every setting as it was, through `restore`, through the guard's drop, and when a later
 /// change fails halfway.
-#[test]
-fn virtio_net_rss_table_applies_and_restores() {
+fn virtio_net_rss_table_applies_and_restores() -> Outcome {
     let _nics = VIRTIO_NICS.lock().unwrap_or_else(|e| e.into_inner());
     let with_rss: Vec<(String, NicState)> = virtio_nets()
         .into_iter()
@@ -218,8 +217,9 @@ fn virtio_net_rss_table_applies_and_restores() {
             std::env::var_os("NIC_EXPECT_QUEUE_PAIRS").is_none(),
             "the multi-queue virtio_net device has no RSS table"
         );
-        println!("skipped: no multi-queue virtio_net with RSS (the guest's --virtio-net-mq Q)");
-        return;
+        return Err(skip(
+            "no multi-queue virtio_net with RSS (the guest's --virtio-net-mq Q)",
+        ));
     }
     for (ifname, before) in with_rss {
         let count = before.rx_queue_count().unwrap();
@@ -276,14 +276,15 @@ fn virtio_net_rss_table_applies_and_restores() {
         ));
         assert_eq!(nic::read(&ifname).unwrap(), before);
     }
+    Ok(())
 }
 
-#[test]
-#[ignore = "needs a zcrx-capable NIC: set ZCRX_IFNAME and ZCRX_QUEUE and run with --ignored"]
-fn capable_nic_apply_and_restore() {
+fn capable_nic_apply_and_restore() -> Outcome {
     let (Ok(ifname), Ok(queue)) = (std::env::var("ZCRX_IFNAME"), std::env::var("ZCRX_QUEUE"))
     else {
-        panic!("set ZCRX_IFNAME and ZCRX_QUEUE to a zcrx-capable NIC queue");
+        return Err(skip(
+            "needs a zcrx-capable NIC: set ZCRX_IFNAME and ZCRX_QUEUE",
+        ));
     };
     let queue: u32 = queue.parse().expect("ZCRX_QUEUE is a number");
     let before = nic::read(&ifname).unwrap();
@@ -296,4 +297,14 @@ fn capable_nic_apply_and_restore() {
     );
     applied.restore().unwrap();
     assert_eq!(nic::read(&ifname).unwrap().rings, before.rings);
+    Ok(())
 }
+
+test_kit::main!(
+    unknown_interface_is_a_typed_error,
+    loopback_has_no_ring_params_and_apply_changes_nothing,
+    veth_has_no_ring_params_and_apply_changes_nothing,
+    virtio_net_reports_no_header_split,
+    virtio_net_rss_table_applies_and_restores,
+    capable_nic_apply_and_restore,
+);

@@ -1,0 +1,12 @@
+//! Test tooling shared by the workspace's integration tests, benches and examples.
+//!
+//! Not published: it exists so that each model, generator and protocol the tests need is written
+//! once.
+//!
+//! - [`harness`]: a libtest-compatible `main` for test files whose tests can only run on some
+//!   machines (a 7.1+ kernel, root, a NIC, a tool). A test that cannot run returns [`Skip`] and is
+//!   counted as *ignored*, with its reason, in libtest's summary, instead of passing silently.
+
+pub mod harness;
+
+pub use harness::{skip, Outcome, Skip};
