@@ -1,16 +1,15 @@
 //! Area configuration: bad input is a typed error at build time, with a message that says what
 //! to do. Its own test binary: one test lowers RLIMIT_MEMLOCK for the process.
 
+use test_kit::{skip, Outcome};
 use zcrx_ifq::{Area, Error};
 
-#[test]
 fn zero_chunks() {
     let e = Area::builder().chunks(0).build().unwrap_err();
     assert!(matches!(e, Error::ZeroChunks), "{e}");
     assert!(e.to_string().contains("at least one chunk"));
 }
 
-#[test]
 fn chunk_size_must_be_power_of_two_in_range() {
     for bad in [0, 1, 4095, 6000, 3 << 12, 2 << 20] {
         let e = Area::builder()
@@ -31,7 +30,6 @@ fn chunk_size_must_be_power_of_two_in_range() {
     }
 }
 
-#[test]
 fn too_large() {
     let e = Area::builder()
         .chunk_size(1 << 20)
@@ -41,7 +39,6 @@ fn too_large() {
     assert!(matches!(e, Error::TooManyChunks { .. }), "{e}");
 }
 
-#[test]
 fn locate_and_offsets() {
     let a = Area::builder().chunk_size(8192).chunks(4).build().unwrap();
     assert_eq!(a.locate(0), Some((0, 0)));
@@ -51,7 +48,6 @@ fn locate_and_offsets() {
     assert_eq!(a.chunk_offset(2), 16384);
 }
 
-#[test]
 fn prefault_and_lock() {
     let a = Area::builder()
         .chunk_size(4096)
@@ -63,7 +59,6 @@ fn prefault_and_lock() {
     a.unwrap();
 }
 
-#[test]
 fn huge_pages_need_whole_2mib() {
     let e = Area::builder()
         .chunk_size(4096)
@@ -74,7 +69,6 @@ fn huge_pages_need_whole_2mib() {
     assert!(matches!(e, Error::HugePageMisfit { .. }), "{e}");
 }
 
-#[test]
 fn huge_pages_unreserved_is_a_clear_error() {
     let reserved: usize = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
         .map(|s| s.trim().parse().unwrap_or(0))
@@ -102,8 +96,7 @@ fn huge_pages_unreserved_is_a_clear_error() {
 
 /// Without CAP_IPC_LOCK, an area larger than RLIMIT_MEMLOCK is refused at build time.
 /// Capabilities are per thread, so the check runs in a thread that dropped CAP_IPC_LOCK.
-#[test]
-fn memlock_limit_is_checked_at_build_time() {
+fn memlock_limit_is_checked_at_build_time() -> Outcome {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
     let old = getrlimit(Resource::Memlock);
@@ -133,7 +126,7 @@ fn memlock_limit_is_checked_at_build_time() {
     .unwrap();
     setrlimit(Resource::Memlock, old).unwrap();
     match r {
-        None => eprintln!("skipped: could not change this thread's capabilities"),
+        None => return Err(skip("could not change this thread's capabilities")),
         Some(r) => {
             let e = r.unwrap_err();
             assert!(
@@ -149,4 +142,16 @@ fn memlock_limit_is_checked_at_build_time() {
             assert!(e.to_string().contains("ulimit -l"), "{e}");
         }
     }
+    Ok(())
 }
+
+test_kit::main!(
+    zero_chunks,
+    chunk_size_must_be_power_of_two_in_range,
+    too_large,
+    locate_and_offsets,
+    prefault_and_lock,
+    huge_pages_need_whole_2mib,
+    huge_pages_unreserved_is_a_clear_error,
+    memlock_limit_is_checked_at_build_time,
+);

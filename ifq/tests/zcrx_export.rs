@@ -8,13 +8,14 @@
 //! `nobody` without capabilities is refused with `EPERM`: the test shows that too, and that
 //! a thread that registered can drop every privilege and go on receiving.
 //!
-//! On kernels without `ZCRX_REG_NODEV` (this host's 6.18) these print why they were skipped;
-//! `.ci/run` runs them in the Linux 7.x guest.
+//! On kernels without `ZCRX_REG_NODEV` (this host's 6.18) libtest's summary counts them as
+//! ignored, with the reason; `.ci/run` runs them in the Linux 7.x guest.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use test_kit::{skip, Outcome};
 
 use rustix::thread::{capabilities, CapabilitySet};
 use zcrx_ifq::io_uring::types::Fd;
@@ -111,14 +112,12 @@ fn run_child(unprivileged: bool, serve: impl FnOnce(&OwnedFd)) -> (bool, String)
 /// sends the export to two children: one as `nobody` without capabilities, whose import the
 /// kernel refuses (EPERM, typed as `NotPermitted`), then one with them, which imports it and
 /// receives 4 MiB through its 64 chunks.
-#[test]
-fn export_to_another_process() {
+fn export_to_another_process() -> Outcome {
     if std::env::var_os(CHILD_SOCKET).is_some() {
-        return; // this process is a child started for `import_child_process`
+        return Ok(()); // this process is a child started for `import_child_process`
     }
     if let Some(why) = unable() {
-        println!("skipped: {why}");
-        return;
+        return Err(skip(why));
     }
     let mut ring = zcrx_ring();
     let mut rx = exportable_queue(&ring, 64);
@@ -140,15 +139,14 @@ fn export_to_another_process() {
         text.contains("imported and received 4194304 bytes"),
         "{text}"
     );
+    Ok(())
 }
 
 /// The importing side, run as a child by `export_to_another_process` (on its own it only says
 /// so).
-#[test]
-fn import_child_process() {
+fn import_child_process() -> Outcome {
     let Some(fd) = std::env::var_os(CHILD_SOCKET) else {
-        println!("skipped: runs as the child of export_to_another_process");
-        return;
+        return Err(skip("runs as the child of export_to_another_process"));
     };
     let fd: i32 = fd.to_str().unwrap().parse().unwrap();
     // SAFETY: the parent passed this inherited socket's number; nothing else in this process
@@ -172,26 +170,25 @@ fn import_child_process() {
             }
             other => panic!("expected EPERM, got {other:?}"),
         }
-        return;
+        return Ok(());
     }
     let mut rx = ZcrxIfq::import(&ring, export, None).expect("import");
     let got = transfer(&mut ring, &mut rx, 4 << 20);
     println!("imported and received {got} bytes; {:?}", rx.stats());
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// The privilege split 7.3 allows: only the registration needs `CAP_NET_ADMIN` (an import
 /// needs it too, and an io_uring fd cannot travel over `SCM_RIGHTS`). A thread registers as
 /// root, then drops every capability and becomes `nobody` (credentials are per thread in the
 /// kernel), proves it can no longer register, and receives 4 MiB through the queue's 64 chunks.
-#[test]
-fn receive_after_dropping_privileges() {
+fn receive_after_dropping_privileges() -> Outcome {
     if std::env::var_os(CHILD_SOCKET).is_some() {
-        return;
+        return Ok(());
     }
     if let Some(why) = unable() {
-        println!("skipped: {why}");
-        return;
+        return Err(skip(why));
     }
     std::thread::spawn(|| {
         let mut ring = zcrx_ring();
@@ -227,18 +224,17 @@ fn receive_after_dropping_privileges() {
     })
     .join()
     .expect("the unprivileged receiver");
+    Ok(())
 }
 
 /// One queue moved between two rings of one process: registered and used on one thread's ring,
 /// exported, imported on another thread's ring, used there.
-#[test]
-fn move_between_rings_of_one_process() {
+fn move_between_rings_of_one_process() -> Outcome {
     if std::env::var_os(CHILD_SOCKET).is_some() {
-        return;
+        return Ok(());
     }
     if let Some(why) = unable() {
-        println!("skipped: {why}");
-        return;
+        return Err(skip(why));
     }
     let export = std::thread::spawn(|| {
         let mut ring = zcrx_ring();
@@ -258,17 +254,16 @@ fn move_between_rings_of_one_process() {
     })
     .join()
     .unwrap();
+    Ok(())
 }
 
 /// Export refusals: a queue not made exportable, and one whose buffers the application holds.
-#[test]
-fn export_refusals() {
+fn export_refusals() -> Outcome {
     if std::env::var_os(CHILD_SOCKET).is_some() {
-        return;
+        return Ok(());
     }
     if let Some(why) = unable() {
-        println!("skipped: {why}");
-        return;
+        return Err(skip(why));
     }
     let ring = zcrx_ring();
     let area = Area::builder().chunk_size(4096).chunks(16).build().unwrap();
@@ -320,4 +315,13 @@ fn export_refusals() {
     rx.export()
         .map_err(|r| r.error)
         .expect("export once nothing is held");
+    Ok(())
 }
+
+test_kit::main!(
+    export_to_another_process,
+    import_child_process,
+    receive_after_dropping_privileges,
+    move_between_rings_of_one_process,
+    export_refusals,
+);

@@ -23,6 +23,7 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+use test_kit::{skip, Outcome};
 
 use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use zcrx_ifq::error::ZcrxRefusal;
@@ -33,7 +34,7 @@ use zcrx_ifq::zcrx::{Interface, ZcrxConfig, ZcrxIfq};
 use zcrx_ifq::{Area, Error, OwnerId, RecvEvent};
 
 mod common;
-use common::zcrx::{nodev_queue, receive_until_eof, skip_unless_root, transfer, zcrx_ring};
+use common::zcrx::{nodev_queue, receive_until_eof, require_root, transfer, zcrx_ring};
 
 fn small_area() -> Area {
     Area::builder()
@@ -65,11 +66,8 @@ fn interfaces_with_device() -> Vec<String> {
 }
 
 /// (a) Loopback has no parent device and no queue-management ops: `EOPNOTSUPP`.
-#[test]
-fn loopback_is_device_unsupported() {
-    if skip_unless_root() {
-        return;
-    }
+fn loopback_is_device_unsupported() -> Outcome {
+    require_root()?;
     let ring = zcrx_ring();
     let (e, r) = refusal(ZcrxIfq::register(
         &ring,
@@ -88,11 +86,11 @@ fn loopback_is_device_unsupported() {
         "says what to use instead: {msg}"
     );
     println!("lo queue 0: {msg}");
+    Ok(())
 }
 
 /// (b) Capabilities are per thread: a thread that dropped `CAP_NET_ADMIN` from its effective set
 /// gets `EPERM`, checked before anything else.
-#[test]
 fn without_cap_net_admin_is_not_permitted() {
     let result = std::thread::spawn(|| {
         let mut caps = capabilities(None).expect("capget");
@@ -128,11 +126,8 @@ fn without_cap_net_admin_is_not_permitted() {
 /// to add some (the kernel looks at the queue index last: `lo` and drivers without
 /// queue-management ops would answer `EOPNOTSUPP` first, hiding the real mistake). Queue 0
 /// exists everywhere and still reaches the kernel.
-#[test]
-fn queue_out_of_range() {
-    if skip_unless_root() {
-        return;
-    }
+fn queue_out_of_range() -> Outcome {
+    require_root()?;
     let mut names = interfaces_with_device();
     names.push("lo".to_string());
     for ifname in names {
@@ -159,10 +154,10 @@ fn queue_out_of_range() {
             Err(e) => println!("{ifname} queue 0 reaches the kernel: {e}"),
         }
     }
+    Ok(())
 }
 
 /// (d) Names are validated before any lookup; unknown names and indexes are typed errors.
-#[test]
 fn interface_names() {
     let ring = zcrx_ring();
     for (name, why) in [
@@ -205,8 +200,7 @@ fn interface_names() {
 
 /// A ring without `SINGLE_ISSUER` is refused before the kernel is asked; one with it but without
 /// `DEFER_TASKRUN` is refused by the kernel with `EINVAL`.
-#[test]
-fn ring_requirements() {
+fn ring_requirements() -> Outcome {
     let plain = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
         .build(8)
         .unwrap();
@@ -216,9 +210,7 @@ fn ring_requirements() {
         }
         other => panic!("expected RingNotSuitable, got {other:?}"),
     }
-    if skip_unless_root() {
-        return;
-    }
+    require_root()?;
     let no_defer = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
         .setup_single_issuer()
         .build(8)
@@ -230,15 +222,13 @@ fn ring_requirements() {
     ));
     assert_eq!(r, ZcrxRefusal::InvalidSetup);
     assert!(e.to_string().contains("DEFER_TASKRUN"), "{e}");
+    Ok(())
 }
 
 /// A SINGLE_ISSUER ring refuses registrations from any thread but its creator with `EEXIST`
 /// (`__io_uring_register`), which the queue reports as a ring problem, not as "queue in use".
-#[test]
-fn registering_from_another_thread() {
-    if skip_unless_root() {
-        return;
-    }
+fn registering_from_another_thread() -> Outcome {
+    require_root()?;
     let ring = zcrx_ring();
     let result = std::thread::scope(|s| {
         s.spawn(|| ZcrxIfq::register(&ring, small_area(), ZcrxConfig::new("lo", 0)))
@@ -251,15 +241,14 @@ fn registering_from_another_thread() {
         }
         other => panic!("expected RingNotSuitable, got {other:?}"),
     }
+    Ok(())
 }
 
 /// RLIMIT_MEMLOCK is checked before the kernel is asked (since 6.17 the kernel charges the area
 /// to it): a thread without `CAP_IPC_LOCK` and an area over the limit gets `MemlockLimit`.
-#[test]
-fn memlock_limit_is_checked_before_registering() {
+fn memlock_limit_is_checked_before_registering() -> Outcome {
     let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Memlock).current else {
-        println!("skipped: RLIMIT_MEMLOCK is unlimited");
-        return;
+        return Err(skip("RLIMIT_MEMLOCK is unlimited"));
     };
     let chunks = (limit / 4096 + 1).next_power_of_two() as usize;
     let result = std::thread::spawn(move || {
@@ -283,15 +272,13 @@ fn memlock_limit_is_checked_before_registering() {
         }
         other => panic!("expected MemlockLimit, got {other:?}"),
     }
+    Ok(())
 }
 
 /// `ZCRX_REG_NODEV` arrived in 7.1; older kernels reject the flag with `EINVAL`, which becomes
 /// `KernelTooOld`. On 7.1+ a device-less queue copies loopback TCP data into the area.
-#[test]
-fn register_nodev() {
-    if skip_unless_root() {
-        return;
-    }
+fn register_nodev() -> Outcome {
+    require_root()?;
     let kernel = KernelVersion::current().expect("uname");
     let mut ring = zcrx_ring();
     let area = Area::builder()
@@ -312,7 +299,7 @@ fn register_nodev() {
             }
             other => panic!("expected KernelTooOld on {kernel}, got {other:?}"),
         }
-        return;
+        return Ok(());
     }
     let mut rx = result.expect("ZCRX_REG_NODEV on 7.1+");
     assert!(rx.is_no_device());
@@ -326,15 +313,13 @@ fn register_nodev() {
     assert_eq!(stats.ctrl_flush_errors, 0, "{stats:?}");
     let report = rx.teardown();
     assert_eq!(report.held_chunks, 0);
+    Ok(())
 }
 
 /// 64 MiB through a 64-chunk (256 KiB) area without a device: every buffer goes round 256
 /// times, byte-exact, and the accounting ends clean.
-#[test]
-fn nodev_64_mib_through_64_chunks() {
-    let Some((mut ring, mut rx)) = nodev_queue(64, None) else {
-        return;
-    };
+fn nodev_64_mib_through_64_chunks() -> Outcome {
+    let (mut ring, mut rx) = nodev_queue(64, None)?;
     assert_eq!(rx.rq_entries(), 64);
     const LEN: usize = 64 << 20;
     let got = transfer(&mut ring, &mut rx, LEN);
@@ -348,6 +333,7 @@ fn nodev_64_mib_through_64_chunks() {
     assert_eq!(stats.ctrl_flush_errors, 0);
     let report = rx.teardown();
     assert_eq!(report.held_chunks, 0);
+    Ok(())
 }
 
 /// (e) A real zero-copy receive on a prepared NIC queue. Set `ZCRX_IFNAME` and `ZCRX_QUEUE`
@@ -356,12 +342,12 @@ fn nodev_64_mib_through_64_chunks() {
 /// with `ethtool -N IF flow-type tcp4 dst-port PORT action QUEUE`), run the test as root, and from
 /// another host send the test pattern:
 /// `python3 -c 'import sys; sys.stdout.buffer.write(bytes(((i*31)^(i>>8))&255 for i in range(1<<24)))' | nc HOST 9999`.
-#[test]
-fn real_zero_copy_receive() {
+fn real_zero_copy_receive() -> Outcome {
     let (Ok(ifname), Ok(queue)) = (std::env::var("ZCRX_IFNAME"), std::env::var("ZCRX_QUEUE"))
     else {
-        println!("skipped: set ZCRX_IFNAME and ZCRX_QUEUE to a zcrx-capable NIC queue");
-        return;
+        return Err(skip(
+            "set ZCRX_IFNAME and ZCRX_QUEUE to a zcrx-capable NIC queue",
+        ));
     };
     let queue: u32 = queue.parse().expect("ZCRX_QUEUE is a queue index");
     let port: u16 = std::env::var("ZCRX_PORT")
@@ -420,15 +406,13 @@ fn real_zero_copy_receive() {
     assert!(got > 0, "no data arrived");
     let report = rx.teardown();
     assert_eq!(report.held_chunks, 0);
+    Ok(())
 }
 
 /// The probe on this kind of machine: `lo` cannot do zcrx (`EOPNOTSUPP`), and a buffer ring is
 /// chosen.
-#[test]
-fn probe_reports_lo_unsupported_and_picks_a_buffer_ring() {
-    if skip_unless_root() {
-        return;
-    }
+fn probe_reports_lo_unsupported_and_picks_a_buffer_ring() -> Outcome {
+    require_root()?;
     let report = probe_with(&ProbeOptions {
         interfaces: Some(vec!["lo".into()]),
         queues: vec![0],
@@ -467,21 +451,20 @@ fn probe_reports_lo_unsupported_and_picks_a_buffer_ring() {
         .any(|q| q.verdict.is_available());
     assert_eq!(matches!(all.backend, Backend::Zcrx { .. }), any_zcrx);
     println!("{all}");
+    Ok(())
 }
 
 /// Events and copy statistics (Linux 7.2) without a device: every receive is a copy, so the
 /// kernel posts one copy event (then none until re-armed) and counts the bytes it copied; with
 /// every buffer held the copy path runs dry, and the receive ends with -ENOMEM.
-#[test]
-fn nodev_events_and_copy_statistics() {
-    if skip_unless_root() {
-        return;
-    }
+fn nodev_events_and_copy_statistics() -> Outcome {
+    require_root()?;
     let kernel = KernelVersion::current().expect("uname");
     let features = zcrx_ifq::zcrx::ZcrxFeatures::detect().expect("query");
     if !features.events() || !features.no_device() {
-        println!("skipped: {kernel} has no zcrx events (7.2+) or no ZCRX_REG_NODEV (7.1+)");
-        return;
+        return Err(skip(format!(
+            "{kernel} has no zcrx events (7.2+) or no ZCRX_REG_NODEV (7.1+)"
+        )));
     }
     const EVENTS: u64 = 0xe7e7;
     let mut ring = zcrx_ring();
@@ -602,6 +585,7 @@ fn nodev_events_and_copy_statistics() {
     rx.flush();
     drop(server);
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// Fds of this process open on the file with inode `ino` (each io_uring has its own inode).
@@ -617,11 +601,8 @@ fn fds_on(ino: u64) -> usize {
 /// Teardown without a device while buffers are held on other threads: the report counts them,
 /// the ring lives on while they do (the kernel's scrub would let it reuse them), their bytes do
 /// not change while another queue streams 8 MiB, and the ring goes once the last one drops.
-#[test]
-fn nodev_teardown_with_buffers_held_elsewhere() {
-    let Some((mut ring, mut rx)) = nodev_queue(64, None) else {
-        return;
-    };
+fn nodev_teardown_with_buffers_held_elsewhere() -> Outcome {
+    let (mut ring, mut rx) = nodev_queue(64, None)?;
     let ring_ino = rustix::fs::fstat(&ring).unwrap().st_ino;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -695,6 +676,7 @@ fn nodev_teardown_with_buffers_held_elsewhere() {
         "{n} buffers held across teardown, {} on other threads",
         n - n / 2
     );
+    Ok(())
 }
 
 fn checksum(b: &[u8]) -> u64 {
@@ -702,3 +684,19 @@ fn checksum(b: &[u8]) -> u64 {
         (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
     })
 }
+
+test_kit::main!(
+    loopback_is_device_unsupported,
+    without_cap_net_admin_is_not_permitted,
+    queue_out_of_range,
+    interface_names,
+    ring_requirements,
+    registering_from_another_thread,
+    memlock_limit_is_checked_before_registering,
+    register_nodev,
+    nodev_64_mib_through_64_chunks,
+    real_zero_copy_receive,
+    probe_reports_lo_unsupported_and_picks_a_buffer_ring,
+    nodev_events_and_copy_statistics,
+    nodev_teardown_with_buffers_held_elsewhere,
+);

@@ -1,6 +1,6 @@
 //! liburing's own zcrx test (`test/zcrx.c`, the `ZCRX_REG_NODEV` rewrite: the kernel maintainers'
 //! list of cases and expected errnos), case by case against `ifq`. It needs Linux 7.1+ (no
-//! device); on older kernels every test prints "skipped: ..." and returns. Run it in the 7.x
+//! device); on older kernels every test is reported as ignored, with the reason. Run it in the 7.x
 //! guest: `cargo run -p guest -- test -p zcrx-ifq --test zcrx_liburing_cases`.
 //!
 //! Each case asserts the exact errno Linux 7.3 gives (read from `io_uring/zcrx.c`, `memmap.c`,
@@ -38,6 +38,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::addr_of_mut;
 use std::time::{Duration, Instant};
+use test_kit::{skip, Outcome};
 
 use zcrx_ifq::completion::CQE_F_MORE;
 use zcrx_ifq::error::ZcrxRefusal;
@@ -406,7 +407,7 @@ enum End {
     Error(i32),
 }
 
-struct Outcome {
+struct Received {
     received: usize,
     end: End,
     /// The buffers held under `HOLD_ALL`, checked byte for byte.
@@ -457,7 +458,7 @@ fn transfer_bytes(
     pair: &mut Pair,
     length: usize,
     returns: Returns,
-) -> Outcome {
+) -> Received {
     let page = page();
     let sqe = opcode::RecvZc::new(Fd(pair.server.as_raw_fd()), length as u32)
         .ifq(id)
@@ -521,7 +522,7 @@ fn transfer_bytes(
             if end == End::Limit {
                 assert_eq!(received, length, "the byte limit ended the request");
             }
-            return Outcome {
+            return Received {
                 received,
                 end,
                 held,
@@ -559,9 +560,8 @@ fn twice_the_area(ring: &mut Ring, rx: &mut ZcrxIfq, returns: Returns, what: &st
 
 /// The default registration succeeds, raw and through the API, and the kernel writes back what
 /// it chose; with 2 MiB huge pages too, where some are reserved.
-#[test]
-fn register_basic() {
-    let Some(f) = nodev_guard() else { return };
+fn register_basic() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
     let mut reg = default_reg(&mem);
     let ring = raw_ring();
@@ -610,6 +610,7 @@ fn register_basic() {
         }
         Err(e) => println!("huge-page case not run (none reserved here): {e}"),
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,9 +619,8 @@ fn register_basic() {
 /// A refill region that is missing, has no memory, is empty or is too small for its entries.
 /// `ifq` maps the region itself, sized for the entries it asks for, so none of these can come
 /// from the safe API.
-#[test]
-fn refill_region_refused() {
-    let Some(f) = nodev_guard() else { return };
+fn refill_region_refused() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
 
     let mut reg = default_reg(&mem);
@@ -666,14 +666,14 @@ fn refill_region_refused() {
         libc::EINVAL,
         ZcrxRefusal::InvalidSetup,
     );
+    Ok(())
 }
 
 /// A non-power-of-two `rq_entries` is rounded up, and the kernel writes the rounded value back:
 /// `ZcrxIfq::rq_entries()` is that value. (`ifq` rounds before asking, so the kernel sees 128
 /// there; raw, it sees 127.)
-#[test]
-fn rq_entries_rounding() {
-    let Some(f) = nodev_guard() else { return };
+fn rq_entries_rounding() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
     let mut reg = default_reg(&mem);
     reg.ifq.rq_entries = RQ_ENTRIES - 1;
@@ -697,14 +697,14 @@ fn rq_entries_rounding() {
             .unwrap_or_else(|e| panic!("rq_entries {asked}: {e}"));
         assert_eq!(rx.rq_entries(), rounded, "rq_entries {asked}");
     }
+    Ok(())
 }
 
 /// `rq_entries` 0, ~0, above 32768 without `IORING_SETUP_CLAMP`, and more than the region
 /// holds: EINVAL. Through the API these are clamped to 1..=32768 before the kernel is asked
 /// (documented on `ZcrxConfig::rq_entries`), and the region is always sized for them.
-#[test]
-fn rq_entries_limits() {
-    let Some(f) = nodev_guard() else { return };
+fn rq_entries_limits() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
     let per_page = (page() / RQE_SIZE) as u32;
     for (what, entries) in [
@@ -749,6 +749,7 @@ fn rq_entries_limits() {
             .unwrap_or_else(|e| panic!("rq_entries {asked} through the API: {e}"));
         assert_eq!(rx.rq_entries(), got, "ifq clamps rq_entries {asked}");
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -760,9 +761,8 @@ type Change = fn(&mut RawReg, u64);
 /// Area bounds. An `Area` is always a whole number of pages mapped at a page boundary and
 /// readable and writable, and `ifq` passes exactly that mapping: none of these can come from the
 /// safe API.
-#[test]
-fn area_bounds() {
-    let Some(f) = nodev_guard() else { return };
+fn area_bounds() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
     let page = page() as u64;
     let cases: [(&str, Change, i32); 7] = [
@@ -812,12 +812,12 @@ fn area_bounds() {
         ZcrxRefusal::from_errno(libc::EFAULT),
         ZcrxRefusal::Other(libc::EFAULT)
     );
+    Ok(())
 }
 
 /// A read-only area: the kernel pins it for writing, which fails. `Area` is always writable.
-#[test]
-fn area_read_only() {
-    let Some(f) = nodev_guard() else { return };
+fn area_read_only() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
     let ro = Map::new(area_len(), libc::PROT_READ);
     let mut reg = default_reg(&mem);
@@ -828,6 +828,7 @@ fn area_read_only() {
         libc::EFAULT,
         ZcrxRefusal::Other(libc::EFAULT),
     );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -835,12 +836,10 @@ fn area_read_only() {
 
 /// Bad `rx_buf_len`: raw, ~0 is EINVAL (not a power of two) and 1<<31 EOPNOTSUPP (no device
 /// copies into anything but pages); so is any size but a page. Through the API: `BadRxBufLen`.
-#[test]
-fn rx_buf_len_refused() {
-    let Some(f) = nodev_guard() else { return };
+fn rx_buf_len_refused() -> Outcome {
+    let f = nodev_guard()?;
     if !f.large_buffers() {
-        println!("skipped: no ZCRX_FEATURE_RX_PAGE_SIZE (liburing skips it too)");
-        return;
+        return Err(skip("no ZCRX_FEATURE_RX_PAGE_SIZE (liburing skips it too)"));
     }
     let mem = Mem::new(&f);
     let page = page() as u32;
@@ -895,16 +894,15 @@ fn rx_buf_len_refused() {
     }
     let rx = register(page as usize, AREA_PAGES, page).expect("rx_buf_len of a page");
     assert_eq!(rx.buffer_size(), page as usize);
+    Ok(())
 }
 
 /// liburing's 1<<31 through the API: no device takes anything but a page (the kernel's
 /// EOPNOTSUPP), and no chunk holds 2 GiB, so `ifq` answers `BadRxBufLen` before asking.
-#[test]
-fn rx_buf_len_2_gib_without_a_device() {
-    let Some(f) = nodev_guard() else { return };
+fn rx_buf_len_2_gib_without_a_device() -> Outcome {
+    let f = nodev_guard()?;
     if !f.large_buffers() {
-        println!("skipped: no ZCRX_FEATURE_RX_PAGE_SIZE");
-        return;
+        return Err(skip("no ZCRX_FEATURE_RX_PAGE_SIZE"));
     }
     let ring = zcrx_ring();
     let result = ZcrxIfq::register(
@@ -917,6 +915,7 @@ fn rx_buf_len_2_gib_without_a_device() {
         Err(e) => panic!("rx_buf_len 1<<31 without a device: expected BadRxBufLen, got: {e}"),
         Ok(_) => panic!("rx_buf_len 1<<31 registered without a device"),
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -925,9 +924,8 @@ fn rx_buf_len_2_gib_without_a_device() {
 /// Read-only registration structs: the kernel reads them, registers, then fails to write its
 /// answers back (EFAULT) and rolls everything back, so the next registration on the same ring
 /// gets id 0 again. `ifq` passes its own writable locals, so the safe API cannot do this.
-#[test]
-fn read_only_params() {
-    let Some(f) = nodev_guard() else { return };
+fn read_only_params() -> Outcome {
+    let f = nodev_guard()?;
     let mem = Mem::new(&f);
     let ro = Map::new(2 * page(), libc::PROT_READ | libc::PROT_WRITE);
     let ring = raw_ring();
@@ -966,6 +964,7 @@ fn read_only_params() {
         reg.ifq.zcrx_id, 0,
         "the refused registrations left no ifq behind"
     );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -975,9 +974,8 @@ fn read_only_params() {
 /// the request's prep) and, beyond liburing, on a UDP socket (EPROTONOSUPPORT): each ends at
 /// once without `F_MORE`, and `complete()` gives `RecvEvent::Error` with that errno and no
 /// re-arm.
-#[test]
-fn invalid_recv() {
-    let Some(_) = nodev_guard() else { return };
+fn invalid_recv() -> Outcome {
+    let _ = nodev_guard()?;
     let (mut ring, mut rx, pair) = prep_server(RQ_ENTRIES);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ring_fd = ring.as_raw_fd();
@@ -1021,6 +1019,7 @@ fn invalid_recv() {
     }
     assert_balanced(&rx, "after failed receives");
     assert_eq!(rx.stats().deliveries, 0);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1028,9 +1027,8 @@ fn invalid_recv() {
 
 /// The ring exits with a receive armed (no data yet). Afterwards the receive is gone: bytes
 /// sent then stay in the socket for an ordinary read.
-#[test]
-fn exit_with_a_receive_in_flight() {
-    let Some(_) = nodev_guard() else { return };
+fn exit_with_a_receive_in_flight() -> Outcome {
+    let _ = nodev_guard()?;
     let (mut ring, rx, mut pair) = prep_server(RQ_ENTRIES);
     submit(&mut ring, rx.recv_zc(Fd(pair.server.as_raw_fd())));
     assert!(
@@ -1050,6 +1048,7 @@ fn exit_with_a_receive_in_flight() {
         .read_exact(&mut got)
         .expect("the bytes stayed in the socket: the receive died with the ring");
     assert_eq!(&got, b"after the ring");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1080,12 +1079,10 @@ fn exportable_queue(ring: &Ring) -> ZcrxIfq {
 /// the kernel's fd out of a `ZcrxExport`, so the safe API cannot name a missing ring, a wrong id,
 /// a foreign fd or read-only memory. What it can refuse itself, a queue not registered as
 /// exportable, it refuses before asking the kernel and gives the queue back.
-#[test]
-fn invalid_clone() {
-    let Some(f) = nodev_guard() else { return };
+fn invalid_clone() -> Outcome {
+    let f = nodev_guard()?;
     if !f.export_import() {
-        println!("skipped: zcrx import is not supported (liburing skips it too)");
-        return;
+        return Err(skip("zcrx import is not supported (liburing skips it too)"));
     }
     let r1 = zcrx_ring();
 
@@ -1178,17 +1175,16 @@ fn invalid_clone() {
     );
     drop(boxed);
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// Export from one ring, import into another, through the API (liburing stops at the import).
 /// Beyond liburing: the exporting ring goes away, and twice the area goes through the imported
 /// queue on the importing ring byte-exact, every buffer back through its own refill entry.
-#[test]
-fn clone_and_receive_through_the_import() {
-    let Some(f) = nodev_guard() else { return };
+fn clone_and_receive_through_the_import() -> Outcome {
+    let f = nodev_guard()?;
     if !f.export_import() {
-        println!("skipped: zcrx import is not supported (liburing skips it too)");
-        return;
+        return Err(skip("zcrx import is not supported (liburing skips it too)"));
     }
     let ring_exp = zcrx_ring();
     let mut ring_imp = zcrx_ring();
@@ -1207,15 +1203,15 @@ fn clone_and_receive_through_the_import() {
     assert_level(&imported, "through the import");
     assert_balanced(&imported, "through the import");
     assert_eq!(imported.teardown().held_chunks, 0);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // test_rq_flush
 
 /// A flush naming an id the ring does not have: ENXIO; the queue's own: 0.
-#[test]
-fn flush_of_an_unknown_id() {
-    let Some(f) = nodev_guard() else { return };
+fn flush_of_an_unknown_id() -> Outcome {
+    let f = nodev_guard()?;
     let (_ring, rx, _pair) = prep_server(RQ_ENTRIES);
     assert_eq!(
         rx.raw_ctrl_flush_id(rx.zcrx_id() + 1),
@@ -1226,6 +1222,7 @@ fn flush_of_an_unknown_id() {
     if f.flush_rq() {
         assert_eq!(rx.raw_ctrl_flush(), Ok(()));
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1279,12 +1276,10 @@ fn assert_level(rx: &ZcrxIfq, what: &str) {
 
 /// Sixteen entries naming buffer 0, which the application holds no reference on: the kernel
 /// skips each (no user reference to drop), every flush returns 0, and the queue works after.
-#[test]
-fn refill_entries_naming_an_unheld_buffer() {
-    let Some(f) = nodev_guard() else { return };
+fn refill_entries_naming_an_unheld_buffer() -> Outcome {
+    let f = nodev_guard()?;
     if !f.flush_rq() {
-        println!("skipped: no ZCRX_CTRL_FLUSH_RQ");
-        return;
+        return Err(skip("no ZCRX_CTRL_FLUSH_RQ"));
     }
     let (mut ring, mut rx, _pair) = prep_server(RQ_ENTRIES);
     let token = rx.area_token();
@@ -1297,17 +1292,16 @@ fn refill_entries_naming_an_unheld_buffer() {
     assert_eq!(rx.stats().rqes, 0, "the queue itself wrote nothing");
     same_queue_still_works(&mut ring, &mut rx, 16, "after 16 unheld returns");
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// An offset past the area, one with the 48 low bits all set, a wrong area id, padding set:
 /// the kernel stops its flush at each bad entry (consumed), every flush returns 0, and the
 /// queue works after.
-#[test]
-fn refill_entries_out_of_bounds() {
-    let Some(f) = nodev_guard() else { return };
+fn refill_entries_out_of_bounds() -> Outcome {
+    let f = nodev_guard()?;
     if !f.flush_rq() {
-        println!("skipped: no ZCRX_CTRL_FLUSH_RQ");
-        return;
+        return Err(skip("no ZCRX_CTRL_FLUSH_RQ"));
     }
     let (mut ring, mut rx, _pair) = prep_server(RQ_ENTRIES);
     let token = rx.area_token();
@@ -1321,16 +1315,15 @@ fn refill_entries_out_of_bounds() {
     assert_balanced(&rx, "after the entries");
     same_queue_still_works(&mut ring, &mut rx, hostile.len(), "after bad entries");
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// Garbage indices: tail 0 with head 1. The kernel keeps its own head and stores it back over
 /// the garbage, so the indices stay level and the same queue works after.
-#[test]
-fn refill_tail_behind_head() {
-    let Some(f) = nodev_guard() else { return };
+fn refill_tail_behind_head() -> Outcome {
+    let f = nodev_guard()?;
     if !f.flush_rq() {
-        println!("skipped: no ZCRX_CTRL_FLUSH_RQ");
-        return;
+        return Err(skip("no ZCRX_CTRL_FLUSH_RQ"));
     }
     let (mut ring, mut rx, _pair) = prep_server(RQ_ENTRIES);
     // SAFETY: no entries are written; nothing was received, so no handle lives.
@@ -1342,18 +1335,17 @@ fn refill_tail_behind_head() {
     assert_level(&rx, "after tail 0, head 1");
     assert_balanced(&rx, "after the transfer");
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// Garbage indices: tail at twice the ring size. The kernel reads at most one ring's worth per
 /// flush (zeroed slots: buffer 0, unheld, skipped), every flush returns 0. The queue's producer
 /// is now two rings behind the kernel, so a fresh queue on the same ring shows the ring
 /// still works.
-#[test]
-fn refill_tail_past_the_ring() {
-    let Some(f) = nodev_guard() else { return };
+fn refill_tail_past_the_ring() -> Outcome {
+    let f = nodev_guard()?;
     if !f.flush_rq() {
-        println!("skipped: no ZCRX_CTRL_FLUSH_RQ");
-        return;
+        return Err(skip("no ZCRX_CTRL_FLUSH_RQ"));
     }
     let (mut ring, mut rx, _pair) = prep_server(RQ_ENTRIES);
     // SAFETY: no entries are written; nothing was received, so no handle lives.
@@ -1374,6 +1366,7 @@ fn refill_tail_past_the_ring() {
         "a fresh queue after tail 2 * entries",
     );
     assert_eq!(fresh.teardown().held_chunks, 0);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1382,9 +1375,8 @@ fn refill_tail_past_the_ring() {
 /// One page without returning it, then twice the area without returns on the same queue: the
 /// copy path runs out of free buffers and the receive ends with -ENOMEM, `RecvEvent::NoBuffers`,
 /// counted in `ZcrxStats::no_buffers`, with every chunk of the area held byte-exact.
-#[test]
-fn recv_without_returns_runs_dry() {
-    let Some(_) = nodev_guard() else { return };
+fn recv_without_returns_runs_dry() -> Outcome {
+    let _ = nodev_guard()?;
     let (mut ring, mut rx, mut pair) = prep_server(RQ_ENTRIES);
     let id = rx.zcrx_id();
     let one = transfer_bytes(&mut ring, &mut rx, id, &mut pair, page(), HOLD_ALL);
@@ -1413,15 +1405,14 @@ fn recv_without_returns_runs_dry() {
     drop(all.held);
     let report = rx.teardown();
     assert_eq!(report.held_chunks, 0, "{report:?}");
+    Ok(())
 }
 
 /// One page, then twice the area, every buffer returned with a flush: byte-exact.
-#[test]
-fn recv_with_returns() {
-    let Some(f) = nodev_guard() else { return };
+fn recv_with_returns() -> Outcome {
+    let f = nodev_guard()?;
     if !f.flush_rq() {
-        println!("skipped: no ZCRX_CTRL_FLUSH_RQ");
-        return;
+        return Err(skip("no ZCRX_CTRL_FLUSH_RQ"));
     }
     let (mut ring, mut rx, mut pair) = prep_server(RQ_ENTRIES);
     let id = rx.zcrx_id();
@@ -1442,16 +1433,15 @@ fn recv_with_returns() {
     assert_balanced(&rx, "after the transfers");
     println!("one page and twice the area with returns: byte-exact");
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 /// Lazy returns through a 16-entry refill ring (the area is larger than 17 pages): buffers
 /// dropped as they come, flushed only every 16, twice the area byte-exact.
-#[test]
-fn recv_lazy_returns_small_refill_ring() {
-    let Some(f) = nodev_guard() else { return };
+fn recv_lazy_returns_small_refill_ring() -> Outcome {
+    let f = nodev_guard()?;
     if !f.flush_rq() {
-        println!("skipped: no ZCRX_CTRL_FLUSH_RQ");
-        return;
+        return Err(skip("no ZCRX_CTRL_FLUSH_RQ"));
     }
     assert!(AREA_PAGES > RQ_ENTRIES_SMALL as usize + 1);
     let (mut ring, mut rx, _pair) = prep_server(RQ_ENTRIES_SMALL);
@@ -1469,6 +1459,7 @@ fn recv_lazy_returns_small_refill_ring() {
     assert_level(&rx, "lazy returns");
     assert_balanced(&rx, "after lazy returns and a last flush");
     assert_eq!(rx.teardown().held_chunks, 0);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1478,11 +1469,10 @@ fn recv_lazy_returns_small_refill_ring() {
 /// in io-wq (`IOSQE_ASYNC`), with or without an export pinning the ifq. The kernel must survive
 /// it; an export must still import afterwards and receive a page byte-exact on another ring (the
 /// ifq outlives the ring that died under it); and the kernel serves a fresh queue after.
-fn abnormal_exit(iowq: bool, pin: bool) {
-    let Some(f) = nodev_guard() else { return };
+fn abnormal_exit(iowq: bool, pin: bool) -> Outcome {
+    let f = nodev_guard()?;
     if pin && !f.export_import() {
-        println!("skipped: zcrx export is not supported (liburing skips it too)");
-        return;
+        return Err(skip("zcrx export is not supported (liburing skips it too)"));
     }
     let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
         .setup_single_issuer()
@@ -1533,24 +1523,49 @@ fn abnormal_exit(iowq: bool, pin: bool) {
     let id = rx.zcrx_id();
     let out = transfer_bytes(&mut ring, &mut rx, id, &mut pair, page(), EAGER);
     assert_eq!(out.end, End::Limit, "a fresh queue after the abnormal exit");
+    Ok(())
 }
 
-#[test]
-fn abnormal_exit_direct() {
-    abnormal_exit(false, false);
+fn abnormal_exit_direct() -> Outcome {
+    abnormal_exit(false, false)
 }
 
-#[test]
-fn abnormal_exit_iowq() {
-    abnormal_exit(true, false);
+fn abnormal_exit_iowq() -> Outcome {
+    abnormal_exit(true, false)
 }
 
-#[test]
-fn abnormal_exit_direct_exported() {
-    abnormal_exit(false, true);
+fn abnormal_exit_direct_exported() -> Outcome {
+    abnormal_exit(false, true)
 }
 
-#[test]
-fn abnormal_exit_iowq_exported() {
-    abnormal_exit(true, true);
+fn abnormal_exit_iowq_exported() -> Outcome {
+    abnormal_exit(true, true)
 }
+
+test_kit::main!(
+    register_basic,
+    refill_region_refused,
+    rq_entries_rounding,
+    rq_entries_limits,
+    area_bounds,
+    area_read_only,
+    rx_buf_len_refused,
+    rx_buf_len_2_gib_without_a_device,
+    read_only_params,
+    invalid_recv,
+    exit_with_a_receive_in_flight,
+    invalid_clone,
+    clone_and_receive_through_the_import,
+    flush_of_an_unknown_id,
+    refill_entries_naming_an_unheld_buffer,
+    refill_entries_out_of_bounds,
+    refill_tail_behind_head,
+    refill_tail_past_the_ring,
+    recv_without_returns_runs_dry,
+    recv_with_returns,
+    recv_lazy_returns_small_refill_ring,
+    abnormal_exit_direct,
+    abnormal_exit_iowq,
+    abnormal_exit_direct_exported,
+    abnormal_exit_iowq_exported,
+);

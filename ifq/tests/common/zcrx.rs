@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use rustix::thread::{capabilities, CapabilitySet};
+use test_kit::{skip, Outcome, Skip};
 use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
 use zcrx_ifq::io_uring::{cqueue, squeue, IoUring};
 use zcrx_ifq::probe::KernelVersion;
@@ -23,26 +24,24 @@ pub(crate) fn zcrx_ring() -> IoUring<squeue::Entry, cqueue::Entry32> {
         .expect("a SINGLE_ISSUER | DEFER_TASKRUN ring with 32-byte CQEs")
 }
 
-/// True (after printing why) when this process cannot get past the capability check.
-pub(crate) fn skip_unless_root() -> bool {
+/// A skip when this process cannot get past the capability check.
+pub(crate) fn require_root() -> Outcome {
     let caps = capabilities(None).expect("capget");
     if !rustix::process::geteuid().is_root() || !caps.effective.contains(CapabilitySet::NET_ADMIN) {
-        println!("skipped: needs root");
-        return true;
+        return Err(skip("needs root (CAP_NET_ADMIN)"));
     }
-    false
+    Ok(())
 }
 
-/// `None` (after saying why) where this kernel or process cannot have a device-less queue;
-/// else what the kernel's query says.
-pub(crate) fn nodev_guard() -> Option<ZcrxFeatures> {
-    if skip_unless_root() {
-        return None;
-    }
+/// A skip saying why where this kernel or process cannot have a device-less queue; else what
+/// the kernel's query says.
+pub(crate) fn nodev_guard() -> Result<ZcrxFeatures, Skip> {
+    require_root()?;
     let kernel = KernelVersion::current().expect("uname");
     if !kernel.at_least(7, 1) {
-        println!("skipped: {kernel} has no ZCRX_REG_NODEV (7.1+); run it in the kernel guest");
-        return None;
+        return Err(skip(format!(
+            "{kernel} has no ZCRX_REG_NODEV (7.1+); the kernel guest runs it"
+        )));
     }
     let features = ZcrxFeatures::detect().expect("IORING_REGISTER_QUERY");
     // 7.1 has the query (6.19) and NODEV: a kernel that says otherwise is not the one we think.
@@ -50,15 +49,15 @@ pub(crate) fn nodev_guard() -> Option<ZcrxFeatures> {
         features.queried && features.no_device(),
         "{kernel} does not report ZCRX_REG_NODEV: {features:?}"
     );
-    Some(features)
+    Ok(features)
 }
 
-/// A NODEV queue on a new ring with `chunks` pages, or `None` (after saying why) where this
-/// kernel or process cannot have one.
+/// A NODEV queue on a new ring with `chunks` pages, or a skip saying why this kernel or process
+/// cannot have one.
 pub(crate) fn nodev_queue(
     chunks: usize,
     rq_entries: Option<u32>,
-) -> Option<(IoUring<squeue::Entry, cqueue::Entry32>, ZcrxIfq)> {
+) -> Result<(IoUring<squeue::Entry, cqueue::Entry32>, ZcrxIfq), Skip> {
     nodev_guard()?;
     let ring = zcrx_ring();
     let area = Area::builder()
@@ -68,7 +67,7 @@ pub(crate) fn nodev_queue(
         .unwrap();
     let rx =
         ZcrxIfq::register_nodev(&ring, area, rq_entries, None).expect("ZCRX_REG_NODEV on 7.1+");
-    Some((ring, rx))
+    Ok((ring, rx))
 }
 
 /// Sends `len` bytes of [`pattern`] over a loopback connection and receives them through `rx`,
