@@ -1,7 +1,7 @@
 //! The `echo`, `proxy` and `sink` example binaries themselves: `--help`, flag validation, and a
 //! run of each over loopback (on the backend `RUNTIME_TEST_RX` names: see `common::rx_flags`). `cargo test` builds the examples next to the test binaries; when they are
 //! missing or older than their sources (`cargo test --test cli` alone does not build them),
-//! these tests say they were skipped.
+//! these tests are reported as ignored, with the reason.
 
 mod common;
 
@@ -16,12 +16,28 @@ use common::{
     ChildGuard,
 };
 use examples::Pattern;
+use test_kit::{skip, Outcome, Skip};
 
-/// The built example binary, if it is there and newer than the sources it is built from.
-fn example(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
+/// The built example binary if it is there and newer than the sources it is built from, else a
+/// skip saying how to build it (a failure where `TEST_TOOLS_REQUIRED` is set, as in CI).
+fn example(name: &str) -> Result<PathBuf, Skip> {
+    let found = built_example(name);
+    if let Err(why) = &found {
+        if std::env::var_os("TEST_TOOLS_REQUIRED").is_some() {
+            panic!("TEST_TOOLS_REQUIRED is set and {why}");
+        }
+    }
+    found
+}
+
+fn built_example(name: &str) -> Result<PathBuf, Skip> {
+    let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/cli-HASH -> target/<profile>/examples/NAME
-    let bin = exe.parent()?.parent()?.join("examples").join(name);
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps/");
+    let bin = bin.join("examples").join(name);
     let built = std::fs::metadata(&bin).and_then(|m| m.modified());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let newest_source = [format!("{name}.rs"), "lib.rs".to_string()]
@@ -33,21 +49,15 @@ fn example(name: &str) -> Option<PathBuf> {
         })
         .max();
     match (built, newest_source) {
-        (Ok(b), Some(s)) if b >= s => Some(bin),
-        (Ok(_), _) => {
-            eprintln!(
-                "skipped: {} is older than its sources (run `cargo test -p examples`)",
-                bin.display()
-            );
-            None
-        }
-        (Err(_), _) => {
-            eprintln!(
-                "skipped: {} not built (run `cargo test -p examples`, which builds the examples)",
-                bin.display()
-            );
-            None
-        }
+        (Ok(b), Some(s)) if b >= s => Ok(bin),
+        (Ok(_), _) => Err(skip(format!(
+            "{} is older than its sources (run `cargo test -p examples`)",
+            bin.display()
+        ))),
+        (Err(_), _) => Err(skip(format!(
+            "{} not built (run `cargo test -p examples`, which builds the examples)",
+            bin.display()
+        ))),
     }
 }
 
@@ -59,11 +69,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[test]
-fn help_and_flag_validation() {
-    let (Some(proxy), Some(sink)) = (example("proxy"), example("sink")) else {
-        return;
-    };
+fn help_and_flag_validation() -> Outcome {
+    let (proxy, sink) = (example("proxy")?, example("sink")?);
     for (bin, flag) in [(&proxy, "--upstream"), (&sink, "--verify")] {
         let out = run(bin, &["--help"]);
         assert!(out.status.success(), "--help: {}", out.status);
@@ -164,13 +171,11 @@ fn help_and_flag_validation() {
             "{args:?}: expected {needle:?} in: {err}"
         );
     }
+    Ok(())
 }
 
-#[test]
-fn sink_binary_generates_and_verifies() {
-    let Some(sink) = example("sink") else {
-        return;
-    };
+fn sink_binary_generates_and_verifies() -> Outcome {
+    let sink = example("sink")?;
     // --generate writes exactly the pattern.
     let out = run(&sink, &["--verify", "0x2a", "--generate", "100000"]);
     assert!(out.status.success());
@@ -257,13 +262,11 @@ fn sink_binary_generates_and_verifies() {
         stdout.contains("summary (duration elapsed): 1 connection(s), 1048576 bytes"),
         "{stdout}"
     );
+    Ok(())
 }
 
-#[test]
-fn proxy_binary_forwards() {
-    let Some(proxy) = example("proxy") else {
-        return;
-    };
+fn proxy_binary_forwards() -> Outcome {
+    let proxy = example("proxy")?;
     let (up, upstream) = echo_upstream(3);
     let port = free_port();
     let _child = ChildGuard::spawn(
@@ -285,15 +288,13 @@ fn proxy_binary_forwards() {
         assert!(roundtrip(addr, data.clone()) == data, "connection {i}");
     }
     upstream.join().unwrap();
+    Ok(())
 }
 
 /// `echo` takes `--listen ADDR:PORT` like `sink` and `proxy`; its older `--addr` and `--port`
 /// still work (hidden from `--help`) and override the parts of `--listen`.
-#[test]
-fn echo_listen_spellings() {
-    let Some(echo) = example("echo") else {
-        return;
-    };
+fn echo_listen_spellings() -> Outcome {
+    let echo = example("echo")?;
     let help = run_bounded(Command::new(&echo).arg("--help"), Duration::from_secs(20)).unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--listen <ADDR:PORT>"), "{help}");
@@ -324,15 +325,13 @@ fn echo_listen_spellings() {
         first.contains(&format!("listening on 127.0.0.1:{port}")),
         "the old flags set the address: {first:?}"
     );
+    Ok(())
 }
 
 /// The echo binary sends back every byte of several concurrent connections, on both of its
 /// threads.
-#[test]
-fn echo_binary_echoes() {
-    let Some(echo) = example("echo") else {
-        return;
-    };
+fn echo_binary_echoes() -> Outcome {
+    let echo = example("echo")?;
     let port = free_port();
     let mut child = ChildGuard::spawn(
         Command::new(&echo)
@@ -393,17 +392,15 @@ fn echo_binary_echoes() {
     for c in clients {
         c.join().unwrap();
     }
+    Ok(())
 }
 
 /// zcrx without CAP_NET_ADMIN: `--backend zcrx` fails at start-up with a message that names the
 /// capability and the ways to get it; auto mode falls back to the buffer ring and says so once,
 /// however many threads start. Bad `--zcrx` values are refused before anything starts; `nodev`
 /// is accepted, and auto mode falls back from it the same way where the kernel lacks it.
-#[test]
-fn zcrx_privilege_and_fallback() {
-    let Some(sink) = example("sink") else {
-        return;
-    };
+fn zcrx_privilege_and_fallback() -> Outcome {
+    let sink = example("sink")?;
     let bad = [
         ("lo", "not IFNAME:QUEUE"),
         ("lo/x:1", "contains '/'"),
@@ -470,8 +467,9 @@ fn zcrx_privilege_and_fallback() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
     let Some(setpriv) = setpriv else {
-        eprintln!("skipped the privilege part: setpriv (util-linux) is not installed");
-        return;
+        return Err(skip(
+            "setpriv (util-linux) is not installed: the privilege part needs it",
+        ));
     };
     let no_net_admin = |args: &[&str]| {
         let mut c = Command::new(setpriv);
@@ -530,4 +528,14 @@ fn zcrx_privilege_and_fallback() {
         2,
         "both threads use the buffer ring: {err}"
     );
+    Ok(())
 }
+
+test_kit::main!(
+    help_and_flag_validation,
+    sink_binary_generates_and_verifies,
+    proxy_binary_forwards,
+    echo_listen_spellings,
+    echo_binary_echoes,
+    zcrx_privilege_and_fallback,
+);

@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_kit::Outcome;
 
-use common::{free_port, run_bounded, rx, rx_flags, tools_or_skip, ChildGuard};
+use common::{free_port, require_tools, run_bounded, rx, rx_flags, ChildGuard};
 use examples::Pattern;
 
 // ---- the example binary ---------------------------------------------------------------------
@@ -204,8 +205,8 @@ impl Server {
 
 // ---- clients --------------------------------------------------------------------------------
 
-fn tools() -> bool {
-    tools_or_skip("curl and wrk", &[("curl", "curl"), ("wrk", "wrk")])
+fn tools() -> Outcome {
+    require_tools(&[("curl", "curl"), ("wrk", "wrk")])
 }
 
 /// A scratch directory, removed when dropped.
@@ -321,10 +322,8 @@ fn wrk_cmd(cmd: &mut Command, limit: Duration) -> Wrk {
 /// curl: the small answer, 64 MiB of the pattern compared byte for byte, several MiB posted
 /// to `/echo` from a file (with a length, and chunked) and compared back, `/count`, and the
 /// error statuses. Then SIGTERM: the server stops at once and exits 0.
-fn curl_bodies(on: On) {
-    if !tools() {
-        return;
-    }
+fn curl_bodies(on: On) -> Outcome {
+    tools()?;
     let server = Server::start(on, 2, None);
     let scratch = Scratch::new(on.flag());
 
@@ -416,24 +415,21 @@ fn curl_bodies(on: On) {
             .any(|l| l.contains("stopped;") && l.contains("0 ended with an error")),
         "{said:?}"
     );
+    Ok(())
 }
 
-#[test]
-fn curl_bodies_on_zcrx() {
-    curl_bodies(On::Zcrx);
+fn curl_bodies_on_zcrx() -> Outcome {
+    curl_bodies(On::Zcrx)
 }
 
-#[test]
-fn curl_bodies_on_tokio() {
-    curl_bodies(On::Tokio);
+fn curl_bodies_on_tokio() -> Outcome {
+    curl_bodies(On::Tokio)
 }
 
 /// wrk for 2 s with a few connections, on `/` and on 64 KiB bodies: requests completed, no
 /// socket errors, every answer 2xx. Then a graceful stop with wrk's connections still open.
-fn wrk_load(on: On) {
-    if !tools() {
-        return;
-    }
+fn wrk_load(on: On) -> Outcome {
+    tools()?;
     let server = Server::start(on, 2, None);
     for path in ["/", "/bytes/65536"] {
         let w = wrk(
@@ -488,16 +484,15 @@ fn wrk_load(on: On) {
         got as u64 + rest < 1 << 30,
         "the download was cut ({end:?})"
     );
+    Ok(())
 }
 
-#[test]
-fn wrk_load_on_zcrx() {
-    wrk_load(On::Zcrx);
+fn wrk_load_on_zcrx() -> Outcome {
+    wrk_load(On::Zcrx)
 }
 
-#[test]
-fn wrk_load_on_tokio() {
-    wrk_load(On::Tokio);
+fn wrk_load_on_tokio() -> Outcome {
+    wrk_load(On::Tokio)
 }
 
 // ---- the benchmark --------------------------------------------------------------------------
@@ -630,12 +625,8 @@ fn measure(
 /// `HTTP_BENCH_ROUNDS` (7), `HTTP_BENCH_SECONDS` (3), `HTTP_BENCH_CONNS` (64),
 /// `HTTP_BENCH_SERVER_CPU` (0), `HTTP_BENCH_CLIENT_CPU` (1) and `HTTP_BENCH_MAX_OTHERS` (0.1,
 /// of a core) change it.
-#[test]
-#[ignore = "benchmark: cargo test --release -p examples --test http -- --ignored --nocapture benchmark"]
-fn benchmark_zcrx_vs_tokio() {
-    if !tools() {
-        return;
-    }
+fn benchmark_zcrx_vs_tokio() -> Outcome {
+    tools()?;
     let rounds: usize = env_or("HTTP_BENCH_ROUNDS", 7);
     let secs: u64 = env_or("HTTP_BENCH_SECONDS", 3);
     let conns: u64 = env_or("HTTP_BENCH_CONNS", 64);
@@ -738,4 +729,14 @@ fn benchmark_zcrx_vs_tokio() {
         println!("{path} per round, zcrx: {}", fmt(&rps[p][0]));
         println!("{path} per round, tokio: {}", fmt(&rps[p][1]));
     }
+    Ok(())
 }
+
+test_kit::main!(
+    curl_bodies_on_zcrx,
+    curl_bodies_on_tokio,
+    wrk_load_on_zcrx,
+    wrk_load_on_tokio,
+    #[ignore = "benchmark: cargo test --release -p examples --test http -- --ignored --nocapture benchmark"]
+    benchmark_zcrx_vs_tokio,
+);

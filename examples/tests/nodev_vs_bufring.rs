@@ -13,6 +13,7 @@
 use std::io::Write;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+use test_kit::{skip, Outcome};
 
 use zcrx::net::TcpListener;
 use zcrx::{Builder, RxBackend};
@@ -97,12 +98,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-#[test]
-#[ignore = "a measurement of about a minute in a guest: run with --ignored"]
-fn nodev_against_bufring_per_gib() {
+fn nodev_against_bufring_per_gib() -> Outcome {
     if let Err(e) = builder(Backend::Nodev).build() {
-        eprintln!("skipped: zcrx without a device is not available here: {e}");
-        return;
+        return Err(skip(format!(
+            "zcrx without a device is not available here: {e}"
+        )));
     }
     let env = |k: &str, d: u64| {
         std::env::var(k)
@@ -160,4 +160,10 @@ fn nodev_against_bufring_per_gib() {
         median(wall_ratio),
         median(cpu_ratio)
     );
+    Ok(())
 }
+
+test_kit::main!(
+    #[ignore = "a measurement of about a minute in a guest: run with --ignored"]
+    nodev_against_bufring_per_gib,
+);

@@ -4,8 +4,9 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use test_kit::Outcome;
 
-use common::{free_port, tools_or_skip, wait_listening, ChildGuard, Proxy};
+use common::{free_port, require_tools, wait_listening, ChildGuard, Proxy};
 
 /// Runs one iperf3 test through a proxy in front of a one-off iperf3 server; returns the bytes
 /// sent and received and the receiver's bits per second.
@@ -113,32 +114,30 @@ fn iperf3_through_proxy(reverse: bool) -> (u64, u64, f64) {
     (sent, received, bps)
 }
 
-fn tools() -> bool {
-    tools_or_skip("iperf3", &[("iperf3", "iperf3")])
+fn tools() -> Outcome {
+    require_tools(&[("iperf3", "iperf3")])
 }
 
 /// Client → server data through the proxy.
-#[test]
-fn proxy_carries_iperf3() {
-    if !tools() {
-        return;
-    }
+fn proxy_carries_iperf3() -> Outcome {
+    tools()?;
     let (sent, received, bps) = iperf3_through_proxy(false);
     eprintln!(
         "iperf3 through the proxy: sent {sent} bytes, received {received}: {:.2} Gbit/s",
         bps / 1e9
     );
+    Ok(())
 }
 
 /// Server → client data (`-R`) through the proxy.
-#[test]
-fn proxy_carries_iperf3_reverse() {
-    if !tools() {
-        return;
-    }
+fn proxy_carries_iperf3_reverse() -> Outcome {
+    tools()?;
     let (sent, received, bps) = iperf3_through_proxy(true);
     eprintln!(
         "iperf3 -R through the proxy: sent {sent} bytes, received {received}: {:.2} Gbit/s",
         bps / 1e9
     );
+    Ok(())
 }
+
+test_kit::main!(proxy_carries_iperf3, proxy_carries_iperf3_reverse,);

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use test_kit::Outcome;
 
-use common::{connect, free_port, run_bounded, tools_or_skip, wait_listening, ChildGuard, Proxy};
+use common::{connect, free_port, require_tools, run_bounded, wait_listening, ChildGuard, Proxy};
 use examples::Pattern;
 
 const REQUESTS: u64 = 20_000;
@@ -81,18 +82,12 @@ fn reply_complete(r: &[u8]) -> bool {
     }
 }
 
-#[test]
-fn proxy_carries_redis_benchmark() {
-    if !tools_or_skip(
-        "redis-server/redis-benchmark/redis-cli",
-        &[
-            ("redis-server", "redis-server"),
-            ("redis-benchmark", "redis-tools"),
-            ("redis-cli", "redis-tools"),
-        ],
-    ) {
-        return;
-    }
+fn proxy_carries_redis_benchmark() -> Outcome {
+    require_tools(&[
+        ("redis-server", "redis-server"),
+        ("redis-benchmark", "redis-tools"),
+        ("redis-cli", "redis-tools"),
+    ])?;
     let port = free_port();
     let _server = ChildGuard::spawn(
         Command::new("redis-server")
@@ -217,4 +212,7 @@ fn proxy_carries_redis_benchmark() {
         c.to_client.load(Ordering::Acquire)
     );
     proxy.stop_clean();
+    Ok(())
 }
+
+test_kit::main!(proxy_carries_redis_benchmark,);

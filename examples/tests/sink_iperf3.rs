@@ -5,8 +5,9 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use test_kit::Outcome;
 
-use common::{tools_or_skip, ChildGuard, Sink};
+use common::{require_tools, ChildGuard, Sink};
 use examples::{SinkConfig, SinkReport, SinkRole, Verification};
 
 fn iperf3_client(port: u16, args: &[&str]) -> (bool, serde_json::Value) {
@@ -109,11 +110,8 @@ fn check_run(sink: &Sink, streams: usize) {
     );
 }
 
-#[test]
-fn sink_pairs_with_iperf3_client() {
-    if !tools_or_skip("iperf3", &[("iperf3", "iperf3")]) {
-        return;
-    }
+fn sink_pairs_with_iperf3_client() -> Outcome {
+    require_tools(&[("iperf3", "iperf3")])?;
     let sink = Sink::start_with(2, SinkConfig::new(None, true));
     check_run(&sink, 1);
     check_run(&sink, 3);
@@ -132,14 +130,12 @@ fn sink_pairs_with_iperf3_client() {
     );
     check_run(&sink, 2);
     sink.stop();
+    Ok(())
 }
 
 /// iperf3 → the proxy → the sink: zero-copy receive at both hops.
-#[test]
-fn iperf3_through_proxy_into_sink() {
-    if !tools_or_skip("iperf3", &[("iperf3", "iperf3")]) {
-        return;
-    }
+fn iperf3_through_proxy_into_sink() -> Outcome {
+    require_tools(&[("iperf3", "iperf3")])?;
     let sink = Sink::start_with(1, SinkConfig::new(None, true));
     let proxy = common::Proxy::start(sink.addr, 1);
     let (ok, json) = iperf3_client(proxy.addr.port(), &["-t", "2", "-P", "2"]);
@@ -161,4 +157,10 @@ fn iperf3_through_proxy_into_sink() {
     assert!(proxy.wait_idle(Duration::from_secs(10)));
     proxy.stop_clean();
     sink.stop();
+    Ok(())
 }
+
+test_kit::main!(
+    sink_pairs_with_iperf3_client,
+    iperf3_through_proxy_into_sink,
+);

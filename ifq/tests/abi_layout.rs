@@ -9,6 +9,7 @@
 //! and offset it prints with the ones this crate compiles.
 
 use std::mem::{align_of, offset_of, size_of};
+use test_kit::{skip, Outcome};
 
 use zcrx_ifq::io_uring::types::BufRingEntry;
 use zcrx_ifq::zcrx::abi_info::{self as abi, layouts, Layout};
@@ -36,7 +37,6 @@ fn check(name: &str, size: usize, fields: &[(&str, usize)]) {
 ///     __u32 __pad;
 /// };
 /// ```
-#[test]
 fn zcrx_rqe() {
     check(
         "io_uring_zcrx_rqe",
@@ -54,7 +54,6 @@ fn zcrx_rqe() {
 ///     __u64 __pad;
 /// };
 /// ```
-#[test]
 fn zcrx_cqe() {
     check("io_uring_zcrx_cqe", 16, &[("off", 0), ("__pad", 8)]);
     assert_eq!(size_of::<abi::io_uring_zcrx_cqe>(), 16);
@@ -69,7 +68,6 @@ fn zcrx_cqe() {
 ///     __u64 __resv[2];
 /// };
 /// ```
-#[test]
 fn zcrx_offsets() {
     check(
         "io_uring_zcrx_offsets",
@@ -94,7 +92,6 @@ fn zcrx_offsets() {
 ///     __u64 __resv2[2];
 /// };
 /// ```
-#[test]
 fn zcrx_area_reg() {
     check(
         "io_uring_zcrx_area_reg",
@@ -122,7 +119,6 @@ fn zcrx_area_reg() {
 ///     __u64 __resv[4];
 /// };
 /// ```
-#[test]
 fn region_desc() {
     check(
         "io_uring_region_desc",
@@ -156,7 +152,6 @@ fn region_desc() {
 ///     __u64 __resv[2];
 /// };
 /// ```
-#[test]
 fn zcrx_ifq_reg() {
     check(
         "io_uring_zcrx_ifq_reg",
@@ -209,7 +204,6 @@ fn zcrx_ifq_reg() {
 ///     __u64 __resv2[4];
 /// };
 /// ```
-#[test]
 fn control_query_and_event_structs() {
     check(
         "zcrx_event_desc",
@@ -267,12 +261,12 @@ fn control_query_and_event_structs() {
 }
 
 /// Every layout this crate compiles, against the same structs compiled by a C compiler from
-/// the uapi headers in `UAPI_INCLUDE` (see the module docs). Skipped, saying so, without it.
-#[test]
-fn against_the_uapi_headers() {
+/// the uapi headers in `UAPI_INCLUDE` (see the module docs). Reported as ignored without it.
+fn against_the_uapi_headers() -> Outcome {
     let Some(include) = std::env::var_os("UAPI_INCLUDE") else {
-        println!("skipped: set UAPI_INCLUDE to an include directory with linux/io_uring/zcrx.h");
-        return;
+        return Err(skip(
+            "set UAPI_INCLUDE to an include directory with linux/io_uring/zcrx.h",
+        ));
     };
     let include = std::path::PathBuf::from(include);
     assert!(
@@ -373,6 +367,7 @@ fn against_the_uapi_headers() {
         ours.len(),
         include.display()
     );
+    Ok(())
 }
 
 /// ```c
@@ -383,7 +378,6 @@ fn against_the_uapi_headers() {
 ///     __u16 resv;   /* entry 0's resv is the ring tail */
 /// };
 /// ```
-#[test]
 fn buf_entry() {
     assert_eq!(size_of::<BufRingEntry>(), 16);
     let mut entries = [0u64; 2];
@@ -424,7 +418,6 @@ fn buf_entry() {
 ///     __u64 resv[3];
 /// };
 /// ```
-#[test]
 fn buf_reg() {
     check(
         "io_uring_buf_reg",
@@ -450,7 +443,6 @@ fn buf_reg() {
 /// #define IORING_RECV_MULTISHOT (1U << 1)
 /// #define IO_RQ_MAX_ENTRIES 32768              /* io_uring/zcrx.c */
 /// ```
-#[test]
 fn constants() {
     assert_eq!(abi::IORING_OP_RECV_ZC, 58);
     assert_eq!(zcrx_ifq::io_uring::opcode::RecvZc::CODE, 58);
@@ -489,7 +481,6 @@ fn constants() {
 ///     union { struct { __u64 addr3; __u64 __pad2[1]; }; ... };
 /// };
 /// ```
-#[test]
 fn sqe() {
     check(
         "io_uring_sqe",
@@ -515,7 +506,6 @@ fn sqe() {
 
 /// A `RECV_ZC` SQE as the kernel expects it: opcode 58, multishot in `ioprio`, the ifq id in
 /// `zcrx_ifq_idx` (the u32 at byte 44), `len` 0, addr fields zero.
-#[test]
 fn recv_zc_sqe() {
     use zcrx_ifq::io_uring::{opcode, squeue, types::Fd};
     let sqe: squeue::Entry = opcode::RecvZc::new(Fd(7), 0).ifq(0x0102_0304).build();
@@ -545,3 +535,19 @@ fn recv_zc_sqe() {
         "zcrx_ifq_idx"
     );
 }
+
+test_kit::main!(
+    zcrx_rqe,
+    zcrx_cqe,
+    zcrx_offsets,
+    zcrx_area_reg,
+    region_desc,
+    zcrx_ifq_reg,
+    control_query_and_event_structs,
+    against_the_uapi_headers,
+    buf_entry,
+    buf_reg,
+    constants,
+    sqe,
+    recv_zc_sqe,
+);

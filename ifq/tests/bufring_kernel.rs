@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use test_kit::{skip, Outcome};
 
 use common::{is_mapped, Fnv, Pattern};
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};
@@ -39,7 +40,7 @@ fn sender(total: usize) -> (TcpStream, std::thread::JoinHandle<u64>) {
     (rx, tx)
 }
 
-struct Outcome {
+struct Received {
     bytes: usize,
     checksum: u64,
     no_buffers: u64,
@@ -48,12 +49,12 @@ struct Outcome {
 
 /// Receives everything with a multishot receive on `ring`, holding up to `hold` handles at a
 /// time (so the pool runs dry), verifying every byte in order.
-fn receive_all(ring: &mut IoUring, rx: &mut BufRing, sock: &TcpStream, hold: usize) -> Outcome {
+fn receive_all(ring: &mut IoUring, rx: &mut BufRing, sock: &TcpStream, hold: usize) -> Received {
     let owner = OwnerId(7);
     let mut pattern = Pattern::new(SEED);
     let mut sum = Fnv::default();
     let mut held: VecDeque<RxBuf> = VecDeque::new();
-    let mut out = Outcome {
+    let mut out = Received {
         bytes: 0,
         checksum: 0,
         no_buffers: 0,
@@ -159,20 +160,17 @@ fn stream_test(total: usize, chunk_size: usize, chunks: usize, incremental: bool
 
 /// 512 MiB through a 16-chunk pool while the receiver holds up to 12 chunks: byte-exact, with
 /// `-ENOBUFS` recovered from, and every chunk back in the pool afterwards.
-#[test]
 fn stream_512mib_small_pool() {
     stream_test(512 << 20, 16 * 1024, 16, false, 12);
 }
 
 /// Incremental consumption (6.12+): chunks are filled by several receives; a chunk goes back
 /// only when both the kernel and every handle are done with it.
-#[test]
 fn stream_incremental_small_pool() {
     stream_test(128 << 20, 64 * 1024, 8, true, 6);
 }
 
 /// A leaked handle leaks memory, never safety: the area stays mapped forever.
-#[test]
 fn forgotten_handle_keeps_area_mapped() {
     let (sock, tx) = sender(64 * 1024);
     let mut ring = IoUring::new(64).unwrap();
@@ -203,8 +201,7 @@ fn forgotten_handle_keeps_area_mapped() {
 /// `recv_multishot_capped` ends the request once the cap is reached (overshoot < one chunk),
 /// on kernels that support the cap; older kernels refuse it with EINVAL, which the runtime
 /// detects.
-#[test]
-fn capped_multishot_stops_at_the_cap() {
+fn capped_multishot_stops_at_the_cap() -> Outcome {
     let (sock, tx) = sender(1 << 20);
     let mut ring = IoUring::new(64).unwrap();
     let area = Area::builder().chunk_size(4096).chunks(64).build().unwrap();
@@ -228,8 +225,7 @@ fn capped_multishot_stops_at_the_cap() {
                     held.push(b);
                 }
                 RecvEvent::Error(e) if e.raw_os_error() == Some(22) => {
-                    eprintln!("skipped: this kernel has no IORING_RECV_MSHOT_LIM (EINVAL)");
-                    return;
+                    return Err(skip("this kernel has no IORING_RECV_MSHOT_LIM (EINVAL)"));
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -245,4 +241,12 @@ fn capped_multishot_stops_at_the_cap() {
     );
     drop(sock);
     let _ = tx.join();
+    Ok(())
 }
+
+test_kit::main!(
+    stream_512mib_small_pool,
+    stream_incremental_small_pool,
+    forgotten_handle_keeps_area_mapped,
+    capped_multishot_stops_at_the_cap,
+);

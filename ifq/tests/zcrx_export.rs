@@ -34,6 +34,18 @@ const CHILD_UNPRIVILEGED: &str = "ZCRX_EXPORT_TEST_UNPRIVILEGED";
 
 /// Why this machine cannot run the test, if it cannot.
 fn unable() -> Option<String> {
+    let why = unable_here();
+    // As nodev_guard: in the kernel guest, not being able to run is a failure.
+    if let Some(why) = &why {
+        assert!(
+            std::env::var_os("ZCRX_NODEV_REQUIRED").is_none(),
+            "ZCRX_NODEV_REQUIRED is set and {why}"
+        );
+    }
+    why
+}
+
+fn unable_here() -> Option<String> {
     let kernel = KernelVersion::current().expect("uname");
     if !kernel.at_least(7, 1) {
         return Some(format!(

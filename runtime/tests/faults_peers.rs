@@ -20,6 +20,7 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use test_kit::{skip, Outcome};
 
 use faults::{check, digest_of, fill, open_fds, Digest, VethPair};
 use zcrx::net::TcpListener;
@@ -553,7 +554,6 @@ fn finish(server: Server) -> (String, Tally, ShutdownReport) {
     server.thread.join().expect("server thread")
 }
 
-#[test]
 fn misbehaving_peers_over_loopback() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     faults::raise_fd_limit();
@@ -600,12 +600,10 @@ fn misbehaving_peers_over_loopback() {
     assert_eq!(fds1, fds0, "fds leaked: {}", faults::fd_summary());
 }
 
-#[test]
-fn misbehaving_peers_across_veth() {
+fn misbehaving_peers_across_veth() -> Outcome {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(why) = faults::netns_unavailable() {
-        eprintln!("skipped: {why}");
-        return;
+        return Err(skip(why));
     }
     faults::raise_fd_limit();
     let pair = VethPair::new().expect("veth pair");
@@ -680,4 +678,10 @@ fn misbehaving_peers_across_veth() {
         !VethPair::exists(&a) && !VethPair::exists(&b),
         "the namespaces were removed"
     );
+    Ok(())
 }
+
+test_kit::main!(
+    misbehaving_peers_over_loopback,
+    misbehaving_peers_across_veth,
+);

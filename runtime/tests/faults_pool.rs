@@ -11,6 +11,7 @@ mod rx;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
+use test_kit::Outcome;
 
 use faults::{check, fill, Digest, Rng};
 use zcrx::net::TcpListener;
@@ -147,7 +148,6 @@ fn run_flows(builder: Builder, flows: u64, per_flow: u64, consumer: Consumer) ->
 /// 64 flows, 1 GiB in all, through a pool of 16 chunks, to consumers that sleep at random while
 /// holding a buffer and keep some buffers a while: every byte arrives in order; receives that
 /// found the ring empty (`-ENOBUFS`) or had to wait for the pool are re-armed, and counted.
-#[test]
 fn slow_consumer_tiny_pool_1gib() {
     let r = run_flows(
         rx::builder().chunks(16).chunk_size(64 * 1024),
@@ -189,7 +189,6 @@ fn slow_consumer_tiny_pool_1gib() {
 /// A completion queue of 4 entries under 16 multishot receives: the kernel cannot post most
 /// completions, ends the receives (the data rides in the final completion) and the runtime
 /// re-arms them. No byte lost, no stall.
-#[test]
 fn tiny_completion_queue_loses_nothing() {
     let r = run_flows(
         rx::builder()
@@ -225,7 +224,6 @@ fn tiny_completion_queue_loses_nothing() {
 
 /// The same load with the default CQ: no receive is counted as ended by an overflow (the
 /// counter has no false positives).
-#[test]
 fn default_completion_queue_does_not_overflow() {
     let r = run_flows(
         rx::builder().chunks(256).chunk_size(16 * 1024),
@@ -250,11 +248,8 @@ fn default_completion_queue_does_not_overflow() {
 /// A ring that keeps only 4 of 64 chunks posted (`Builder::max_posted`): the kernel runs it dry
 /// over and over while 16 flows stream, and the pooled chunks go back in as it does. Every
 /// byte arrives in order.
-#[test]
-fn shallow_ring_loses_nothing() {
-    if rx::bufring_only("max_posted fixes the buffer ring's depth; zcrx has none") {
-        return;
-    }
+fn shallow_ring_loses_nothing() -> Outcome {
+    rx::bufring_only("max_posted fixes the buffer ring's depth; zcrx has none")?;
 
     let r = run_flows(
         rx::builder().chunks(64).chunk_size(16 * 1024).max_posted(4),
@@ -278,14 +273,12 @@ fn shallow_ring_loses_nothing() {
         "4 posted chunks ran dry: {:?}",
         r.stats
     );
+    Ok(())
 }
 
 /// The limit holds from the start: 4 chunks in the ring, the other 60 in the pool.
-#[test]
-fn max_posted_keeps_the_rest_in_the_pool() {
-    if rx::bufring_only("max_posted fixes the buffer ring's depth; zcrx has none") {
-        return;
-    }
+fn max_posted_keeps_the_rest_in_the_pool() -> Outcome {
+    rx::bufring_only("max_posted fixes the buffer ring's depth; zcrx has none")?;
 
     let rt = rx::builder()
         .chunks(64)
@@ -295,15 +288,13 @@ fn max_posted_keeps_the_rest_in_the_pool() {
         .unwrap();
     let counts = rt.block_on(async { zcrx::rx_snapshot().expect("a receive pool").counts });
     assert_eq!((counts.kernel, counts.pool), (4, 60), "{counts:?}");
+    Ok(())
 }
 
 /// By default the ring starts at its adaptive floor: 64 chunks (or 2 MiB of smaller ones), the
 /// rest in the pool; with the adaptive depth off, every chunk is posted.
-#[test]
-fn adaptive_depth_starts_at_its_floor() {
-    if rx::bufring_only("the adaptive depth is the buffer ring's; zcrx has none") {
-        return;
-    }
+fn adaptive_depth_starts_at_its_floor() -> Outcome {
+    rx::bufring_only("the adaptive depth is the buffer ring's; zcrx has none")?;
 
     for (adaptive, chunk, chunks, posted) in [
         (Some(false), 32 * 1024, 256, 256),
@@ -324,16 +315,14 @@ fn adaptive_depth_starts_at_its_floor() {
             "adaptive {adaptive:?}, {chunks} chunks of {chunk}: {counts:?}"
         );
     }
+    Ok(())
 }
 
 /// 64 backlogged flows need more than the floor's 64 chunks a turn: the receives that find the
 /// ring empty, turn after turn, make it grow (the driver feeds the depth controller and applies
 /// what it says), and every byte still arrives in order.
-#[test]
-fn adaptive_depth_grows_for_many_backlogged_flows() {
-    if rx::bufring_only("the adaptive depth is the buffer ring's; zcrx has none") {
-        return;
-    }
+fn adaptive_depth_grows_for_many_backlogged_flows() -> Outcome {
+    rx::bufring_only("the adaptive depth is the buffer ring's; zcrx has none")?;
 
     let r = run_flows(
         rx::builder().chunks(256).chunk_size(32 * 1024),
@@ -363,9 +352,9 @@ fn adaptive_depth_grows_for_many_backlogged_flows() {
         r.posted_at_end,
         r.stats
     );
+    Ok(())
 }
 
-#[test]
 fn max_posted_and_adaptive_depth_together_are_refused() {
     let Err(err) = Builder::new().max_posted(32).adaptive_depth(true).build() else {
         panic!("both were accepted");
@@ -374,7 +363,6 @@ fn max_posted_and_adaptive_depth_together_are_refused() {
     assert!(err.to_string().contains("set one of them"), "{err}");
 }
 
-#[test]
 fn max_posted_zero_is_refused() {
     let Err(err) = Builder::new().max_posted(0).build() else {
         panic!("max_posted(0) was accepted");
@@ -387,7 +375,6 @@ fn max_posted_zero_is_refused() {
 /// pool (8 chunks) is soon all on the worker, the connection waits for buffers, and nothing but
 /// those drops on the other thread can end the wait (no timer, no other connection). The loop
 /// must sleep and be woken by them: every byte arrives, and the wake-ups are counted.
-#[test]
 fn buffers_dropped_on_another_thread_wake_the_loop() {
     const LEN: u64 = 4 << 20;
     let rt = rx::builder()
@@ -452,7 +439,6 @@ fn buffers_dropped_on_another_thread_wake_the_loop() {
 /// server holds whole until complete (so it may not take the pool's last chunks) and waits for
 /// the answer: about 0.6 ms here (0.95 ms when the streams' re-arms went first), while a
 /// connection that waited for as long as the streams kept going would fail it.
-#[test]
 fn a_waiting_connection_is_served_while_busy_ones_stream() {
     use std::io::Read;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -547,3 +533,17 @@ fn a_waiting_connection_is_served_while_busy_ones_stream() {
     let report = rt.shutdown();
     assert!(report.is_clean(), "{report}");
 }
+
+test_kit::main!(
+    slow_consumer_tiny_pool_1gib,
+    tiny_completion_queue_loses_nothing,
+    default_completion_queue_does_not_overflow,
+    shallow_ring_loses_nothing,
+    max_posted_keeps_the_rest_in_the_pool,
+    adaptive_depth_starts_at_its_floor,
+    adaptive_depth_grows_for_many_backlogged_flows,
+    max_posted_and_adaptive_depth_together_are_refused,
+    max_posted_zero_is_refused,
+    buffers_dropped_on_another_thread_wake_the_loop,
+    a_waiting_connection_is_served_while_busy_ones_stream,
+);

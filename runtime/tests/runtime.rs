@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use test_kit::{skip, Outcome};
 
 use common::{echo_roundtrip, pattern};
 use zcrx::net::TcpListener;
@@ -68,7 +69,6 @@ fn std_sender(
 
 /// Dropping a receive future at random points and receiving again delivers every byte exactly
 /// once and in order.
-#[test]
 fn dropped_recv_futures_lose_nothing() {
     let rt = common::builder()
         .chunks(32)
@@ -115,7 +115,6 @@ fn dropped_recv_futures_lose_nothing() {
 
 /// A task that panics while holding RxBufs: the panic reaches its JoinHandle, the chunks come
 /// back, and the runtime keeps serving.
-#[test]
 fn panicking_task_returns_its_chunks() {
     let rt = common::builder()
         .chunks(16)
@@ -179,7 +178,6 @@ fn panicking_task_returns_its_chunks() {
 }
 
 /// A tiny pool and one connection that holds every buffer it gets: the others still complete.
-#[test]
 fn hog_connection_cannot_starve_the_others() {
     let rt = common::builder()
         .chunks(16)
@@ -257,7 +255,6 @@ fn hog_connection_cannot_starve_the_others() {
 }
 
 /// A task that is always ready does not stop I/O or other tasks.
-#[test]
 fn spinning_task_does_not_starve_io() {
     let rt = common::builder().build().unwrap();
     rt.block_on(async {
@@ -293,7 +290,6 @@ fn spinning_task_does_not_starve_io() {
 
 /// Shutdown while the application still holds buffers (here, on another thread): reported,
 /// no crash, the bytes stay valid until dropped.
-#[test]
 fn shutdown_reports_held_buffers() {
     let rt = common::builder()
         .chunks(32)
@@ -352,7 +348,6 @@ fn shutdown_reports_held_buffers() {
 /// real traffic: every byte received is one delivery's, the buffers dropped go back to the
 /// kernel, the counts agree with the driver's, each thread has its own, and the shutdown
 /// report keeps the last ones. Under zcrx on Linux 7.2+ the kernel counts what it copied.
-#[test]
 fn rx_stats_follow_the_traffic() {
     use common::rx::Rx;
     use zcrx::RxStats;
@@ -474,7 +469,6 @@ fn rx_stats_follow_the_traffic() {
 /// Outside a runtime the calls that make a listener or a stream fail with an error that says
 /// so; `spawn`, which has no error to return, panics saying the same. After
 /// `block_on` returns, its thread is outside again.
-#[test]
 fn outside_a_runtime_net_calls_fail_and_spawn_panics() {
     use zcrx::net::TcpStream;
     fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
@@ -538,7 +532,6 @@ fn outside_a_runtime_net_calls_fail_and_spawn_panics() {
     drop(std_stream);
 }
 
-#[test]
 fn join_handles_and_abort() {
     let rt = common::builder().build().unwrap();
     rt.block_on(async {
@@ -576,7 +569,6 @@ fn join_handles_and_abort() {
     });
 }
 
-#[test]
 fn timers() {
     let rt = common::builder().build().unwrap();
     rt.block_on(async {
@@ -598,7 +590,6 @@ fn timers() {
 
 /// A tiny pool and a tiny completion queue under several streams: receives end (`-ENOBUFS`,
 /// CQ overflow) and are re-armed by the runtime; every byte arrives once, in order.
-#[test]
 fn rearm_after_enobufs_and_small_cq_loses_nothing() {
     let rt = common::builder()
         .chunks(8)
@@ -656,7 +647,6 @@ fn rearm_after_enobufs_and_small_cq_loses_nothing() {
 }
 
 /// `threads(n)` runs n runtimes, thread i pinned to CPU i.
-#[test]
 fn threads_are_pinned() {
     let cpus: Vec<usize> = {
         let set = rustix::thread::sched_getaffinity(None).unwrap();
@@ -683,11 +673,9 @@ fn threads_are_pinned() {
 /// Backend choice on a machine without a zcrx-capable NIC: zcrx demanded on `lo` fails at
 /// start-up with the kernel's reason; auto mode falls back to the buffer ring. zcrx without a
 /// device runs where the kernel has it, and is refused or fallen back from elsewhere.
-#[test]
-fn zcrx_backend_selection() {
+fn zcrx_backend_selection() -> Outcome {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root (zcrx registration needs CAP_NET_ADMIN)");
-        return;
+        return Err(skip("needs root (zcrx registration needs CAP_NET_ADMIN)"));
     }
     let e = zcrx::Builder::new()
         .rx_backend(zcrx::RxBackend::Zcrx)
@@ -736,12 +724,12 @@ fn zcrx_backend_selection() {
             assert_eq!(auto.rx_backend(), "buffer ring");
         }
     }
+    Ok(())
 }
 
 /// Shutdown returns once the last task has finished, not at the end of the grace period: here
 /// every task finishes on its first runs inside the grace period, and nothing else would wake
 /// the loop.
-#[test]
 fn shutdown_ends_when_the_last_task_does() {
     let rt = common::builder()
         .chunks(16)
@@ -767,7 +755,6 @@ fn shutdown_ends_when_the_last_task_does() {
 }
 
 /// Polling a `shutdown_requested()` future many times keeps one waker, not one per poll.
-#[test]
 fn shutdown_wait_does_not_grow() {
     let rt = common::builder().chunks(16).build().unwrap();
     let signal = rt.shutdown_signal();
@@ -799,7 +786,6 @@ fn shutdown_wait_does_not_grow() {
 /// never does (a long coalescing delay would otherwise show in every round trip), and a bulk
 /// transfer through a tiny pool never stalls on it (the loop never awaits more than the armed
 /// receives can still deliver).
-#[test]
 fn coalescing_applies_to_bulk_only_and_never_stalls() {
     // A delay far longer than any round trip: if small receives coalesced, 200 round trips
     // would take 200 x 100 ms.
@@ -890,7 +876,6 @@ fn has_min_wait() -> bool {
 
 /// A client that resets its connection before the server accepts it does not make `accept`
 /// fail (its address is gone by then): it is skipped and the next client is accepted.
-#[test]
 fn accept_skips_connections_reset_before_accept() {
     let rt = common::builder().build().unwrap();
     rt.block_on(async {
@@ -919,7 +904,6 @@ fn accept_skips_connections_reset_before_accept() {
 /// request that arrives on another connection once a stream has gone quiet is answered at
 /// once, not when the coalescing wait's timeout (up to a second, or the next timer) ends. No
 /// timer runs in the server, so nothing else would wake it.
-#[test]
 fn a_request_after_bulk_data_is_answered_at_once() {
     const BULK: usize = 64 << 20;
     let rt = common::builder().build().unwrap();
@@ -981,7 +965,6 @@ fn a_request_after_bulk_data_is_answered_at_once() {
 /// `send_bufs` forwards what arrived together in one request, in order: 4 MiB from a paced std
 /// sender through the runtime (each received buffer and those queued behind it sent as one
 /// `SENDMSG`) arrive byte-exact.
-#[test]
 fn send_bufs_forwards_what_arrived_together_in_order() {
     const LEN: usize = 4 << 20;
     let rt = common::builder()
@@ -1033,7 +1016,6 @@ fn send_bufs_forwards_what_arrived_together_in_order() {
 
 /// A receive error is reported once; the connection is then at its end: the next `recv` (and
 /// a trait read) returns `None` at once instead of waiting for a receive nobody re-armed.
-#[test]
 fn after_a_receive_error_the_stream_is_at_its_end() {
     let rt = common::builder().build().unwrap();
     rt.block_on(async {
@@ -1073,3 +1055,25 @@ fn after_a_receive_error_the_stream_is_at_its_end() {
         assert_eq!(n, 0);
     });
 }
+
+test_kit::main!(
+    dropped_recv_futures_lose_nothing,
+    panicking_task_returns_its_chunks,
+    hog_connection_cannot_starve_the_others,
+    spinning_task_does_not_starve_io,
+    shutdown_reports_held_buffers,
+    rx_stats_follow_the_traffic,
+    outside_a_runtime_net_calls_fail_and_spawn_panics,
+    join_handles_and_abort,
+    timers,
+    rearm_after_enobufs_and_small_cq_loses_nothing,
+    threads_are_pinned,
+    zcrx_backend_selection,
+    shutdown_ends_when_the_last_task_does,
+    shutdown_wait_does_not_grow,
+    coalescing_applies_to_bulk_only_and_never_stalls,
+    accept_skips_connections_reset_before_accept,
+    a_request_after_bulk_data_is_answered_at_once,
+    send_bufs_forwards_what_arrived_together_in_order,
+    after_a_receive_error_the_stream_is_at_its_end,
+);

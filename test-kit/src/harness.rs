@@ -89,13 +89,15 @@ pub fn run(trials: Vec<Trial>) -> ! {
 }
 
 /// The `main` of a `harness = false` test file: each argument is a test function (a path; the
-/// test's name is the path as written).
+/// test's name is the path as written). `#[ignore = "why"]` before one marks it ignored unless
+/// run with `--ignored`, as libtest's attribute does (a measurement, say).
 #[macro_export]
 macro_rules! main {
-    ($($test:path),* $(,)?) => {
+    ($($(#[ignore = $why:literal])? $test:path),* $(,)?) => {
         fn main() {
             $crate::harness::run(vec![
-                $($crate::harness::trial(stringify!($test), $test)),*
+                $($crate::harness::trial(stringify!($test), $test)
+                    $(.with_ignored_flag({ let _why: &str = $why; true }))?),*
             ])
         }
     };

@@ -1,4 +1,4 @@
-//! Shared helpers for the examples' integration tests: installing the tools they drive, guarding
+//! Shared helpers for the examples' integration tests: checking for the tools they drive, guarding
 //! child processes, running the proxy and the sink in-process. Loopback only.
 #![allow(dead_code)]
 // Helpers shared by the test binaries, each its own crate: their `pub` items are for the tests,
@@ -9,13 +9,14 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use examples::{
     serve_proxy, serve_sink, ProxyConfig, ProxyCounters, SinkConfig, SinkReport, SinkTotals,
 };
+use test_kit::{skip, Outcome};
 use zcrx::net::TcpListener;
 use zcrx::{ShutdownReport, ShutdownSignal};
 
@@ -59,93 +60,28 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String>
     out.ok_or_else(|| format!("{what} did not finish within {limit:?} (killed)"))
 }
 
-/// Makes sure the binaries are there, installing their Debian packages if they are not (as
-/// root only; `apt-get update` at most once per test process). `Err` says why they could not
-/// be had: the caller prints "skipped: ..." and returns.
-pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<(), String> {
-    // One installer at a time in this process, and across processes (another test binary).
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+/// A skip unless every `(program, Debian package)` in `tools` is on `PATH`. Tests do not install
+/// anything: `.ci/deps` installs the packages. Where `TEST_TOOLS_REQUIRED` is set (`.ci/run`
+/// sets it, after `.ci/deps`), a missing program fails the test instead, so that CI cannot go
+/// green by skipping.
+pub fn require_tools(tools: &[(&str, &str)]) -> Outcome {
     let missing: Vec<&(&str, &str)> = tools.iter().filter(|(b, _)| which(b).is_none()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = missing.iter().map(|(b, _)| *b).collect();
-    if !rustix::process::geteuid().is_root() {
-        return Err(format!(
-            "{} not installed and not root, so cannot apt-get install",
-            names.join(", ")
-        ));
-    }
-    if which("apt-get").is_none() {
-        return Err(format!("{} not installed and no apt-get", names.join(", ")));
-    }
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("zcrx-examples-tests-apt.lock"))
-        .map_err(|e| format!("cannot open the install lock file: {e}"))?;
-    rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| format!("cannot take the install lock: {e}"))?;
-    // Another process may have installed them meanwhile.
-    let missing: Vec<&(&str, &str)> = missing
-        .into_iter()
-        .filter(|(b, _)| which(b).is_none())
-        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
     packages.sort_unstable();
     packages.dedup();
-    static UPDATED: OnceLock<Result<(), String>> = OnceLock::new();
-    UPDATED
-        .get_or_init(|| {
-            eprintln!("installing: apt-get update");
-            apt(&["update"]).map_err(|e| format!("apt-get update failed: {e}"))
-        })
-        .clone()?;
-    eprintln!("installing: apt-get install -y {}", packages.join(" "));
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
-    args.extend(&packages);
-    apt(&args).map_err(|e| format!("apt-get install {} failed: {e}", packages.join(" ")))?;
-    match missing.iter().find(|(b, _)| which(b).is_none()) {
-        Some((b, p)) => Err(format!("{b} still missing after installing {p}")),
-        None => Ok(()),
+    let names: Vec<&str> = missing.iter().map(|(b, _)| *b).collect();
+    let why = format!(
+        "needs {} (Debian: apt-get install {}; `.ci/deps` installs every tool the tests use)",
+        names.join(", "),
+        packages.join(" ")
+    );
+    if std::env::var_os("TEST_TOOLS_REQUIRED").is_some() {
+        panic!("TEST_TOOLS_REQUIRED is set and {why}");
     }
-}
-
-fn apt(args: &[&str]) -> Result<(), String> {
-    let out = run_bounded(
-        Command::new("apt-get")
-            .args(["-q", "-o", "DPkg::Lock::Timeout=120"])
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        Duration::from_secs(600),
-    )?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(3).collect();
-        Err(format!(
-            "{}: {}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-        ))
-    }
-}
-
-/// Calls [`ensure_tools`]; on failure prints the skip line for `what` and returns false.
-pub fn tools_or_skip(what: &str, tools: &[(&str, &str)]) -> bool {
-    match ensure_tools(tools) {
-        Ok(()) => true,
-        Err(reason) => {
-            eprintln!("skipped: could not install {what} ({reason})");
-            false
-        }
-    }
+    Err(skip(why))
 }
 
 // ---- child processes ------------------------------------------------------------------------

@@ -34,11 +34,20 @@ pub(crate) fn require_root() -> Outcome {
 }
 
 /// A skip saying why where this kernel or process cannot have a device-less queue; else what
-/// the kernel's query says.
+/// the kernel's query says. Where `ZCRX_NODEV_REQUIRED` is set (`.ci/run` sets it in the kernel
+/// guest) it fails instead, so that a guest that cannot run them does not go green.
 pub(crate) fn nodev_guard() -> Result<ZcrxFeatures, Skip> {
-    require_root()?;
+    let required = std::env::var_os("ZCRX_NODEV_REQUIRED").is_some();
+    if let Err(why) = require_root() {
+        assert!(!required, "ZCRX_NODEV_REQUIRED is set and {why}");
+        return Err(why);
+    }
     let kernel = KernelVersion::current().expect("uname");
     if !kernel.at_least(7, 1) {
+        assert!(
+            !required,
+            "ZCRX_NODEV_REQUIRED is set and {kernel} has no ZCRX_REG_NODEV"
+        );
         return Err(skip(format!(
             "{kernel} has no ZCRX_REG_NODEV (7.1+); the kernel guest runs it"
         )));

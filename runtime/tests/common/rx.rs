@@ -46,14 +46,16 @@ pub(crate) fn builder() -> Builder {
     with_rx(Builder::new())
 }
 
-/// For a test that only means something on the buffer ring (its depth, its `-ENOBUFS`): true
-/// if it must not run here, after saying why.
-pub(crate) fn bufring_only(why: &str) -> bool {
+/// For a test that only means something on the buffer ring (its depth, its `-ENOBUFS`): a skip
+/// saying why on the other backends.
+pub(crate) fn bufring_only(why: &str) -> test_kit::Outcome {
     if rx() == Rx::BufRing {
-        return false;
+        return Ok(());
     }
-    eprintln!("skipped: {why} (RUNTIME_TEST_RX={:?})", rx());
-    true
+    Err(test_kit::skip(format!(
+        "{why} (RUNTIME_TEST_RX={:?})",
+        rx()
+    )))
 }
 
 /// Asserts, inside a runtime, that it receives with the chosen backend.
