@@ -424,9 +424,9 @@ impl BufRing {
     /// Every chunk posted is a chunk the kernel may fill in one go. With a deep ring and
     /// backlogged sockets, one loop turn copies megabytes into chunks that have not been
     /// touched since the whole pool last went round, out of the CPU's cache; a shallow ring
-    /// bounds what one turn takes and keeps reusing the same, still cached, chunks. On loopback
-    /// with 8 bulk flows, 32 of 256 chunks of 32 KiB posted: 6.0 GB/s instead of 4.4, at half
-    /// the CPU per byte (`docs/benchmarks.md`). Small messages want the opposite: each takes a
+    /// bounds what one turn takes and keeps reusing the same, still cached, chunks: faster and
+    /// less CPU per byte with many bulk flows on loopback (figures in `docs/benchmarks.md`,
+    /// "A shallow ring"). Small messages want the opposite: each takes a
     /// whole chunk (unless [`incremental`](BufRingConfig::incremental)), and a ring that runs
     /// dry ends multishot receives with [`RecvEvent::NoBuffers`].
     ///
