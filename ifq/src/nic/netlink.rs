@@ -288,6 +288,70 @@ fn read_queues(ifindex: u32) -> Read<Vec<RxQueue>> {
     Read::Value(out)
 }
 
+/// What rtnetlink says of one link in the calling thread's network namespace.
+struct Link {
+    ifindex: u32,
+    /// The parent device's bus and name (`IFLA_PARENT_DEV_BUS_NAME`, `IFLA_PARENT_DEV_NAME`,
+    /// Linux 5.18+): `("virtio", "virtio1")`, `("pci", "0000:3b:00.0")`.
+    parent: Option<(String, String)>,
+}
+
+impl Link {
+    /// The driver bound to the parent device, from sysfs's bus view: unlike
+    /// `/sys/class/net/IF`, which shows the network namespace that mounted sysfs, the bus view
+    /// is the same from every namespace (a container's interface has its driver too).
+    fn driver(&self) -> Option<String> {
+        let (bus, dev) = self.parent.as_ref()?;
+        let link = std::fs::read_link(format!("/sys/bus/{bus}/devices/{dev}/driver")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+}
+
+/// `RTM_GETLINK` by name: `None` if there is no such link here. rtnetlink, not
+/// `/sys/class/net`, so that the lookup happens in the caller's network namespace.
+fn link_by_name(ifname: &str) -> Option<Link> {
+    use neli::consts::rtnl::{Arphrd, IffFlags, Ifla, RtAddrFamily, Rtm};
+    use neli::rtnl::{Ifinfomsg, Rtattr};
+    use neli::types::RtBuffer;
+    const IFLA_PARENT_DEV_NAME: u16 = 56;
+    const IFLA_PARENT_DEV_BUS_NAME: u16 = 57;
+
+    let mut sock = NlSocketHandle::connect(NlFamily::Route, None, &[]).ok()?;
+    let mut attrs = RtBuffer::new();
+    attrs.push(Rtattr::new(None, Ifla::Ifname, ifname).ok()?);
+    let msg = Ifinfomsg::new(
+        RtAddrFamily::Unspecified,
+        Arphrd::None,
+        0,
+        IffFlags::empty(),
+        IffFlags::empty(),
+        attrs,
+    );
+    sock.send(Nlmsghdr::new(
+        None,
+        Rtm::Getlink,
+        NlmFFlags::new(&[NlmF::Request]),
+        None,
+        None,
+        NlPayload::Payload(msg),
+    ))
+    .ok()?;
+    // An unknown name is an error reply (ENODEV), which neli returns as `Err`.
+    let reply = sock.recv::<Rtm, Ifinfomsg>().ok()??;
+    let NlPayload::Payload(info) = reply.nl_payload else {
+        return None;
+    };
+    let ifindex = u32::try_from(info.ifi_index).ok()?;
+    let handle = info.rtattrs.get_attr_handle();
+    let text = |ty: u16| {
+        handle
+            .get_attr_payload_as_with_len::<String>(Ifla::UnrecognizedConst(ty))
+            .ok()
+    };
+    let parent = text(IFLA_PARENT_DEV_BUS_NAME).zip(text(IFLA_PARENT_DEV_NAME));
+    Some(Link { ifindex, parent })
+}
+
 /// Reads interface `ifname`: driver, rings, channels, RSS, and from `netdev` its receive queues
 /// with NAPI ids, interrupts and memory-provider bindings. What the kernel or driver does not
 /// offer is [`Read::NotSupported`], not an error; an unknown interface is.
@@ -295,14 +359,9 @@ pub fn read(ifname: &str) -> Result<NicState, NicError> {
     if crate::zcrx::validate_ifname(ifname).is_err() {
         return Err(NicError::UnknownInterface(ifname.to_owned()));
     }
-    let sys = std::path::Path::new("/sys/class/net").join(ifname);
-    let ifindex: u32 = std::fs::read_to_string(sys.join("ifindex"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| NicError::UnknownInterface(ifname.to_owned()))?;
-    let driver = std::fs::read_link(sys.join("device/driver"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let link = link_by_name(ifname).ok_or_else(|| NicError::UnknownInterface(ifname.to_owned()))?;
+    let ifindex = link.ifindex;
+    let driver = link.driver();
     Ok(NicState {
         ifname: ifname.to_owned(),
         ifindex,
