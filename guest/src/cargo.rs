@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::json;
+use serde_json as json;
 
 /// A test executable cargo built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,8 @@ pub fn package_name(id: &str) -> String {
 pub fn test_binaries(messages: &str) -> Result<Vec<TestBinary>> {
     let mut out = Vec::new();
     for line in messages.lines().filter(|l| l.starts_with('{')) {
-        let v = json::parse(line).with_context(|| format!("cargo message: {line}"))?;
+        let v = serde_json::from_str::<json::Value>(line)
+            .with_context(|| format!("cargo message: {line}"))?;
         if v.get("reason").and_then(json::Value::as_str) != Some("compiler-artifact") {
             continue;
         }
@@ -178,7 +179,7 @@ pub fn target_dir(workspace: &Path) -> Result<PathBuf> {
     if !out.status.success() {
         bail!("cargo metadata failed ({})", out.status);
     }
-    let v = json::parse(&String::from_utf8_lossy(&out.stdout))?;
+    let v = serde_json::from_slice::<json::Value>(&out.stdout)?;
     let dir = v
         .get("target_directory")
         .and_then(json::Value::as_str)
