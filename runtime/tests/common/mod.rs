@@ -1,8 +1,13 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use zcrx::net::TcpListener;
 use zcrx::{Builder, ShutdownSignal};
@@ -74,4 +79,47 @@ pub(crate) fn echo_roundtrip(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
     r.read_to_end(&mut back).unwrap();
     w.join().unwrap();
     back
+}
+
+/// Polls the inner future at most `n` times; then gives up and drops it.
+pub(crate) struct PollN<F> {
+    pub(crate) fut: Pin<Box<F>>,
+    pub(crate) left: u32,
+}
+
+impl<F: Future> Future for PollN<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(v) = self.fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        self.left -= 1;
+        if self.left == 0 {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+pub(crate) fn std_sender(
+    data: Vec<u8>,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<()>,
+    std::net::TcpListener,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // Paced, so that receives are often pending and dropping them means something.
+        for (i, piece) in data.chunks(7919).enumerate() {
+            s.write_all(piece).unwrap();
+            if i % 4 == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    });
+    (addr, t, l)
 }
