@@ -67,6 +67,18 @@ fn check_queue(ifname: &str, queue: u32, apply: bool) -> Result<(), nic::NicErro
     print_state(&state);
     let check = nic::check(&state, queue)?;
     println!("{check}");
+    let irq = nic::QueueIrq::of(&state, queue)?;
+    match (irq.irq, irq.cpus.as_slice()) {
+        (Some(n), []) => println!("interrupts: IRQ {n}, its CPUs unreadable"),
+        (Some(n), cpus) => println!(
+            "interrupts: IRQ {n} on CPU {}: serve queue {queue} from a thread pinned there",
+            cpus.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        (None, _) => println!("interrupts: the driver does not say which IRQ serves queue {queue}"),
+    }
     if apply {
         let applied = nic::apply(ifname, queue)?;
         println!("applied: {:?}", applied.changes());

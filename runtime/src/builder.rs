@@ -70,7 +70,7 @@ impl Builder {
     }
 
     /// The NIC and first receive queue for zcrx: thread `i` uses queue `queue + i`. Steer each
-    /// queue's flows there (`ethtool -N`), see `docs/zcrx-setup.md`.
+    /// queue's flows there (`ethtool -N`), see `docs/zcrx.md`.
     pub fn zcrx_queue(mut self, ifname: impl Into<String>, queue: u32) -> Self {
         self.config.zcrx = Some(ZcrxTarget::Queue {
             ifname: ifname.into(),

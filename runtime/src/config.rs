@@ -26,7 +26,7 @@ pub enum RxBackend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZcrxTarget {
     /// Receive queues of a NIC: runtime thread `i` uses queue `queue + i` (steer each queue's
-    /// flows there, see `docs/zcrx-setup.md`).
+    /// flows there, see `docs/zcrx.md`).
     Queue {
         /// The interface name (`eth0`).
         ifname: String,

@@ -17,6 +17,7 @@
 //! crates are async (tokio) and have no `netdev` family.
 
 mod check;
+mod irq;
 mod netlink;
 mod state;
 #[cfg(test)]
@@ -24,5 +25,6 @@ mod tests;
 
 pub(crate) use check::is_default_rss;
 pub use check::{check, plan, rss_table_without, Change, Check, Step, StepKind, StepStatus};
+pub use irq::{irq_cpus, parse_cpu_list, Placement, QueueIrq};
 pub use netlink::{apply, apply_changes, read, Applied};
 pub use state::{Channels, DataSplit, NicError, NicState, Read, Rings, RssContext, RxQueue};
