@@ -29,6 +29,7 @@ use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use zcrx_ifq::error::ZcrxRefusal;
 use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
 use zcrx_ifq::io_uring::{cqueue, squeue, IoUring};
+use zcrx_ifq::nic;
 use zcrx_ifq::probe::{probe_with, Backend, KernelVersion, ProbeOptions, ZcrxVerdict};
 use zcrx_ifq::zcrx::{Interface, ZcrxConfig, ZcrxIfq};
 use zcrx_ifq::{Area, Error, OwnerId, RecvEvent};
@@ -336,11 +337,14 @@ fn nodev_64_mib_through_64_chunks() -> Outcome {
     Ok(())
 }
 
-/// (e) A real zero-copy receive on a prepared NIC queue. Set `ZCRX_IFNAME` and `ZCRX_QUEUE`
-/// (and optionally `ZCRX_PORT`, default 9999, and `ZCRX_TIMEOUT_SECS`, default 120), prepare the
-/// queue (`ethtool -G IF tcp-data-split on hds-thresh 0`, keep RSS off it, steer the port to it
-/// with `ethtool -N IF flow-type tcp4 dst-port PORT action QUEUE`), run the test as root, and from
-/// another host send the test pattern:
+/// (e) A real zero-copy receive on a NIC queue, in one command: it checks the queue, applies
+/// what is missing (`nic::apply`: header/data split on, hds-thresh 0, the queue out of the RSS
+/// table), adds the flow rule with `ethtool -N` when ethtool is there, receives, and puts every
+/// setting back (the rule deleted, the guard restoring the rest, also when the test fails),
+/// then reads the interface again to prove it. Run as root:
+/// `ZCRX_IFNAME=eth1 ZCRX_QUEUE=3 cargo test -p zcrx-ifq --test zcrx_kernel real_zero_copy_receive -- --nocapture`
+/// (optionally `ZCRX_PORT`, default 9999, and `ZCRX_TIMEOUT_SECS`, default 120), and from another
+/// host send the test pattern:
 /// `python3 -c 'import sys; sys.stdout.buffer.write(bytes(((i*31)^(i>>8))&255 for i in range(1<<24)))' | nc HOST 9999`.
 fn real_zero_copy_receive() -> Outcome {
     let (Ok(ifname), Ok(queue)) = (std::env::var("ZCRX_IFNAME"), std::env::var("ZCRX_QUEUE"))
@@ -357,6 +361,16 @@ fn real_zero_copy_receive() -> Outcome {
         std::env::var("ZCRX_TIMEOUT_SECS")
             .ok()
             .map_or(120, |s| s.parse().expect("ZCRX_TIMEOUT_SECS")),
+    );
+    let before = nic::read(&ifname).unwrap();
+    let check = nic::check(&before, queue).unwrap();
+    println!("{check}");
+    let applied = nic::apply(&ifname, queue).unwrap();
+    println!("applied: {:?}", applied.changes());
+    let rule = FlowRule::add(&ifname, port, queue);
+    println!(
+        "{}",
+        nic::check(&nic::read(&ifname).unwrap(), queue).unwrap()
     );
     let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
         .setup_single_issuer()
@@ -406,7 +420,64 @@ fn real_zero_copy_receive() -> Outcome {
     assert!(got > 0, "no data arrived");
     let report = rx.teardown();
     assert_eq!(report.held_chunks, 0);
+    // The queue stays bound until the ring goes; then the settings can go back.
+    drop(ring);
+    drop(rule);
+    applied.restore().unwrap();
+    let after = nic::read(&ifname).unwrap();
+    assert_eq!(after.rings, before.rings, "ring settings restored");
+    assert_eq!(after.rss, before.rss, "RSS table restored");
     Ok(())
+}
+
+/// An ntuple rule steering a TCP port to a queue, deleted when dropped. ntuple rules have no
+/// netlink interface, so this drives `ethtool` (absent: the operator's rule is assumed).
+struct FlowRule {
+    ifname: String,
+    ids: Vec<String>,
+}
+
+impl FlowRule {
+    fn add(ifname: &str, port: u16, queue: u32) -> Self {
+        let mut ids = Vec::new();
+        for flow in ["tcp4", "tcp6"] {
+            let out = std::process::Command::new("ethtool")
+                .args(["-N", ifname, "flow-type", flow, "dst-port"])
+                .arg(port.to_string())
+                .arg("action")
+                .arg(queue.to_string())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    let text = String::from_utf8_lossy(&o.stdout);
+                    // "Added rule with ID 1023"
+                    if let Some(id) = text.split_whitespace().last() {
+                        println!("flow rule {flow} port {port} -> queue {queue}: id {id}");
+                        ids.push(id.to_owned());
+                    }
+                }
+                Ok(o) => println!(
+                    "ethtool -N {ifname} flow-type {flow}: {} (keeping the operator's rules)",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => println!("no ethtool ({e}): steer port {port} to queue {queue} by hand"),
+            }
+        }
+        Self {
+            ifname: ifname.to_owned(),
+            ids,
+        }
+    }
+}
+
+impl Drop for FlowRule {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = std::process::Command::new("ethtool")
+                .args(["-N", &self.ifname, "delete", id])
+                .status();
+        }
+    }
 }
 
 /// The probe on this kind of machine: `lo` cannot do zcrx (`EOPNOTSUPP`), and a buffer ring is
