@@ -25,6 +25,7 @@ pub mod bufring;
 pub mod chunk;
 pub mod completion;
 pub mod error;
+pub mod kernel;
 pub mod nic;
 pub mod probe;
 pub mod refill;
@@ -37,6 +38,7 @@ pub use area::{Area, AreaBuilder};
 pub use backend::{RecvEvent, TeardownReport};
 pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Snapshot};
 pub use error::{Error, Result};
+pub use kernel::KernelVersion;
 pub use rxbuf::RxBuf;
 
 /// Re-export of the `io-uring` crate version this crate is built against.

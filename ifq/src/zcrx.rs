@@ -1705,7 +1705,7 @@ fn refusal_error(target: &Target, config: &ZcrxConfig, e: io::Error) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     let refusal = ZcrxRefusal::from_errno(errno);
     if matches!(target, Target::NoDevice) && refusal == ZcrxRefusal::InvalidSetup {
-        let old = crate::probe::KernelVersion::current().is_some_and(|v| !v.at_least(7, 1));
+        let old = crate::kernel::KernelVersion::current().is_some_and(|v| !v.at_least(7, 1));
         if old {
             return Error::KernelTooOld {
                 feature: "ZCRX_REG_NODEV",
