@@ -20,7 +20,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+
+mod owners;
+
+use owners::OwnerMap;
 
 /// Index of a chunk in its area.
 pub type ChunkId = u32;
@@ -67,7 +70,8 @@ pub enum ChunkState {
 }
 
 impl ChunkState {
-    fn name(&self) -> &'static str {
+    /// The state's name, without its counts: `pool`, `kernel`, `user` or `refill`.
+    pub fn name(&self) -> &'static str {
         match self {
             Self::Pool => "pool",
             Self::Kernel => "kernel",
@@ -102,12 +106,12 @@ pub enum AccountingError {
         total: u32,
     },
     /// The chunk is not in a state that allows the transition.
-    #[error("chunk {chunk} is in the {from} state and cannot {action}")]
+    #[error("chunk {chunk} is in the {} state and cannot {action}", from.name())]
     BadTransition {
         /// The chunk.
         chunk: ChunkId,
         /// Its current state.
-        from: &'static str,
+        from: ChunkState,
         /// What was attempted.
         action: &'static str,
     },
@@ -195,119 +199,6 @@ pub struct Delivery {
     pub first: bool,
     /// The kernel was still filling the chunk before this completion.
     pub was_kernel_busy: bool,
-}
-
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// Per-owner stats of the owners that hold at least one chunk. At most one owner per chunk can
-/// hold anything, so a direct-mapped table with a slot per chunk (by `id & mask`) holds nearly all
-/// of them without hashing (connection ids are sequential or slab indices); an owner whose slot is
-/// taken by another goes to a hash map.
-#[derive(Default)]
-struct OwnerMap {
-    /// `(id, stats)`; a slot with `stats.chunks == 0` is free.
-    slots: Box<[(OwnerId, OwnerStats)]>,
-    mask: u32,
-    in_slots: usize,
-    spill: HashMap<OwnerId, OwnerStats, BuildHasherDefault<IdHasher>>,
-}
-
-impl OwnerMap {
-    fn new(chunks: u32) -> Self {
-        let n = chunks.max(1).next_power_of_two();
-        Self {
-            slots: vec![(OwnerId(0), OwnerStats::default()); n as usize].into_boxed_slice(),
-            mask: n - 1,
-            in_slots: 0,
-            spill: HashMap::default(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.in_slots + self.spill.len()
-    }
-
-    #[inline]
-    fn home(&self, owner: OwnerId) -> usize {
-        (owner.0 & self.mask) as usize
-    }
-
-    fn get(&self, owner: &OwnerId) -> Option<&OwnerStats> {
-        let (id, s) = &self.slots[self.home(*owner)];
-        if s.chunks > 0 && id == owner {
-            Some(s)
-        } else if self.spill.is_empty() {
-            None
-        } else {
-            self.spill.get(owner)
-        }
-    }
-
-    /// The entry of `owner`, created empty if absent; the caller must leave it with
-    /// `chunks > 0` (or call [`remove`](Self::remove)).
-    #[inline]
-    fn entry(&mut self, owner: OwnerId) -> &mut OwnerStats {
-        let i = self.home(owner);
-        let free = self.slots[i].1.chunks == 0;
-        if !free && self.slots[i].0 == owner {
-            return &mut self.slots[i].1;
-        }
-        if free && (self.spill.is_empty() || !self.spill.contains_key(&owner)) {
-            self.in_slots += 1;
-            self.slots[i] = (owner, OwnerStats::default());
-            return &mut self.slots[i].1;
-        }
-        self.spill.entry(owner).or_default()
-    }
-
-    #[inline]
-    fn get_mut(&mut self, owner: &OwnerId) -> Option<&mut OwnerStats> {
-        let i = self.home(*owner);
-        if self.slots[i].1.chunks > 0 && self.slots[i].0 == *owner {
-            Some(&mut self.slots[i].1)
-        } else if self.spill.is_empty() {
-            None
-        } else {
-            self.spill.get_mut(owner)
-        }
-    }
-
-    /// Removes the entry of `owner`, which is present (the caller may have just emptied it). An
-    /// owner in the spill map never has its id in its home slot (it went there because another
-    /// owner held the slot, and while it is in the map it never claims the slot).
-    #[inline]
-    fn remove(&mut self, owner: &OwnerId) {
-        let i = self.home(*owner);
-        if self.slots[i].0 == *owner {
-            self.slots[i].1 = OwnerStats::default();
-            self.in_slots -= 1;
-        } else {
-            self.spill.remove(owner);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (OwnerId, OwnerStats)> + '_ {
-        self.slots
-            .iter()
-            .filter(|(_, s)| s.chunks > 0)
-            .copied()
-            .chain(self.spill.iter().map(|(o, s)| (*o, *s)))
-    }
 }
 
 /// The ownership table of one area. See the [module docs](self).
@@ -430,7 +321,7 @@ impl ChunkTable {
     fn bad(&self, chunk: ChunkId, action: &'static str) -> AccountingError {
         AccountingError::BadTransition {
             chunk,
-            from: self.slots[chunk as usize].state.name(),
+            from: self.slots[chunk as usize].state,
             action,
         }
     }
@@ -729,220 +620,4 @@ impl ChunkTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Take,
-        Deliver {
-            chunk: u32,
-            owner: u32,
-            len: u32,
-            keeps: bool,
-        },
-        KernelDone(u32),
-        Release(u32),
-        Recycle(u32),
-        Shelve(u32),
-        Publish(u32),
-        Reclaim(u32),
-    }
-
-    fn op(n: u32) -> impl Strategy<Value = Op> {
-        let c = 0..n + 2; // includes out-of-range ids
-        prop_oneof![
-            Just(Op::Take),
-            (
-                c.clone(),
-                prop_oneof![0u32..3, Just(8), Just(16), Just(u32::MAX)],
-                0u32..10_000,
-                any::<bool>()
-            )
-                .prop_map(|(chunk, owner, len, keeps)| Op::Deliver {
-                    chunk,
-                    owner,
-                    len,
-                    keeps
-                }),
-            c.clone().prop_map(Op::KernelDone),
-            c.clone().prop_map(Op::Release),
-            c.clone().prop_map(Op::Recycle),
-            c.clone().prop_map(Op::Shelve),
-            c.clone().prop_map(Op::Publish),
-            c.prop_map(Op::Reclaim),
-        ]
-    }
-
-    fn redelivery() -> impl Strategy<Value = Redelivery> {
-        prop_oneof![
-            Just(Redelivery::Never),
-            Just(Redelivery::WhileKernelBusy),
-            Just(Redelivery::Always)
-        ]
-    }
-
-    proptest! {
-        /// Every operation either does exactly what the model says or is refused and changes
-        /// nothing; counters and per-owner bytes always balance.
-        #[test]
-        fn table_matches_model(n in 1u32..8, policy in redelivery(), ops in proptest::collection::vec(op(8), 1..400)) {
-            let mut t = ChunkTable::new(n, policy);
-            let mut model: Vec<ChunkState> = vec![ChunkState::Pool; n as usize];
-            let mut bytes: Vec<Vec<(u32, u64)>> = vec![vec![]; n as usize];
-            // The pool hands out the chunk freed last first (chunk 0 first at the start).
-            let mut free: Vec<u32> = (0..n).rev().collect();
-            for op in ops {
-                let before = t.snapshot();
-                let ok = match op {
-                    Op::Take => {
-                        let got = t.take_from_pool();
-                        prop_assert_eq!(got, free.pop(), "the pool is a stack");
-                        match got {
-                            Some(c) => {
-                                prop_assert_eq!(model[c as usize], ChunkState::Pool);
-                                model[c as usize] = ChunkState::Kernel;
-                            }
-                            None => prop_assert!(model.iter().all(|s| *s != ChunkState::Pool)),
-                        }
-                        true
-                    }
-                    Op::Deliver { chunk, owner, len, keeps } => {
-                        let expect = model.get(chunk as usize).and_then(|s| match *s {
-                            ChunkState::Kernel => Some(1),
-                            ChunkState::User { deliveries, kernel_busy } => match policy {
-                                Redelivery::Always => Some(deliveries + 1),
-                                Redelivery::WhileKernelBusy if kernel_busy => Some(deliveries + 1),
-                                _ => None,
-                            },
-                            ChunkState::Refill { entries } if policy == Redelivery::Always => Some(entries + 1),
-                            _ => None,
-                        });
-                        let r = t.deliver(chunk, OwnerId(owner), len, keeps);
-                        prop_assert_eq!(r.is_ok(), expect.is_some());
-                        if let Some(d) = expect {
-                            model[chunk as usize] = ChunkState::User { deliveries: d, kernel_busy: keeps };
-                            bytes[chunk as usize].push((owner, u64::from(len)));
-                        }
-                        r.is_ok()
-                    }
-                    Op::KernelDone(c) => {
-                        let r = t.kernel_done(c);
-                        let expect = matches!(model.get(c as usize), Some(ChunkState::User { kernel_busy: true, .. }));
-                        prop_assert_eq!(r.is_ok(), expect);
-                        if let Some(ChunkState::User { kernel_busy, .. }) = model.get_mut(c as usize).filter(|_| expect) {
-                            *kernel_busy = false;
-                        }
-                        expect
-                    }
-                    Op::Release(c) => {
-                        let r = t.release(c);
-                        match model.get(c as usize) {
-                            Some(&ChunkState::User { deliveries, kernel_busy: false }) => {
-                                prop_assert_eq!(r, Ok(deliveries));
-                                model[c as usize] = ChunkState::Refill { entries: deliveries };
-                                bytes[c as usize].clear();
-                                true
-                            }
-                            _ => { prop_assert!(r.is_err()); false }
-                        }
-                    }
-                    Op::Recycle(c) | Op::Shelve(c) => {
-                        let shelve = matches!(op, Op::Shelve(_));
-                        let r = if shelve { t.shelve(c) } else { t.recycle(c) };
-                        match model.get(c as usize) {
-                            Some(&ChunkState::User { deliveries, kernel_busy: false }) => {
-                                prop_assert_eq!(r, Ok(deliveries));
-                                model[c as usize] = if shelve {
-                                    free.push(c);
-                                    ChunkState::Pool
-                                } else {
-                                    ChunkState::Kernel
-                                };
-                                bytes[c as usize].clear();
-                                true
-                            }
-                            _ => { prop_assert!(r.is_err()); false }
-                        }
-                    }
-                    Op::Publish(c) => {
-                        let r = t.publish(c);
-                        match model.get(c as usize) {
-                            Some(&ChunkState::Refill { entries }) => {
-                                prop_assert_eq!(r, Ok(entries));
-                                model[c as usize] = ChunkState::Kernel;
-                                true
-                            }
-                            _ => { prop_assert!(r.is_err()); false }
-                        }
-                    }
-                    Op::Reclaim(c) => {
-                        let r = t.reclaim(c);
-                        match model.get(c as usize) {
-                            Some(ChunkState::Kernel | ChunkState::Refill { .. }) => {
-                                prop_assert!(r.is_ok());
-                                model[c as usize] = ChunkState::Pool;
-                                free.push(c);
-                                true
-                            }
-                            _ => { prop_assert!(r.is_err()); false }
-                        }
-                    }
-                };
-                if !ok {
-                    prop_assert_eq!(&t.snapshot(), &before, "a refused operation changed nothing");
-                }
-                t.check_invariants().map_err(TestCaseError::fail)?;
-                for (i, s) in model.iter().enumerate() {
-                    prop_assert_eq!(t.state(i as u32).unwrap(), *s);
-                }
-                let held: u64 = bytes.iter().flatten().map(|(_, b)| b).sum();
-                prop_assert_eq!(t.held_bytes(), held);
-                prop_assert_eq!(t.counts().total(), n);
-            }
-        }
-    }
-
-    #[test]
-    fn owner_limit() {
-        let mut t = ChunkTable::new(4, Redelivery::Never);
-        t.set_owner_limit(Some(100));
-        let a = t.take_from_pool().unwrap();
-        let b = t.take_from_pool().unwrap();
-        t.deliver(a, OwnerId(1), 60, false).unwrap();
-        assert!(!t.over_limit(OwnerId(1)));
-        t.deliver(b, OwnerId(1), 40, false).unwrap();
-        assert!(t.over_limit(OwnerId(1)));
-        assert!(!t.over_limit(OwnerId(2)));
-        t.release(a).unwrap();
-        assert!(!t.over_limit(OwnerId(1)));
-        assert_eq!(
-            t.owner(OwnerId(1)),
-            OwnerStats {
-                chunks: 1,
-                bytes: 40
-            }
-        );
-        let snap = t.snapshot();
-        assert_eq!(
-            snap.owners,
-            vec![(
-                OwnerId(1),
-                OwnerStats {
-                    chunks: 1,
-                    bytes: 40
-                }
-            )]
-        );
-        assert_eq!(
-            snap.counts,
-            Counts {
-                pool: 2,
-                kernel: 0,
-                user: 1,
-                refill: 1
-            }
-        );
-    }
-}
+mod tests;
