@@ -18,7 +18,6 @@
 //! The table never panics on a bad transition: a completion is kernel input, and a chunk id or
 //! state it names may be wrong; the caller gets an [`AccountingError`].
 
-use std::collections::HashMap;
 use std::fmt;
 
 mod owners;
@@ -591,7 +590,7 @@ impl ChunkTable {
             return Err(format!("free list {} != pool {}", self.free.len(), c.pool));
         }
         let mut bytes = 0;
-        let mut per: HashMap<OwnerId, OwnerStats> = HashMap::new();
+        let mut per: std::collections::HashMap<OwnerId, OwnerStats> = Default::default();
         for (i, slot) in self.slots.iter().enumerate() {
             let list: Vec<(OwnerId, u64)> = match &slot.holders {
                 Holders::None => vec![],
@@ -611,7 +610,7 @@ impl ChunkTable {
         if bytes != self.held_bytes {
             return Err(format!("held {} != recount {}", self.held_bytes, bytes));
         }
-        let mine: HashMap<_, _> = self.owners.iter().collect();
+        let mine: std::collections::HashMap<_, _> = self.owners.iter().collect();
         if mine != per {
             return Err(format!("owner stats {mine:?} != recount {per:?}"));
         }

@@ -20,6 +20,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
+use super::*;
 use crate::area::Area;
 use crate::error::{Error, Result};
 use crate::sys::abi::IO_RQ_MAX_ENTRIES;
@@ -391,5 +392,232 @@ mod tests {
             Err(Error::BadExport { why }) => assert!(why.contains("2 fds"), "{why}"),
             other => panic!("expected BadExport, got {other:?}"),
         }
+    }
+}
+
+/// [`ZcrxIfq::export`] refused: why, and the queue, still usable.
+#[derive(Debug)]
+pub struct ExportRefused {
+    /// The queue, as it was (flushed).
+    pub queue: Box<ZcrxIfq>,
+    /// Why.
+    pub error: Error,
+}
+
+impl std::fmt::Display for ExportRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ExportRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl ZcrxIfq {
+    /// Hands the queue over to another ring, in this process or another (Linux 6.19+): returns
+    /// the kernel's export fd with the area's and refill region's memfds and the geometry, for
+    /// [`ZcrxExport::send`] and [`ZcrxIfq::import`]. The refill ring has one producer, so this
+    /// queue is consumed: the importer returns buffers from now on. The ring it was registered
+    /// on may be dropped afterwards; the queue lives while any ring or fd holds it.
+    ///
+    /// Errors ([`Error::NotExportable`]): the queue was not registered with
+    /// [`ZcrxConfig::exportable`], the application still holds buffers of it (they would have
+    /// no producer to go back through), or the kernel lacks export ([`Error::KernelTooOld`]).
+    /// The queue comes back with the error ([`ExportRefused::queue`]), unchanged but flushed.
+    pub fn export(mut self) -> std::result::Result<ZcrxExport, ExportRefused> {
+        match self.export_parts() {
+            Ok(export) => Ok(export),
+            Err(error) => Err(ExportRefused {
+                queue: Box::new(self),
+                error,
+            }),
+        }
+    }
+
+    pub(super) fn export_parts(&mut self) -> Result<ZcrxExport> {
+        if !self.features.export_import() {
+            return Err(Error::KernelTooOld {
+                feature: "zcrx export and import (ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT)",
+                needs: "6.19",
+            });
+        }
+        let exportable = self.region_fd.is_some()
+            && self.core.area().shared_fd().is_some()
+            && self.ring_fd.is_some();
+        if !exportable {
+            return Err(Error::NotExportable {
+                why: "register it with ZcrxConfig::exportable(true) over a shared area",
+            });
+        }
+        self.flush();
+        let counts = self.core.table.counts();
+        if counts.user > 0 || counts.refill > 0 || !self.refused.is_empty() {
+            return Err(Error::NotExportable {
+                why: "the application still holds buffers of it; drop them, flush, export",
+            });
+        }
+        let dup = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned().map_err(|source| Error::Os {
+                what: "duplicating an fd for the export",
+                source,
+            })
+        };
+        let (Some(region_fd), Some(area_fd), Some(ring)) = (
+            self.region_fd.as_ref(),
+            self.core.area().shared_fd(),
+            self.ring_fd.as_ref(),
+        ) else {
+            unreachable!("checked above")
+        };
+        let (area, region) = (dup(area_fd)?, dup(region_fd.as_fd())?);
+        let zcrx = abi::ctrl_export(ring.as_fd(), self.zcrx_id).map_err(|source| Error::Os {
+            what: "exporting the zcrx queue (ZCRX_CTRL_EXPORT)",
+            source,
+        })?;
+        let (head, tail, rqes) = self.rq.offsets();
+        Ok(ZcrxExport {
+            zcrx,
+            area,
+            region,
+            info: export::ExportInfo {
+                chunk_size: self.chunk_size() as u32,
+                chunks: self.core.area().chunks(),
+                buf_shift: self.buf_shift,
+                rq_entries: self.rq.entries(),
+                region_len: self.rq.mapped_len() as u64,
+                head,
+                tail,
+                rqes,
+                no_device: self.no_device,
+                area_token: self.area_token,
+            },
+        })
+    }
+
+    /// Takes over an [exported](Self::export) queue on `ring` (built like a ring for
+    /// [`register`](Self::register); on this thread), in this process or one the export was
+    /// [sent](ZcrxExport::send) to. Everything that came in is checked against the files and
+    /// the kernel's answer first ([`Error::BadExport`]).
+    ///
+    /// Linux 7.3 checks `CAP_NET_ADMIN` for an import as for any registration (before it looks
+    /// at the import flag), so the importer needs the capability too: without it this is
+    /// [`Error::ZcrxRefused`] with [`ZcrxRefusal::NotPermitted`].
+    ///
+    /// Events stay with the ring that registered the queue.
+    pub fn import(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        export: ZcrxExport,
+        owner_limit: Option<u64>,
+    ) -> Result<Self> {
+        check_ring(ring)?;
+        let features = query_on(ring)?;
+        if !features.export_import() {
+            return Err(Error::KernelTooOld {
+                feature: "zcrx export and import (ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT)",
+                needs: "6.19",
+            });
+        }
+        let ZcrxExport {
+            zcrx,
+            area,
+            region,
+            info,
+        } = export;
+        let mapped = Mapped::new(area, region, &info)?;
+        let reg = abi::import_zcrx(ring.as_fd(), zcrx.as_fd());
+        let reg = match reg {
+            Ok(reg) => reg,
+            Err(e) => {
+                if e.raw_os_error() == Some(Errno::EXIST.raw_os_error())
+                    && !on_submitter_thread(ring)
+                {
+                    return Err(another_thread());
+                }
+                return Err(match e.raw_os_error().map(Errno::from_raw_os_error) {
+                    Some(Errno::BADF) => Error::BadExport {
+                        why: "the fd is not an exported zcrx queue (EBADF)".into(),
+                    },
+                    // Linux 7.3 checks CAP_NET_ADMIN before it looks at the import flag.
+                    Some(Errno::PERM) => Error::ZcrxRefused {
+                        ifname: "an imported queue".into(),
+                        queue: 0,
+                        refusal: ZcrxRefusal::NotPermitted,
+                    },
+                    _ => Error::Os {
+                        what: "importing the zcrx queue (ZCRX_REG_IMPORT)",
+                        source: e,
+                    },
+                });
+            }
+        };
+        let o = reg.offsets;
+        let this = Self::attach(
+            ring,
+            mapped,
+            &info,
+            reg.zcrx_id,
+            (o.head, o.tail, o.rqes),
+            features,
+            owner_limit,
+        )?;
+        // The ring holds the queue now; the export fd's reference may go.
+        drop(zcrx);
+        Ok(this)
+    }
+
+    /// A queue over `mapped`, imported on `ring` as `zcrx_id` with
+    /// the refill ring at `offsets`, which must be the ones `info` names.
+    pub(super) fn attach(
+        ring: &IoUring<squeue::Entry, cqueue::Entry32>,
+        mapped: Mapped,
+        info: &export::ExportInfo,
+        zcrx_id: u32,
+        offsets: (u32, u32, u32),
+        features: ZcrxFeatures,
+        owner_limit: Option<u64>,
+    ) -> Result<Self> {
+        let bad = |why: String| Error::BadExport { why };
+        let (head, tail, rqes) = offsets;
+        if offsets != (info.head, info.tail, info.rqes) {
+            return Err(bad(format!(
+                "the kernel puts the refill ring at {offsets:?}, the export says {:?}",
+                (info.head, info.tail, info.rqes)
+            )));
+        }
+        let Mapped {
+            area,
+            region_map,
+            region_fd,
+        } = mapped;
+        let region_map = Arc::new(region_map);
+        let mut rq = RefillRing::new(Arc::clone(&region_map), head, tail, rqes, info.rq_entries)
+            .ok_or_else(|| bad("the refill ring does not fit the region".into()))?;
+        if !rq.resume() {
+            return Err(bad(
+                "the refill ring's head and tail are inconsistent".into()
+            ));
+        }
+        let ring_fd = dup_ring_fd(ring.as_fd())?;
+        let mut this = Self::assemble(
+            area,
+            region_map,
+            rq,
+            info.area_token,
+            zcrx_id,
+            info.buf_shift,
+            owner_limit,
+            false,
+        );
+        let ring_fd = Arc::new(ring_fd);
+        this.core.shared.keep_alive(Box::new(Arc::clone(&ring_fd)));
+        this.ring_fd = Some(ring_fd);
+        this.no_device = info.no_device;
+        this.features = features;
+        this.region_fd = Some(region_fd);
+        this.ifname = "imported".to_owned();
+        Ok(this)
     }
 }
