@@ -50,6 +50,18 @@ impl Builder {
         self
     }
 
+    /// The CPU each thread of [`run`](Self::run) will be pinned to, by thread index; `None` with
+    /// pinning off (or when this thread's CPU set cannot be read). For
+    /// [`ListenerGroup::bind_by_cpu`](crate::net::ListenerGroup::bind_by_cpu).
+    pub fn pinned_cpus(&self) -> Option<Vec<usize>> {
+        let cpus = usable_cpus();
+        (self.config.pin && !cpus.is_empty()).then(|| {
+            (0..self.config.threads)
+                .map(|i| cpus[i % cpus.len()])
+                .collect()
+        })
+    }
+
     /// Submission-queue entries per ring.
     pub fn sq_entries(mut self, n: u32) -> Self {
         self.config.sq_entries = n;

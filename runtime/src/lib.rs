@@ -56,12 +56,12 @@ mod driver;
 mod executor;
 pub mod net;
 mod op;
-mod ring;
 #[allow(clippy::module_inception)]
 mod runtime;
 mod rx;
 mod shutdown;
 mod signals;
+mod sys;
 pub mod time;
 mod waker;
 

@@ -39,10 +39,12 @@ use crate::op::Op;
 
 #[cfg(feature = "futures-io")]
 mod futures_compat;
+mod placement;
 mod rw;
 #[cfg(feature = "tokio")]
 mod tokio_compat;
 
+pub use placement::ListenerGroup;
 pub use rw::WRITE_MAX;
 
 /// Sends of at least this many bytes from an [`RxBuf`] use zero-copy send.
@@ -70,8 +72,7 @@ impl SendMsgKeep {
                 iov_len: b.len(),
             })
             .collect();
-        // SAFETY: `msghdr` is plain data, and all zeros is a header without name or control.
-        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let msg = crate::sys::empty_msghdr();
         let mut keep = Box::new(Self {
             _fd: fd,
             bufs,
@@ -533,6 +534,12 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         to_std(rustix::net::getpeername(&*self.fd)?)
+    }
+
+    /// The CPU that last received a packet of this connection (`SO_INCOMING_CPU`): with
+    /// [`ListenerGroup::bind_by_cpu`] it is the CPU of the thread that accepted it.
+    pub fn incoming_cpu(&self) -> io::Result<u32> {
+        Ok(sockopt::socket_incoming_cpu(&*self.fd)?)
     }
 }
 

@@ -10,7 +10,7 @@ use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
 use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
 
 use crate::config::{Config, RxBackend, ZcrxTarget};
-use crate::ring::Ring;
+use crate::sys::ring::Ring;
 
 /// The counters of one runtime thread's receive pool, from the backend it runs: see
 /// [`Runtime::rx_stats`](crate::Runtime::rx_stats) and [`rx_stats`](crate::rx_stats).

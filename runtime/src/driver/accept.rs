@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -91,14 +91,13 @@ impl Driver {
     pub(super) fn complete_accept(&mut self, key: usize, res: i32, flags: u32) {
         let Some(l) = self.listeners.get_mut(key) else {
             if res >= 0 {
-                // SAFETY: a successful accept completion hands us a new fd that nothing else owns.
-                drop(unsafe { OwnedFd::from_raw_fd(res) });
+                // No listener any more: close the connection.
+                drop(crate::sys::fd_from_accept(res));
             }
             return;
         };
         if res >= 0 {
-            // SAFETY: as above: the kernel just created this fd for us.
-            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            let fd = crate::sys::fd_from_accept(res);
             if !l.dropped {
                 l.queue.push_back(Ok(fd));
             }

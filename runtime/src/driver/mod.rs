@@ -28,8 +28,8 @@ use zcrx_ifq::io_uring::squeue;
 
 use crate::config::Config;
 use crate::depth::{self, Depth};
-use crate::ring::{Cqe, Ring};
 use crate::rx::{Rx, RxStats};
+use crate::sys::ring::{Cqe, Ring};
 use crate::waker;
 
 mod accept;
