@@ -186,15 +186,16 @@ fn interface_names() {
         Err(e @ Error::UnknownInterface { .. }) => assert!(e.to_string().contains("ip link")),
         other => panic!("expected UnknownInterface, got {other:?}"),
     }
+    let lo = zcrx_ifq::zcrx::resolve_interface(&Interface::Name("lo".into())).unwrap();
     assert_eq!(
-        zcrx_ifq::zcrx::resolve_interface(&Interface::Name("lo".into())).unwrap(),
-        ("lo".to_owned(), 1),
+        (lo.name.as_str(), lo.index),
+        ("lo", 1),
         "lo is always ifindex 1"
     );
     assert_eq!(
         zcrx_ifq::zcrx::resolve_interface(&Interface::Index(1))
             .unwrap()
-            .0,
+            .name,
         "lo"
     );
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use crate::config::{Config, RxBackend, ZcrxTarget};
+use crate::config::{Coalesce, Config, RxBackend, ZcrxTarget};
 use crate::runtime::Runtime;
 use crate::shutdown::{ShutdownReport, ShutdownSignal};
 
@@ -134,7 +134,7 @@ impl Builder {
     /// receives may still deliver is awaited, so receives are re-armed before they run dry.
     /// `Duration::ZERO` or `completions <= 1` turns it off. Default: 50 µs, 32 completions.
     pub fn coalesce(mut self, delay: Duration, completions: u32) -> Self {
-        self.config.coalesce = (delay, completions);
+        self.config.coalesce = Coalesce { delay, completions };
         self
     }
 

@@ -62,7 +62,7 @@ pub(crate) struct Config {
     pub(crate) chunk_size: usize,
     pub(crate) chunks: usize,
     pub(crate) incremental: bool,
-    pub(crate) coalesce: (Duration, u32),
+    pub(crate) coalesce: Coalesce,
     pub(crate) conn_limit: Option<u64>,
     pub(crate) max_posted: Option<u32>,
     /// `None`: adaptive unless `max_posted` fixes the depth.
@@ -84,7 +84,10 @@ impl Default for Config {
             chunk_size: 32 * 1024,
             chunks: 256,
             incremental: false,
-            coalesce: (Duration::from_micros(50), 32),
+            coalesce: Coalesce {
+                delay: Duration::from_micros(50),
+                completions: 32,
+            },
             conn_limit: None,
             max_posted: None,
             adaptive_depth: None,
@@ -112,12 +115,12 @@ impl Config {
                 "threads must be at least 1",
             ));
         }
-        if c.coalesce.0 > Duration::from_secs(1) {
+        if c.coalesce.delay > Duration::from_secs(1) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "coalesce delay {:?} is too long: at most 1 s (tens of microseconds is typical)",
-                    c.coalesce.0
+                    c.coalesce.delay
                 ),
             ));
         }
@@ -138,4 +141,12 @@ impl Config {
         }
         Ok(self)
     }
+}
+
+/// Completion coalescing while bulk data flows: wait up to `delay` for `completions`
+/// completions (`Builder::coalesce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Coalesce {
+    pub(crate) delay: Duration,
+    pub(crate) completions: u32,
 }

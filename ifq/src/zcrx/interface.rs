@@ -67,16 +67,32 @@ pub(super) fn netdevice_socket() -> Result<rustix::fd::OwnedFd> {
     })
 }
 
-/// Resolves an interface to `(name, index)`. A name is validated first
+/// An interface by both its names: what [`resolve_interface`] gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResolvedInterface {
+    /// Its name (`"no device"` for [`Interface::NoDevice`]).
+    pub name: String,
+    /// Its index (0 for [`Interface::NoDevice`]).
+    pub index: u32,
+}
+
+impl ResolvedInterface {
+    fn new(name: String, index: u32) -> Self {
+        Self { name, index }
+    }
+}
+
+/// Resolves an interface to its name and index. A name is validated first
 /// ([`Error::BadInterfaceName`]); a name or index that does not exist is
 /// [`Error::UnknownInterface`].
-pub fn resolve_interface(interface: &Interface) -> Result<(String, u32)> {
+pub fn resolve_interface(interface: &Interface) -> Result<ResolvedInterface> {
     match interface {
         Interface::Name(name) => {
             validate_ifname(name)?;
             let sock = netdevice_socket()?;
             match rustix::net::netdevice::name_to_index(&sock, name) {
-                Ok(index) => Ok((name.clone(), index)),
+                Ok(index) => Ok(ResolvedInterface::new(name.clone(), index)),
                 Err(Errno::NODEV) => Err(Error::UnknownInterface { name: name.clone() }),
                 Err(e) => Err(Error::Os {
                     what: "looking up the interface index",
@@ -84,11 +100,11 @@ pub fn resolve_interface(interface: &Interface) -> Result<(String, u32)> {
                 }),
             }
         }
-        Interface::NoDevice => Ok(("no device".to_owned(), 0)),
+        Interface::NoDevice => Ok(ResolvedInterface::new("no device".to_owned(), 0)),
         Interface::Index(index) => {
             let sock = netdevice_socket()?;
             match rustix::net::netdevice::index_to_name(&sock, *index) {
-                Ok(name) => Ok((name, *index)),
+                Ok(name) => Ok(ResolvedInterface::new(name, *index)),
                 Err(Errno::NODEV) => Err(Error::UnknownInterface {
                     name: format!("ifindex {index}"),
                 }),

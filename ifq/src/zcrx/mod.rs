@@ -93,7 +93,9 @@ pub use config::{ZcrxConfig, ZcrxEvent};
 pub use export::{ExportRefused, ZcrxExport};
 pub use features::ZcrxFeatures;
 use features::*;
-pub use interface::{resolve_interface, rx_queue_count, validate_ifname, Interface, IFNAMSIZ};
+pub use interface::{
+    resolve_interface, rx_queue_count, validate_ifname, Interface, ResolvedInterface, IFNAMSIZ,
+};
 use refs::PageRefs;
 #[cfg(feature = "sim")]
 pub(crate) use register::Plan;

@@ -130,7 +130,10 @@ impl ZcrxIfq {
         if config.interface == Interface::NoDevice {
             return Self::register_target(RingRef(ring), area, Target::NoDevice, &config);
         }
-        let (ifname, if_index) = resolve_interface(&config.interface)?;
+        let ResolvedInterface {
+            name: ifname,
+            index: if_index,
+        } = resolve_interface(&config.interface)?;
         // The kernel checks the capability before anything else; so do we, so that a process
         // without it hears about the capability rather than about the queue index.
         if !caps::has_effective_cap(caps::CAP_NET_ADMIN) {

@@ -189,7 +189,7 @@ impl Driver {
         let depth = depth_floor
             .filter(|_| rx.has_depth())
             .map(|floor| Depth::new(floor, chunks as u32));
-        let (delay, completions) = config.coalesce;
+        let crate::config::Coalesce { delay, completions } = config.coalesce;
         let asked = !delay.is_zero() && completions > 1;
         let batch = if ring.has_min_wait() && asked {
             (completions, delay.as_micros().clamp(1, 1_000_000) as u32)

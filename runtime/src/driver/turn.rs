@@ -13,6 +13,7 @@ use super::{
     ud, Driver, KEY_MASK, TAG_ACCEPT, TAG_OP, TAG_RECV, TAG_SHIFT, TAG_WAKE, TAG_ZCRX_EVENT,
 };
 use crate::depth::Change;
+use crate::sys::ring::Cqe;
 
 impl Driver {
     /// One turn: publish returned chunks, re-arm what needs it, submit everything and reap
@@ -180,7 +181,13 @@ impl Driver {
     fn dispatch(&mut self) {
         let mut cqes = std::mem::take(&mut self.cqes);
         self.stats.completions += cqes.len() as u64;
-        for (user_data, res, flags, big) in cqes.drain(..) {
+        for Cqe {
+            user_data,
+            result: res,
+            flags,
+            big,
+        } in cqes.drain(..)
+        {
             let key = (user_data & KEY_MASK) as usize;
             match user_data >> TAG_SHIFT {
                 TAG_OP => self.complete_op(key, res, flags),

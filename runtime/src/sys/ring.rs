@@ -9,7 +9,15 @@ pub(crate) enum Ring {
     Big(IoUring<squeue::Entry, cqueue::Entry32>),
 }
 
-pub(crate) type Cqe = (u64, i32, u32, [u64; 2]);
+/// One completion, copied out of the ring (both CQE sizes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cqe {
+    pub(crate) user_data: u64,
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+    /// The second half of a 32-byte CQE (zcrx's location); zeros on a 16-byte ring.
+    pub(crate) big: [u64; 2],
+}
 
 macro_rules! each {
     ($self:ident, $r:ident => $e:expr) => {
@@ -87,14 +95,18 @@ impl Ring {
 
     pub(crate) fn drain(&mut self, out: &mut Vec<Cqe>) {
         match self {
-            Ring::Small(r) => out.extend(
-                r.completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags(), [0; 2])),
-            ),
-            Ring::Big(r) => out.extend(
-                r.completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags(), *c.big_cqe())),
-            ),
+            Ring::Small(r) => out.extend(r.completion().map(|c| Cqe {
+                user_data: c.user_data(),
+                result: c.result(),
+                flags: c.flags(),
+                big: [0; 2],
+            })),
+            Ring::Big(r) => out.extend(r.completion().map(|c| Cqe {
+                user_data: c.user_data(),
+                result: c.result(),
+                flags: c.flags(),
+                big: *c.big_cqe(),
+            })),
         }
     }
 }
