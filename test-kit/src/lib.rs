@@ -6,7 +6,10 @@
 //! - [`harness`]: a libtest-compatible `main` for test files whose tests can only run on some
 //!   machines (a 7.1+ kernel, root, a NIC, a tool). A test that cannot run returns [`Skip`] and is
 //!   counted as *ignored*, with its reason, in libtest's summary, instead of passing silently.
+//! - [`pattern`]: the byte streams the tests send and verify.
 
 pub mod harness;
+pub mod pattern;
 
 pub use harness::{skip, Outcome, Skip};
+pub use pattern::{Pattern, PatternVerifier};

@@ -10,66 +10,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// The 8-byte word `i` of stream `seed` (splitmix64 of the position): any byte of a stream can
-/// be checked without keeping the stream, so gigabytes can be verified in order, in place.
-#[inline]
-pub(crate) fn word(seed: u64, i: u64) -> u64 {
-    let mut z = seed
-        .wrapping_mul(0xA24B_AED4_963E_E407)
-        .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Writes bytes `off..off + out.len()` of stream `seed` into `out`.
-pub(crate) fn fill(seed: u64, off: u64, out: &mut [u8]) {
-    let mut pos = off;
-    let mut i = 0;
-    while i < out.len() {
-        let w = word(seed, pos / 8).to_le_bytes();
-        let k = (pos % 8) as usize;
-        let n = (8 - k).min(out.len() - i);
-        out[i..i + n].copy_from_slice(&w[k..k + n]);
-        i += n;
-        pos += n as u64;
-    }
-}
-
-/// Checks that `data` is bytes `off..off + data.len()` of stream `seed`; returns the index of
-/// the first wrong byte.
-pub(crate) fn check(seed: u64, off: u64, data: &[u8]) -> Option<usize> {
-    let mut pos = off;
-    let mut i = 0;
-    // Unaligned head.
-    while i < data.len() && pos % 8 != 0 {
-        if data[i] != word(seed, pos / 8).to_le_bytes()[(pos % 8) as usize] {
-            return Some(i);
-        }
-        i += 1;
-        pos += 1;
-    }
-    // Whole words.
-    while data.len() - i >= 8 {
-        let got = u64::from_le_bytes(data[i..i + 8].try_into().unwrap());
-        if got != word(seed, pos / 8) {
-            let want = word(seed, pos / 8).to_le_bytes();
-            let k = (0..8).find(|&k| data[i + k] != want[k]).unwrap();
-            return Some(i + k);
-        }
-        i += 8;
-        pos += 8;
-    }
-    // Tail.
-    while i < data.len() {
-        if data[i] != word(seed, pos / 8).to_le_bytes()[(pos % 8) as usize] {
-            return Some(i);
-        }
-        i += 1;
-        pos += 1;
-    }
-    None
-}
+pub(crate) use test_kit::pattern::keyed::{check, fill, word};
 
 /// An order-sensitive 64-bit digest (FNV-1a over 8-byte words, then the tail bytes), computed
 /// incrementally by sender and receiver alike.

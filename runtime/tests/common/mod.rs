@@ -15,18 +15,9 @@ use zcrx::{Builder, ShutdownSignal};
 pub(crate) mod rx;
 pub(crate) use rx::builder;
 
-/// Deterministic pseudo-random bytes (xorshift64*).
+/// Deterministic pseudo-random bytes: the first `len` of test-kit's pattern for `seed`.
 pub(crate) fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    test_kit::Pattern::bytes(seed, len)
 }
 
 /// Starts the zero-copy echo server on `threads` runtime threads; returns its address, the
