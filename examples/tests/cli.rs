@@ -40,13 +40,15 @@ fn built_example(name: &str) -> Result<PathBuf, Skip> {
     let bin = bin.join("examples").join(name);
     let built = std::fs::metadata(&bin).and_then(|m| m.modified());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let newest_source = [format!("{name}.rs"), "lib.rs".to_string()]
-        .iter()
-        .filter_map(|f| {
-            std::fs::metadata(dir.join(f))
-                .and_then(|m| m.modified())
-                .ok()
-        })
+    // The example's own file and the library's (src/).
+    let library = std::fs::read_dir(dir.join("src"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let newest_source = std::iter::once(dir.join(format!("{name}.rs")))
+        .chain(library)
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
         .max();
     match (built, newest_source) {
         (Ok(b), Some(s)) if b >= s => Ok(bin),

@@ -51,7 +51,7 @@ fn http_binary() -> PathBuf {
     let bin = dir.join("examples").join("http");
     let fresh = || {
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let newest = ["http.rs", "lib.rs", "Cargo.toml"]
+        let newest = ["http.rs", "src/lib.rs", "src/sink.rs", "Cargo.toml"]
             .iter()
             .filter_map(|f| {
                 std::fs::metadata(src.join(f))
