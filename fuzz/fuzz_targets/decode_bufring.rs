@@ -14,6 +14,7 @@
 //! - the counters, held bytes and per-owner stats match the model.
 #![no_main]
 
+use zcrx_ifq::RxQueue;
 use std::collections::HashSet;
 
 use arbitrary::Arbitrary;

@@ -16,6 +16,7 @@
 //!   comes back exactly once.
 #![no_main]
 
+use zcrx_ifq::RxQueue;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;

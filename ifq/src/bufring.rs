@@ -6,7 +6,7 @@
 //! ```no_run
 //! use zcrx_ifq::bufring::{BufRing, BufRingConfig};
 //! use zcrx_ifq::io_uring::{IoUring, types::Fd};
-//! use zcrx_ifq::{Area, OwnerId, RecvEvent};
+//! use zcrx_ifq::{Area, OwnerId, RecvEvent, RxQueue};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut ring = IoUring::new(256)?;
@@ -36,8 +36,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rustix::io::Errno;
 
 use crate::area::Area;
-use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, TeardownReport};
-use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
+use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxQueue, Sealed, TeardownReport};
+use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery};
 use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
 use crate::sys::pbuf::PbufRing;
@@ -307,111 +307,6 @@ impl BufRing {
         Ok(buf)
     }
 
-    /// Makes the calling thread this queue's home: a handle whose last drop happens on this
-    /// thread returns its chunk without an atomic read-modify-write (other threads take the
-    /// shared lock-free path as before). Call it once, on the thread that runs the event loop.
-    ///
-    /// Returns false if another thread is home already. Keep the queue on its home thread:
-    /// chunks whose handles drop there after the queue moved away come back only when it flushes
-    /// there again, and if it is dropped on another thread they stay out of circulation and the
-    /// area is never unmapped (leaked, never reused).
-    pub fn set_home_thread(&mut self) -> bool {
-        self.core.shared.returns.bind_home()
-    }
-
-    /// Installs `wake`, which the drop of a handle on another thread calls (on that thread)
-    /// while this queue is [armed](Self::arm_return_wake), so that an event loop can sleep while
-    /// it waits for buffers the application holds elsewhere: write to an eventfd the loop reads,
-    /// say. Keep it short and non-blocking. Once per queue: returns false (and drops `wake`) if
-    /// one is installed already.
-    ///
-    /// ```no_run
-    /// use zcrx_ifq::bufring::{BufRing, BufRingConfig};
-    /// use zcrx_ifq::io_uring::IoUring;
-    /// use zcrx_ifq::Area;
-    /// use rustix::event::{eventfd, EventfdFlags};
-    ///
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut ring = IoUring::new(256)?;
-    /// let area = Area::builder().chunk_size(32 * 1024).chunks(256).build()?;
-    /// let mut rx = BufRing::register(&ring, area, BufRingConfig::default())?;
-    /// rx.set_home_thread();
-    /// // The loop keeps a read of `efd` armed on `ring`; drops on other threads write to it.
-    /// let efd = eventfd(0, EventfdFlags::CLOEXEC)?;
-    /// let poke = rustix::io::dup(&efd)?;
-    /// rx.set_return_waker(move || {
-    ///     let _ = rustix::io::write(&poke, &1u64.to_ne_bytes());
-    /// });
-    /// // A connection waits for buffers the application holds on worker threads:
-    /// if !rx.arm_return_wake() {
-    ///     ring.submit_and_wait(1)?; // the first of them dropped ends this wait
-    /// }
-    /// rx.disarm_return_wake();
-    /// rx.flush(); // and re-arm the receive
-    /// # Ok(()) }
-    /// ```
-    pub fn set_return_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
-        self.core.shared.returns.set_waker(Box::new(wake)).is_ok()
-    }
-
-    /// Call before the event loop sleeps: the next chunk returned on another thread calls the
-    /// [waker](Self::set_return_waker), once. Returns true if chunks came back on other threads
-    /// already: [`flush`](Self::flush) them instead of sleeping, as no wake-up will come for
-    /// them. Without a waker installed it only answers that question.
-    pub fn arm_return_wake(&self) -> bool {
-        self.core.shared.returns.arm_wake()
-    }
-
-    /// Call once awake: returns need not call the waker any more (left armed, the next return
-    /// on another thread would only wake the loop once for nothing).
-    pub fn disarm_return_wake(&self) {
-        self.core.shared.returns.disarm_wake()
-    }
-
-    /// Publishes every chunk whose handles have all dropped (on any thread) back to the kernel,
-    /// with one release store of the ring tail, keeping at most [`max_posted`](Self::max_posted)
-    /// chunks in the ring (the rest wait in the pool). Returns how many chunks came back. Call
-    /// it once per event-loop turn, and before re-arming after [`RecvEvent::NoBuffers`].
-    pub fn flush(&mut self) -> usize {
-        if !self.registered {
-            return 0;
-        }
-        let geometry = Geometry::of(self.core.area());
-        let Self {
-            core,
-            ring,
-            filled,
-            max_posted,
-            ..
-        } = self;
-        let mut room = max_posted.saturating_sub(ring.in_ring());
-        // Post each chunk as it is collected, no allocation on this path; past `max_posted`,
-        // put it on top of the pool, to be posted first when there is room again.
-        let n = core.drain_returns(|table, chunk| {
-            let moved = if room > 0 {
-                room -= 1;
-                // One buffer-ring entry per chunk, however many completions pointed into it.
-                table
-                    .recycle(chunk)
-                    .map(|_| post_entry(ring, filled, geometry, chunk))
-            } else {
-                table.shelve(chunk).map(drop)
-            };
-            // Unreachable by construction: the stack only holds user chunks the kernel is done
-            // with. If it happens the chunk is kept out of circulation rather than reused.
-            debug_assert!(
-                moved.is_ok(),
-                "a returned chunk leaves the user state: {moved:?}"
-            );
-        });
-        self.stats.republished += n as u64;
-        if room > 0 {
-            self.top_up();
-        }
-        self.publish();
-        n
-    }
-
     /// Most chunks posted to the kernel at once.
     pub fn max_posted(&self) -> u32 {
         self.max_posted.min(self.chunks())
@@ -439,55 +334,6 @@ impl BufRing {
     /// [`flush`](Self::flush).
     pub fn posted(&self) -> u32 {
         self.ring.in_ring()
-    }
-
-    /// Whether `owner` holds at least the configured per-owner limit of bytes.
-    pub fn over_limit(&self, owner: OwnerId) -> bool {
-        self.core.table.over_limit(owner)
-    }
-
-    /// Free chunks: posted to the kernel, or waiting in the pool for [`flush`](Self::flush) to
-    /// post them.
-    pub fn available(&self) -> u32 {
-        let counts = self.core.table.counts();
-        counts.kernel + counts.pool
-    }
-
-    /// What one owner holds.
-    pub fn owner(&self, owner: OwnerId) -> crate::chunk::OwnerStats {
-        self.core.table.owner(owner)
-    }
-
-    /// The per-owner limit, if any.
-    pub fn owner_limit(&self) -> Option<u64> {
-        self.core.table.owner_limit()
-    }
-
-    /// Who holds what.
-    pub fn snapshot(&self) -> Snapshot {
-        self.core.snapshot()
-    }
-
-    /// Lifetime counters.
-    pub fn stats(&self) -> BufRingStats {
-        self.stats
-    }
-
-    /// Chunks in the area.
-    pub fn chunks(&self) -> u32 {
-        self.core.area().chunks()
-    }
-
-    /// The area's chunk size.
-    pub fn chunk_size(&self) -> usize {
-        self.core.area().chunk_size()
-    }
-
-    /// Unregisters the ring and reports what the application still holds. Chunks held by live
-    /// handles stay mapped until those handles drop. Receives still armed on this buffer group
-    /// complete with `-ENOBUFS` afterwards.
-    pub fn teardown(mut self) -> TeardownReport {
-        self.teardown_in_place()
     }
 
     fn teardown_in_place(&mut self) -> TeardownReport {
@@ -551,6 +397,86 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         self.teardown_in_place();
+    }
+}
+
+impl RxQueue for BufRing {
+    type Stats = BufRingStats;
+
+    fn recv(&self, fd: impl Into<RecvFd>) -> squeue::Entry {
+        self.recv_multishot(fd)
+    }
+
+    fn recv_capped(&self, fd: impl Into<RecvFd>, max_bytes: u32) -> squeue::Entry {
+        self.recv_multishot_capped(fd, max_bytes)
+    }
+
+    /// Publishes every chunk whose handles have all dropped (on any thread) back to the kernel,
+    /// with one release store of the ring tail, keeping at most [`max_posted`](Self::max_posted)
+    /// chunks in the ring (the rest wait in the pool). Returns how many chunks came back. Call
+    /// it once per event-loop turn, and before re-arming after [`RecvEvent::NoBuffers`].
+    fn flush(&mut self) -> usize {
+        if !self.registered {
+            return 0;
+        }
+        let geometry = Geometry::of(self.core.area());
+        let Self {
+            core,
+            ring,
+            filled,
+            max_posted,
+            ..
+        } = self;
+        let mut room = max_posted.saturating_sub(ring.in_ring());
+        // Post each chunk as it is collected, no allocation on this path; past `max_posted`,
+        // put it on top of the pool, to be posted first when there is room again.
+        let n = core.drain_returns(|table, chunk| {
+            let moved = if room > 0 {
+                room -= 1;
+                // One buffer-ring entry per chunk, however many completions pointed into it.
+                table
+                    .recycle(chunk)
+                    .map(|_| post_entry(ring, filled, geometry, chunk))
+            } else {
+                table.shelve(chunk).map(drop)
+            };
+            // Unreachable by construction: the stack only holds user chunks the kernel is done
+            // with. If it happens the chunk is kept out of circulation rather than reused.
+            debug_assert!(
+                moved.is_ok(),
+                "a returned chunk leaves the user state: {moved:?}"
+            );
+        });
+        self.stats.republished += n as u64;
+        if room > 0 {
+            self.top_up();
+        }
+        self.publish();
+        n
+    }
+
+    /// Free chunks: posted to the kernel, or waiting in the pool for [`flush`](Self::flush) to
+    /// post them.
+    fn available(&self) -> u32 {
+        let counts = self.core.table.counts();
+        counts.kernel + counts.pool
+    }
+
+    fn stats(&self) -> BufRingStats {
+        self.stats
+    }
+
+    /// Unregisters the ring and reports what the application still holds. Chunks held by live
+    /// handles stay mapped until those handles drop. Receives still armed on this buffer group
+    /// complete with `-ENOBUFS` afterwards.
+    fn teardown(mut self) -> TeardownReport {
+        self.teardown_in_place()
+    }
+}
+
+impl Sealed for BufRing {
+    fn core(&self) -> &Core {
+        &self.core
     }
 }
 

@@ -35,7 +35,7 @@ mod sys;
 pub mod zcrx;
 
 pub use area::{Area, AreaBuilder};
-pub use backend::{RecvEvent, TeardownReport};
+pub use backend::{RecvEvent, RxQueue, TeardownReport};
 pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Snapshot};
 pub use error::{Error, Result};
 pub use kernel::KernelVersion;

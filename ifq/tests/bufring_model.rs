@@ -9,6 +9,7 @@
 //! ring twice.
 
 use std::collections::HashSet;
+use zcrx_ifq::RxQueue;
 
 use proptest::prelude::*;
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};

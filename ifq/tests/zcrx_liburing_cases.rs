@@ -39,6 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::addr_of_mut;
 use std::time::{Duration, Instant};
 use test_kit::{skip, Outcome};
+use zcrx_ifq::RxQueue;
 
 use zcrx_ifq::completion::CQE_F_MORE;
 use zcrx_ifq::error::ZcrxRefusal;

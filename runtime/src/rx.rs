@@ -5,9 +5,9 @@ use std::os::fd::RawFd;
 
 use zcrx_ifq::backend::Completion;
 use zcrx_ifq::bufring::{BufRing, BufRingConfig, BufRingStats};
-use zcrx_ifq::io_uring::{opcode, squeue, types};
+use zcrx_ifq::io_uring::{squeue, types};
 use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
-use zcrx_ifq::{Area, OwnerId, Snapshot, TeardownReport};
+use zcrx_ifq::{Area, OwnerId, RxQueue, Snapshot, TeardownReport};
 
 use crate::config::{Config, RxBackend, ZcrxTarget};
 use crate::sys::ring::Ring;
@@ -109,6 +109,17 @@ impl RxStats {
 pub(crate) enum Rx {
     Buf(BufRing),
     Zcrx(ZcrxIfq),
+}
+
+/// `each!(rx, q => expr)`: `expr` with `q` bound to whichever backend `rx` runs, through their
+/// one surface ([`RxQueue`]).
+macro_rules! each {
+    ($rx:expr, $q:ident => $e:expr) => {
+        match $rx {
+            Rx::Buf($q) => $e,
+            Rx::Zcrx($q) => $e,
+        }
+    };
 }
 
 static FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -257,19 +268,11 @@ impl Rx {
         Ok((ring, Rx::Buf(buf), what.to_string()))
     }
 
-    /// A receive for `fd`, capped at `budget` bytes (0: no cap). The kernel ends a capped
-    /// receive once it delivered `budget` bytes: the buffer ring's with the last data
-    /// completion (`IORING_RECV_MSHOT_LIM`, 6.17+), zcrx's with a completion of 0 bytes, which
-    /// is also how it reports the end of the stream (the driver tells them apart by counting).
+    /// A receive for `fd`, capped at `budget` bytes (0: no cap), see [`RxQueue::recv_capped`].
+    /// zcrx ends a capped receive with a completion of 0 bytes, which is also how it reports the
+    /// end of the stream (the driver tells them apart by counting).
     pub(crate) fn recv(&self, fd: RawFd, budget: u32) -> squeue::Entry {
-        match self {
-            Rx::Buf(b) if budget > 0 => b.recv_multishot_capped(types::Fd(fd), budget),
-            Rx::Buf(b) => b.recv_multishot(types::Fd(fd)),
-            Rx::Zcrx(ifq) if budget > 0 => opcode::RecvZc::new(types::Fd(fd), budget)
-                .ifq(ifq.zcrx_id())
-                .build(),
-            Rx::Zcrx(ifq) => ifq.recv_zc(types::Fd(fd)),
-        }
+        each!(self, q => q.recv_capped(types::Fd(fd), budget))
     }
 
     /// Whether this is zcrx, whose capped receive ends with a 0-byte completion like the end of
@@ -326,33 +329,21 @@ impl Rx {
 
     /// Installs what a buffer dropped on another thread calls to wake this thread's loop.
     pub(crate) fn set_return_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
-        match self {
-            Rx::Buf(b) => b.set_return_waker(wake),
-            Rx::Zcrx(z) => z.set_return_waker(wake),
-        }
+        each!(self, q => q.set_return_waker(wake))
     }
 
     /// Before sleeping: the next buffer dropped on another thread wakes the loop. True if some
     /// came back already (do not sleep).
     pub(crate) fn arm_return_wake(&self) -> bool {
-        match self {
-            Rx::Buf(b) => b.arm_return_wake(),
-            Rx::Zcrx(z) => z.arm_return_wake(),
-        }
+        each!(self, q => q.arm_return_wake())
     }
 
     pub(crate) fn disarm_return_wake(&self) {
-        match self {
-            Rx::Buf(b) => b.disarm_return_wake(),
-            Rx::Zcrx(z) => z.disarm_return_wake(),
-        }
+        each!(self, q => q.disarm_return_wake())
     }
 
     pub(crate) fn flush(&mut self) -> usize {
-        match self {
-            Rx::Buf(b) => b.flush(),
-            Rx::Zcrx(z) => z.flush(),
-        }
+        each!(self, q => q.flush())
     }
 
     pub(crate) fn stats(&self) -> RxStats {
@@ -363,17 +354,11 @@ impl Rx {
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
-        match self {
-            Rx::Buf(b) => b.snapshot(),
-            Rx::Zcrx(z) => z.snapshot(),
-        }
+        each!(self, q => q.snapshot())
     }
 
     pub(crate) fn over_limit(&self, owner: OwnerId) -> bool {
-        match self {
-            Rx::Buf(b) => b.over_limit(owner),
-            Rx::Zcrx(z) => z.over_limit(owner),
-        }
+        each!(self, q => q.over_limit(owner))
     }
 
     /// What `owner` keeps out of the pool, in bytes. Without incremental consumption every
@@ -383,10 +368,7 @@ impl Rx {
     /// lies in one, which stays out of the pool until every handle into it drops, so the same
     /// rule holds.
     pub(crate) fn owner_footprint(&self, owner: OwnerId, incremental: bool) -> u64 {
-        let (s, chunk) = match self {
-            Rx::Buf(b) => (b.owner(owner), b.chunk_size() as u64),
-            Rx::Zcrx(ifq) => (ifq.owner(owner), ifq.chunk_size() as u64),
-        };
+        let (s, chunk) = each!(self, q => (q.owner(owner), q.chunk_size() as u64));
         if incremental && !self.is_zcrx() {
             s.bytes
         } else {
@@ -396,10 +378,7 @@ impl Rx {
 
     /// `(chunk size, chunks)` of the pool.
     pub(crate) fn geometry(&self) -> (u64, u64) {
-        match self {
-            Rx::Buf(b) => (b.chunk_size() as u64, u64::from(b.chunks())),
-            Rx::Zcrx(ifq) => (ifq.chunk_size() as u64, u64::from(ifq.chunks())),
-        }
+        each!(self, q => (q.chunk_size() as u64, u64::from(q.chunks())))
     }
 
     /// Chunks receives can fill before the loop's next flush: posted to the buffer ring (which
@@ -420,17 +399,11 @@ impl Rx {
 
     /// Chunks the kernel can receive into right now, or once the loop flushes.
     pub(crate) fn available(&self) -> u32 {
-        match self {
-            Rx::Buf(b) => b.available(),
-            Rx::Zcrx(z) => z.available(),
-        }
+        each!(self, q => q.available())
     }
 
     pub(crate) fn teardown(self) -> TeardownReport {
-        match self {
-            Rx::Buf(b) => b.teardown(),
-            Rx::Zcrx(z) => z.teardown(),
-        }
+        each!(self, q => q.teardown())
     }
 }
 

@@ -101,6 +101,16 @@ impl ZcrxIfq {
         }
     }
 
+    /// [`recv_zc`](Self::recv_zc) that ends, with a completion of 0 bytes and no `F_MORE`,
+    /// once it delivered `max_bytes` (0: no cap). The end of the stream looks the same: tell
+    /// them apart by counting what arrived.
+    pub fn recv_zc_capped(&self, fd: impl Into<RecvFd>, max_bytes: u32) -> squeue::Entry {
+        match fd.into() {
+            RecvFd::Fd(fd) => opcode::RecvZc::new(fd, max_bytes).ifq(self.zcrx_id).build(),
+            RecvFd::Fixed(fd) => opcode::RecvZc::new(fd, max_bytes).ifq(self.zcrx_id).build(),
+        }
+    }
+
     /// Decodes and checks a completion of a receive from [`recv_zc`](Self::recv_zc) and charges
     /// its bytes to `owner`. `big_cqe` is the second half of the 32-byte CQE
     /// (`cqueue::Entry32::big_cqe()`). Every kernel value is checked before it becomes a slice;
@@ -188,51 +198,10 @@ impl ZcrxIfq {
         Ok(handle)
     }
 
-    /// Makes the calling thread this queue's home: a handle whose last drop happens on this
-    /// thread returns its chunk without an atomic read-modify-write (other threads take the
-    /// shared lock-free path as before). Call it once, on the thread that runs the event loop.
-    ///
-    /// Returns false if another thread is home already. The queue then belongs to its home
-    /// thread: [`complete`](Self::complete) elsewhere fails with [`Error::AwayFromHome`] (the
-    /// kernel may hand out more of a chunk the application holds, and the home thread's drops
-    /// rely on such handles being added only there; the refused completion's data is lost and
-    /// its buffer goes back to the kernel at the next [`flush`](Self::flush), counted in
-    /// [`ZcrxStats::refused`]); if the queue is dropped on another thread,
-    /// chunks dropped at home stay out of circulation and the area is never unmapped (leaked,
-    /// never reused).
-    pub fn set_home_thread(&mut self) -> bool {
-        self.core.shared.returns.bind_home()
-    }
-
-    /// Installs `wake`, which the drop of a handle on another thread calls (on that thread)
-    /// while this queue is [armed](Self::arm_return_wake), so that an event loop can sleep while
-    /// it waits for buffers the application holds elsewhere: write to an eventfd the loop reads,
-    /// say. Keep it short and non-blocking. Once per queue: returns false (and drops `wake`) if
-    /// one is installed already.
-    pub fn set_return_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
-        self.core.shared.returns.set_waker(Box::new(wake)).is_ok()
-    }
-
-    /// Call before the event loop sleeps: the next chunk returned on another thread calls the
-    /// [waker](Self::set_return_waker), once. Returns true if chunks came back on other threads
-    /// already: [`flush`](Self::flush) them instead of sleeping, as no wake-up will come for
-    /// them. Without a waker installed it only answers that question.
-    pub fn arm_return_wake(&self) -> bool {
-        self.core.shared.returns.arm_wake()
-    }
-
-    /// Call once awake: returns need not call the waker any more (left armed, the next return
-    /// on another thread would only wake the loop once for nothing).
-    pub fn disarm_return_wake(&self) {
-        self.core.shared.returns.disarm_wake()
-    }
-
-    /// Hands every chunk whose handles have all dropped (on any thread) back to the kernel: one
-    /// refill entry per reference, then one release store of the tail. Returns how many chunks
-    /// went back. If the refill queue is full the rest stays queued, in order, for the next
-    /// flush. Call it once per event-loop turn, and before re-arming after
-    /// [`RecvEvent::NoBuffers`].
-    pub fn flush(&mut self) -> usize {
+    /// [`RxQueue::flush`]: hands every chunk whose handles have all dropped (on any thread)
+    /// back to the kernel, one refill entry per reference, then one release store of the tail.
+    /// If the refill queue is full the rest stays queued, in order, for the next flush.
+    pub(super) fn flush_returns(&mut self) -> usize {
         let Self {
             core,
             rq,

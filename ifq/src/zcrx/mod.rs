@@ -12,7 +12,7 @@
 //! ```no_run
 //! use zcrx_ifq::io_uring::{cqueue, squeue, types::Fd, IoUring};
 //! use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxIfq};
-//! use zcrx_ifq::{Area, OwnerId, RecvEvent};
+//! use zcrx_ifq::{Area, OwnerId, RecvEvent, RxQueue};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
@@ -65,9 +65,9 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use rustix::io::Errno;
 
 use crate::area::Area;
-use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, TeardownReport};
+use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxQueue, Sealed, TeardownReport};
 pub use crate::bufring::RecvFd;
-use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, Snapshot};
+use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery};
 use crate::completion::{decode_zcrx, CompletionError, Event, ZcrxLoc, ZCRX_AREA_SHIFT};
 use crate::error::{Error, Result, ZcrxRefusal};
 use crate::refill::zcrx::rqe_off;
@@ -253,11 +253,6 @@ impl ZcrxIfq {
         self.area_token
     }
 
-    /// The area's chunk size.
-    pub fn chunk_size(&self) -> usize {
-        self.core.area().chunk_size()
-    }
-
     /// The kernel's buffer size: a completion never crosses a buffer boundary.
     pub fn buffer_size(&self) -> usize {
         1 << self.buf_shift
@@ -265,47 +260,6 @@ impl ZcrxIfq {
     /// Released chunks still waiting for room in the refill queue.
     pub fn pending_chunks(&self) -> usize {
         self.pending.len()
-    }
-
-    /// Whether `owner` holds at least the configured per-owner limit of bytes.
-    pub fn over_limit(&self, owner: OwnerId) -> bool {
-        self.core.table.over_limit(owner)
-    }
-
-    /// What one owner holds.
-    pub fn owner(&self, owner: OwnerId) -> crate::chunk::OwnerStats {
-        self.core.table.owner(owner)
-    }
-
-    /// The per-owner limit, if any.
-    pub fn owner_limit(&self) -> Option<u64> {
-        self.core.table.owner_limit()
-    }
-
-    /// Free chunks: the kernel's to receive into (nothing waits in a pool: the kernel takes
-    /// every returned chunk).
-    pub fn available(&self) -> u32 {
-        self.core.table.counts().kernel
-    }
-
-    /// Chunks in the area.
-    pub fn chunks(&self) -> u32 {
-        self.core.area().chunks()
-    }
-
-    /// Who holds what.
-    pub fn snapshot(&self) -> Snapshot {
-        self.core.snapshot()
-    }
-
-    /// Lifetime counters (with the kernel's copy statistics when events were asked for).
-    pub fn stats(&self) -> ZcrxStats {
-        let mut stats = self.stats;
-        if let Some(k) = &self.kernel_stats {
-            (stats.copy_count, stats.copy_bytes) = k.read();
-            stats.kernel_copy_stats = true;
-        }
-        stats
     }
 
     /// What the kernel this queue was registered on offers.
@@ -358,14 +312,51 @@ impl ZcrxIfq {
             }
         })
     }
+}
+
+impl RxQueue for ZcrxIfq {
+    type Stats = ZcrxStats;
+
+    fn recv(&self, fd: impl Into<RecvFd>) -> squeue::Entry {
+        self.recv_zc(fd)
+    }
+
+    fn recv_capped(&self, fd: impl Into<RecvFd>, max_bytes: u32) -> squeue::Entry {
+        self.recv_zc_capped(fd, max_bytes)
+    }
+
+    /// Hands every chunk whose handles have all dropped (on any thread) back to the kernel: one
+    /// refill entry per reference, then one release store of the tail. Returns how many chunks
+    /// went back. If the refill queue is full the rest stays queued, in order, for the next
+    /// flush. Call it once per event-loop turn, and before re-arming after
+    /// [`RecvEvent::NoBuffers`].
+    fn flush(&mut self) -> usize {
+        self.flush_returns()
+    }
+
+    /// Free chunks: the kernel's to receive into (nothing waits in a pool: the kernel takes
+    /// every returned chunk).
+    fn available(&self) -> u32 {
+        self.core.table.counts().kernel
+    }
+
+    /// Lifetime counters (with the kernel's copy statistics when events were asked for).
+    fn stats(&self) -> ZcrxStats {
+        let mut stats = self.stats;
+        if let Some(k) = &self.kernel_stats {
+            (stats.copy_count, stats.copy_bytes) = k.read();
+            stats.kernel_copy_stats = true;
+        }
+        stats
+    }
 
     /// Returns what can be returned and reports what the application still holds. There is no
     /// unregister: the queue stays bound until the io_uring is destroyed, which happens only once
     /// your `IoUring` and every [`RxBuf`] are dropped (the handles keep a duplicate of the ring
     /// fd, so the kernel cannot revoke their bytes). The area is never leaked: the kernel pinned
     /// its pages, so unmapping it after the last handle is safe.
-    pub fn teardown(mut self) -> TeardownReport {
-        self.flush();
+    fn teardown(mut self) -> TeardownReport {
+        self.flush_returns();
         let report = self.core.report(true);
         if report.held_chunks > 0 {
             tracing::debug!(
@@ -378,5 +369,11 @@ impl ZcrxIfq {
             );
         }
         report
+    }
+}
+
+impl Sealed for ZcrxIfq {
+    fn core(&self) -> &Core {
+        &self.core
     }
 }
