@@ -44,7 +44,7 @@ use zcrx_ifq::RxQueue;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};
-use zcrx_ifq::chunk::{ChunkTable, Redelivery};
+use zcrx_ifq::chunk::{ChunkTable, Redelivery, ReleaseTo};
 use zcrx_ifq::completion::{
     decode_bufring, decode_zcrx, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE,
 };
@@ -472,7 +472,7 @@ impl TableBench {
             .deliver(chunk, OWNER, CHUNK as u32, false)
             .expect("deliver");
         if self.batch == 1 {
-            black_box(self.t.release(chunk).expect("release"));
+            black_box(self.t.release(chunk, ReleaseTo::Refill).expect("release"));
             black_box(self.t.publish(chunk).expect("publish"));
             return;
         }
@@ -481,7 +481,7 @@ impl TableBench {
         if self.since == self.batch {
             self.since = 0;
             for chunk in self.held.drain(..) {
-                black_box(self.t.release(chunk).expect("release"));
+                black_box(self.t.release(chunk, ReleaseTo::Refill).expect("release"));
                 black_box(self.t.publish(chunk).expect("publish"));
             }
         }

@@ -8,8 +8,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use zcrx_ifq::chunk::{AccountingError, ChunkState, ChunkTable, OwnerId, Redelivery};
 use libfuzzer_sys::fuzz_target;
+use zcrx_ifq::chunk::{AccountingError, ChunkState, ChunkTable, OwnerId, Redelivery, ReleaseTo};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -161,9 +161,9 @@ fuzz_target!(|input: Input| {
             Op::Release(c) | Op::Recycle(c) | Op::Shelve(c) => {
                 let c = chunk(c);
                 let r = match op {
-                    Op::Recycle(_) => t.recycle(c),
-                    Op::Shelve(_) => t.shelve(c),
-                    _ => t.release(c),
+                    Op::Recycle(_) => t.release(c, ReleaseTo::Kernel),
+                    Op::Shelve(_) => t.release(c, ReleaseTo::Pool),
+                    _ => t.release(c, ReleaseTo::Refill),
                 };
                 match model.get(c as usize) {
                     Some(&ChunkState::User {

@@ -14,17 +14,17 @@
 //! - the counters, held bytes and per-owner stats match the model.
 #![no_main]
 
-use zcrx_ifq::RxQueue;
 use std::collections::HashSet;
+use zcrx_ifq::RxQueue;
 
 use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};
 use zcrx_ifq::completion::{
     decode_bufring, BufLoc, CompletionError, Event, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_BUF_MORE,
     CQE_F_MORE,
 };
 use zcrx_ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
-use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]
 mod common;

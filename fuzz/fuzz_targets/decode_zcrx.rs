@@ -16,14 +16,16 @@
 //!   comes back exactly once.
 #![no_main]
 
-use zcrx_ifq::RxQueue;
 use std::sync::OnceLock;
+use zcrx_ifq::RxQueue;
 
 use arbitrary::Arbitrary;
-use zcrx_ifq::completion::{decode_zcrx, Event, ZcrxLoc, CQE_F_MORE, ZCRX_AREA_SHIFT, ZCRX_OFFSET_MASK};
+use libfuzzer_sys::fuzz_target;
+use zcrx_ifq::completion::{
+    decode_zcrx, Event, ZcrxLoc, CQE_F_MORE, ZCRX_AREA_SHIFT, ZCRX_OFFSET_MASK,
+};
 use zcrx_ifq::zcrx::ZcrxIfq;
 use zcrx_ifq::{Area, Error, OwnerId, RecvEvent};
-use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]
 mod common;

@@ -12,10 +12,10 @@
 use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 use zcrx_ifq::completion::ZCRX_OFFSET_MASK;
 use zcrx_ifq::refill::pbuf::PbufProducer;
 use zcrx_ifq::refill::zcrx::{rqe_off, ZcrxRefill};
-use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Input {

@@ -32,12 +32,13 @@
 
 use std::os::fd::AsFd;
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, IoUring};
 use rustix::io::Errno;
 
 use crate::area::Area;
+pub use crate::backend::RecvFd;
 use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxQueue, Sealed, TeardownReport};
-use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery};
+use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, ReleaseTo};
 use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
 use crate::sys::pbuf::PbufRing;
@@ -93,7 +94,7 @@ pub struct BufRing {
     /// Most chunks in the ring at once; the rest wait in the table's pool.
     max_posted: u32,
     bgid: u16,
-    /// Not registered with any io_uring (`sys::sim`).
+    /// Not registered with any io_uring (`crate::sim`).
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) simulated: bool,
     /// Not torn down yet.
@@ -435,10 +436,10 @@ impl RxQueue for BufRing {
                 room -= 1;
                 // One buffer-ring entry per chunk, however many completions pointed into it.
                 table
-                    .recycle(chunk)
+                    .release(chunk, ReleaseTo::Kernel)
                     .map(|_| post_entry(ring, filled, geometry, chunk))
             } else {
-                table.shelve(chunk).map(drop)
+                table.release(chunk, ReleaseTo::Pool).map(drop)
             };
             // Unreachable by construction: the stack only holds user chunks the kernel is done
             // with. If it happens the chunk is kept out of circulation rather than reused.
@@ -523,7 +524,7 @@ impl Geometry {
 
 /// Writes the ring entry for `chunk` at the ring's next slot (published later) and, in
 /// incremental mode (`filled` has one counter per chunk, else it is empty), restarts its fill.
-/// `chunk` must be one no handle points into (the table's pool, or recycled).
+/// `chunk` must be one no handle points into (the table's pool, or released to the kernel).
 #[inline]
 fn post_entry(ring: &mut PbufRing, filled: &mut [u32], g: Geometry, chunk: ChunkId) {
     if let Some(f) = filled.get_mut(chunk as usize) {
@@ -532,25 +533,4 @@ fn post_entry(ring: &mut PbufRing, filled: &mut [u32], g: Geometry, chunk: Chunk
     let addr = g.base + (u64::from(chunk) << g.shift);
     let pushed = ring.push(addr, g.chunk_size, chunk as u16);
     assert!(pushed, "the ring has a slot for every chunk");
-}
-
-/// The socket a receive reads: a plain fd or a registered (fixed) file index.
-#[derive(Debug, Clone, Copy)]
-pub enum RecvFd {
-    /// A raw fd.
-    Fd(types::Fd),
-    /// An index into the ring's registered files.
-    Fixed(types::Fixed),
-}
-
-impl From<types::Fd> for RecvFd {
-    fn from(fd: types::Fd) -> Self {
-        Self::Fd(fd)
-    }
-}
-
-impl From<types::Fixed> for RecvFd {
-    fn from(fd: types::Fixed) -> Self {
-        Self::Fixed(fd)
-    }
 }

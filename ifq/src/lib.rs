@@ -31,15 +31,19 @@ pub mod probe;
 pub mod refill;
 mod returns;
 mod rxbuf;
+#[cfg(feature = "sim")]
+mod sim;
 mod sys;
 pub mod zcrx;
 
 pub use area::{Area, AreaBuilder};
 pub use backend::{RecvEvent, RxQueue, TeardownReport};
-pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Snapshot};
+pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, ReleaseTo, Snapshot};
 pub use error::{Error, Result};
 pub use kernel::KernelVersion;
 pub use rxbuf::RxBuf;
+#[cfg(feature = "sim")]
+pub use sim::abi_info;
 
 /// Re-export of the `io-uring` crate version this crate is built against.
 ///

@@ -11,8 +11,8 @@
 use std::mem::{align_of, offset_of, size_of};
 use test_kit::{skip, Outcome};
 
+use zcrx_ifq::abi_info::{self as abi, layouts, Layout};
 use zcrx_ifq::io_uring::types::BufRingEntry;
-use zcrx_ifq::zcrx::abi_info::{self as abi, layouts, Layout};
 
 fn layout(name: &str) -> Layout {
     layouts()

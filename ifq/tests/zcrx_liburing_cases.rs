@@ -10,7 +10,7 @@
 //! `raw_refill`/`raw_ctrl_flush*` hooks for hostile refill rings). `ifq` maps the area and the
 //! refill region itself (page-aligned, writable, the region sized for the entries) and keeps
 //! the registration and control structs to itself, so the cases about those are sent raw, built
-//! from `zcrx_ifq::zcrx::abi_info`, and show what `ZcrxRefusal::from_errno` makes of the errno.
+//! from `zcrx_ifq::abi_info`, and show what `ZcrxRefusal::from_errno` makes of the errno.
 //!
 //! | case                                        | 7.3 answer                                 |
 //! |---------------------------------------------|--------------------------------------------|
@@ -41,15 +41,15 @@ use std::time::{Duration, Instant};
 use test_kit::{skip, Outcome};
 use zcrx_ifq::RxQueue;
 
-use zcrx_ifq::completion::CQE_F_MORE;
-use zcrx_ifq::error::ZcrxRefusal;
-use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
-use zcrx_ifq::io_uring::{cqueue, opcode, squeue, IoUring};
-use zcrx_ifq::zcrx::abi_info::{
+use zcrx_ifq::abi_info::{
     io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, zcrx_ctrl,
     IORING_MEM_REGION_TYPE_USER, IORING_REGISTER_ZCRX_CTRL, IORING_REGISTER_ZCRX_IFQ,
     IORING_ZCRX_AREA_SHIFT, RQE_SIZE, ZCRX_CTRL_EXPORT, ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
 };
+use zcrx_ifq::completion::CQE_F_MORE;
+use zcrx_ifq::error::ZcrxRefusal;
+use zcrx_ifq::io_uring::types::{Fd, SubmitArgs, Timespec};
+use zcrx_ifq::io_uring::{cqueue, opcode, squeue, IoUring};
 use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxFeatures, ZcrxIfq};
 use zcrx_ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
 

@@ -3,7 +3,7 @@
 //! [`RxBuf`].
 
 use crate::area::Area;
-use crate::chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Redelivery, Snapshot};
+use crate::chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, Redelivery, ReleaseTo, Snapshot};
 use crate::completion::CompletionError;
 use crate::error::{Error, Result};
 use crate::rxbuf::{RxBuf, SharedOwner};
@@ -79,7 +79,7 @@ impl Core {
     }
 
     /// Calls `f` with every chunk whose handles are all gone, still in the user state: `f` moves
-    /// it on (`ChunkTable::recycle`, `shelve` or `release`). Returns how many there were.
+    /// it on (`ChunkTable::release` to the kernel, the pool or refill). Returns how many there were.
     #[inline]
     pub(crate) fn drain_returns(&mut self, mut f: impl FnMut(&mut ChunkTable, ChunkId)) -> usize {
         let Self { shared, table } = self;
@@ -93,12 +93,14 @@ impl Core {
         &mut self,
         mut publish: impl FnMut(&mut ChunkTable, ChunkId, u32),
     ) -> usize {
-        self.drain_returns(|table, chunk| match table.release(chunk) {
-            Ok(entries) => publish(table, chunk, entries),
-            // Unreachable by construction (the core's bias reference keeps busy chunks out of the
-            // stack); if it happens the chunk is kept out of circulation rather than reused.
-            Err(e) => debug_assert!(false, "release refused: {e}"),
-        })
+        self.drain_returns(
+            |table, chunk| match table.release(chunk, ReleaseTo::Refill) {
+                Ok(entries) => publish(table, chunk, entries),
+                // Unreachable by construction (the core's bias reference keeps busy chunks out of the
+                // stack); if it happens the chunk is kept out of circulation rather than reused.
+                Err(e) => debug_assert!(false, "release refused: {e}"),
+            },
+        )
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {

@@ -2,6 +2,8 @@
 //! shared state) behind it, the receive events they report, and the teardown report.
 
 use std::io;
+
+use io_uring::types;
 use std::os::fd::{AsFd, OwnedFd};
 
 use crate::chunk::{Counts, OwnerId, OwnerStats};
@@ -85,4 +87,25 @@ pub(crate) fn dup_ring_fd(ring: impl AsFd) -> Result<OwnedFd> {
         what: "duplicating the io_uring fd",
         source: e.into(),
     })
+}
+
+/// The socket a receive reads: a plain fd or a registered (fixed) file index.
+#[derive(Debug, Clone, Copy)]
+pub enum RecvFd {
+    /// A raw fd.
+    Fd(types::Fd),
+    /// An index into the ring's registered files.
+    Fixed(types::Fixed),
+}
+
+impl From<types::Fd> for RecvFd {
+    fn from(fd: types::Fd) -> Self {
+        Self::Fd(fd)
+    }
+}
+
+impl From<types::Fixed> for RecvFd {
+    fn from(fd: types::Fixed) -> Self {
+        Self::Fixed(fd)
+    }
 }

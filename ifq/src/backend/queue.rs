@@ -7,8 +7,7 @@
 
 use io_uring::squeue;
 
-use super::{Core, TeardownReport};
-use crate::bufring::RecvFd;
+use super::{Core, RecvFd, TeardownReport};
 use crate::chunk::{OwnerId, OwnerStats, Snapshot};
 
 mod sealed {

@@ -37,11 +37,17 @@ impl fmt::Display for OwnerId {
     }
 }
 
-/// Where a chunk goes when its last handle is gone.
-#[derive(Clone, Copy)]
-enum Leave {
+/// Where [`ChunkTable::release`] puts a chunk whose handles are all gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseTo {
+    /// The refill state: it waits for its refill entries to be written and the tail published
+    /// ([`ChunkTable::publish`]). For a backend whose queue can be full (zcrx's refill ring).
     Refill,
+    /// Straight back to the kernel: its ring entry is written at once (a buffer ring with room).
     Kernel,
+    /// The free pool, on top ([`take_from_pool`](ChunkTable::take_from_pool) hands it out next,
+    /// while its lines are still in cache). For a backend that keeps fewer chunks posted than it
+    /// has.
     Pool,
 }
 
@@ -471,33 +477,12 @@ impl ChunkTable {
         }
     }
 
-    /// Every handle into `chunk` is gone and the kernel no longer fills it: it waits to be
-    /// published. Returns how many refill entries it needs (one per delivery).
-    #[inline]
-    pub fn release(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
-        self.leave_user(chunk, Leave::Refill)
-    }
-
-    /// [`release`](Self::release) and [`publish`](Self::publish) in one step, for a backend
-    /// that writes the chunk's refill entry as soon as it is released (a buffer ring). Returns
-    /// the refill entries it needed.
-    #[inline]
-    pub fn recycle(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
-        self.leave_user(chunk, Leave::Kernel)
-    }
-
-    /// Every handle into `chunk` is gone and the kernel no longer fills it: it goes back to the
-    /// free pool, on top ([`take_from_pool`](Self::take_from_pool) hands it out next, while its
-    /// lines are still in cache). For a backend that keeps fewer chunks posted than it has.
-    #[inline]
-    pub fn shelve(&mut self, chunk: ChunkId) -> Result<u32, AccountingError> {
-        self.leave_user(chunk, Leave::Pool)
-    }
-
-    /// A user chunk whose handles are gone goes to the refill state, straight to the kernel, or
-    /// back to the pool.
+    /// Every handle into `chunk` is gone and the kernel no longer fills it: it leaves the user
+    /// state for `to`. Returns how many refill entries it needs (one per delivery), which a
+    /// backend writes now ([`ReleaseTo::Kernel`]) or before [`publish`](Self::publish)
+    /// ([`ReleaseTo::Refill`]).
     #[inline(always)]
-    fn leave_user(&mut self, chunk: ChunkId, to: Leave) -> Result<u32, AccountingError> {
+    pub fn release(&mut self, chunk: ChunkId, to: ReleaseTo) -> Result<u32, AccountingError> {
         let i = self.slot(chunk)?;
         let ChunkState::User {
             deliveries,
@@ -505,25 +490,25 @@ impl ChunkTable {
         } = self.slots[i].state
         else {
             let action = match to {
-                Leave::Refill => "be released",
-                Leave::Kernel => "be recycled",
-                Leave::Pool => "be shelved",
+                ReleaseTo::Refill => "be released to refill",
+                ReleaseTo::Kernel => "be released to the kernel",
+                ReleaseTo::Pool => "be released to the pool",
             };
             return Err(self.bad(chunk, action));
         };
         self.counts.user -= 1;
         match to {
-            Leave::Refill => {
+            ReleaseTo::Refill => {
                 self.slots[i].state = ChunkState::Refill {
                     entries: deliveries,
                 };
                 self.counts.refill += 1;
             }
-            Leave::Kernel => {
+            ReleaseTo::Kernel => {
                 self.slots[i].state = ChunkState::Kernel;
                 self.counts.kernel += 1;
             }
-            Leave::Pool => {
+            ReleaseTo::Pool => {
                 self.slots[i].state = ChunkState::Pool;
                 self.counts.pool += 1;
                 self.free.push(chunk);

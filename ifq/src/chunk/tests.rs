@@ -108,7 +108,7 @@ proptest! {
                     expect
                 }
                 Op::Release(c) => {
-                    let r = t.release(c);
+                    let r = t.release(c, ReleaseTo::Refill);
                     match model.get(c as usize) {
                         Some(&ChunkState::User { deliveries, kernel_busy: false }) => {
                             prop_assert_eq!(r, Ok(deliveries));
@@ -121,7 +121,8 @@ proptest! {
                 }
                 Op::Recycle(c) | Op::Shelve(c) => {
                     let shelve = matches!(op, Op::Shelve(_));
-                    let r = if shelve { t.shelve(c) } else { t.recycle(c) };
+                    let to = if shelve { ReleaseTo::Pool } else { ReleaseTo::Kernel };
+                    let r = t.release(c, to);
                     match model.get(c as usize) {
                         Some(&ChunkState::User { deliveries, kernel_busy: false }) => {
                             prop_assert_eq!(r, Ok(deliveries));
@@ -186,7 +187,7 @@ fn owner_limit() {
     t.deliver(b, OwnerId(1), 40, false).unwrap();
     assert!(t.over_limit(OwnerId(1)));
     assert!(!t.over_limit(OwnerId(2)));
-    t.release(a).unwrap();
+    t.release(a, ReleaseTo::Refill).unwrap();
     assert!(!t.over_limit(OwnerId(1)));
     assert_eq!(
         t.owner(OwnerId(1)),

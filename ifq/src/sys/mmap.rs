@@ -122,3 +122,25 @@ impl Drop for Mmap {
         let _ = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
+
+/// Copies `data` to `base + offset`, inside a live mapping of `len` bytes at `base`: the
+/// simulated kernel's copy, or a simulated NIC's DMA (feature `sim`).
+///
+/// # Panics
+/// If the range leaves the mapping.
+///
+/// # Safety
+/// `base..base + len` is a live writable mapping for the whole call, and nothing reads or
+/// writes the range meanwhile: no [`RxBuf`](crate::RxBuf) may cover any byte of it, and none
+/// may be made over it during the call.
+#[cfg(feature = "sim")]
+pub(crate) unsafe fn copy_into(base: *mut u8, len: usize, offset: u64, data: &[u8]) {
+    let end = offset
+        .checked_add(data.len() as u64)
+        .expect("range overflows");
+    assert!(end <= len as u64, "write past the end of the area");
+    // SAFETY: the range is inside the live mapping (checked above, and the caller vouches for
+    // the mapping) and does not overlap `data` (a separate borrow); the caller guarantees that
+    // nothing reads it meanwhile.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(offset as usize), data.len()) };
+}

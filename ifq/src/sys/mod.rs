@@ -1,7 +1,9 @@
 //! The kernel boundary: every raw pointer, raw system call and piece of memory shared with the
 //! kernel is behind the small safe wrappers here, each `unsafe` block with the invariant it
-//! relies on. Outside `sys/`, the crate has `unsafe` only in `rxbuf.rs` (turning a range of the
-//! area that was checked against it into a slice, and freeing what the last handle owns).
+//! relies on. Outside `sys/`, the crate has `unsafe` blocks only in `rxbuf.rs` (turning a range of
+//! the area that was checked against it into a slice, and freeing what the last handle owns) and,
+//! with the `sim` feature, in `sim.rs`, whose `unsafe fn`s forward their caller's contract to the
+//! raw writes here.
 //!
 //! - `mmap`: the anonymous and memfd mappings behind the area and the rings.
 //! - `ring`: the shared head and tail words.
@@ -12,10 +14,11 @@
 //! - `sqe`: the one submission entry built here (a multishot receive with a total byte limit),
 //!   and its hand-over as an `io_uring::squeue::Entry`.
 //! - `caps`: capability and rlimit checks.
-//! - `sim` (feature `sim`): the simulated kernel for the project's tests, benchmarks and fuzz
-//!   targets, whose writes into the area are `unsafe fn`s.
+//!
+//! The simulated kernel (`crate::sim`, feature `sim`) sits above the backends; its raw write
+//! into the area is `mmap::copy_into` here.
 
-// Its `pub` items are `zcrx::abi_info`, for the layout tests, with the `sim` feature on.
+// Its `pub` items are `abi_info` (crate root), for the layout tests, with the `sim` feature on.
 #[cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
 pub(crate) mod abi;
 pub(crate) mod caps;
@@ -23,6 +26,4 @@ pub(crate) mod mmap;
 pub(crate) mod pbuf;
 pub(crate) mod refill;
 pub(crate) mod ring;
-#[cfg(feature = "sim")]
-pub(crate) mod sim;
 pub(crate) mod sqe;

@@ -242,14 +242,14 @@ impl ZcrxIfq {
             if !full && pending.is_empty() {
                 if out.write_chunk(chunk) {
                     // Entries written: straight back to the kernel state.
-                    let recycled = table.recycle(chunk);
+                    let recycled = table.release(chunk, ReleaseTo::Kernel);
                     debug_assert!(recycled.is_ok(), "a returned chunk recycles: {recycled:?}");
                     returned += 1;
                     return;
                 }
                 full = true;
             }
-            match table.release(chunk) {
+            match table.release(chunk, ReleaseTo::Refill) {
                 Ok(_) => {
                     if !std::mem::replace(&mut queued[chunk as usize], true) {
                         pending.push_back(chunk);

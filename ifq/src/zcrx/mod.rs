@@ -65,9 +65,9 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use rustix::io::Errno;
 
 use crate::area::Area;
+pub use crate::backend::RecvFd;
 use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxQueue, Sealed, TeardownReport};
-pub use crate::bufring::RecvFd;
-use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery};
+use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, ReleaseTo};
 use crate::completion::{decode_zcrx, CompletionError, Event, ZcrxLoc, ZCRX_AREA_SHIFT};
 use crate::error::{Error, Result, ZcrxRefusal};
 use crate::refill::zcrx::rqe_off;
@@ -100,9 +100,6 @@ use refs::PageRefs;
 #[cfg(feature = "sim")]
 pub(crate) use register::Plan;
 use register::*;
-
-#[cfg(feature = "sim")]
-pub use crate::sys::sim::abi_info;
 
 /// Counters of a zcrx queue's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -196,7 +193,7 @@ pub struct ZcrxIfq {
     kernel_stats: Option<SharedStats>,
     /// The refill region's memfd, for an exportable queue.
     region_fd: Option<OwnedFd>,
-    /// Registered nowhere (`sys::sim`).
+    /// Registered nowhere (`crate::sim`).
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) simulated: bool,
     stats: ZcrxStats,

@@ -1,6 +1,8 @@
 //! The runtime's few raw OS calls: the io_uring submission push (`ring.rs`), fds that a
 //! completion created, the zeroed `msghdr` of a send, and the reuseport program. Every `unsafe`
-//! of the `zcrx` crate is in this module; the rest of the crate is safe code on top.
+//! of the `zcrx` crate is in this module but one: the driver's call of the push
+//! (`driver/mod.rs`), whose invariant (what an entry points at is owned by a slot until its final
+//! completion) is the driver's own. The rest of the crate is safe code on top.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

@@ -3,6 +3,10 @@
 //! benchmarks and fuzz targets. Not part of the supported API (no semver promise); off by
 //! default.
 //!
+//! It sits above both backends and below nothing: the raw writes it needs are in `sys/`
+//! (`sys::mmap::copy_into`, `sys::refill`), and its `unsafe fn`s only forward their caller's
+//! contract to them.
+//!
 //! Reading what the kernel would read is safe. Writing what the kernel or a NIC would write is
 //! not: [`BufRing::sim_kernel_write`] and [`ZcrxIfq::sim_write`] write into the area, where a
 //! live [`RxBuf`](crate::RxBuf) may be reading, and [`ZcrxIfq::raw_refill`] hands buffers back
@@ -14,7 +18,7 @@ use crate::area::Area;
 use crate::bufring::{ring_for, BufRing, BufRingConfig};
 use crate::error::{Error, Result};
 use crate::sys::abi;
-use crate::sys::mmap::Mmap;
+use crate::sys::mmap::{copy_into, Mmap};
 use crate::sys::refill::RefillRing;
 use crate::zcrx::{Plan, ZcrxFeatures, ZcrxIfq};
 
@@ -44,15 +48,8 @@ pub mod abi_info {
 /// No [`RxBuf`](crate::RxBuf) may cover any byte of the range, and none may be made over it
 /// during the call.
 unsafe fn write_area(area: &Area, offset: u64, data: &[u8]) {
-    let end = offset
-        .checked_add(data.len() as u64)
-        .expect("range overflows");
-    assert!(end <= area.len() as u64, "write past the end of the area");
-    // SAFETY: the range is inside the area's live mapping (checked above) and does not overlap
-    // `data` (a separate borrow); the caller guarantees that no handle reads it meanwhile.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), area.base().add(offset as usize), data.len())
-    };
+    // SAFETY: forwarded from the caller; the area's mapping is live while `area` is borrowed.
+    unsafe { copy_into(area.base(), area.len(), offset, data) }
 }
 
 impl BufRing {
