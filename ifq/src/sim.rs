@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::area::Area;
 use crate::bufring::{ring_for, BufRing, BufRingConfig};
 use crate::error::{Error, Result};
-use crate::sys::abi;
+use crate::sys::calls;
 use crate::sys::mmap::{copy_into, Mmap};
 use crate::sys::refill::RefillRing;
 use crate::zcrx::{Plan, ZcrxFeatures, ZcrxIfq};
@@ -204,6 +204,6 @@ impl ZcrxIfq {
     pub fn raw_ctrl_flush_id(&self, zcrx_id: u32) -> std::result::Result<(), i32> {
         use std::os::fd::AsFd;
         let ring = self.ring_fd.as_ref().ok_or(-1)?;
-        abi::ctrl_flush_rq(ring.as_fd(), zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
+        calls::ctrl_flush_rq(ring.as_fd(), zcrx_id).map_err(|e| e.raw_os_error().unwrap_or(-1))
     }
 }

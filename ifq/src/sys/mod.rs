@@ -9,8 +9,8 @@
 //! - `ring`: the shared head and tail words.
 //! - `pbuf`: a provided buffer ring's entries, tail, producer and (un)registration.
 //! - `refill`: the zcrx refill ring's entries, head, tail and producer; the kernel's statistics.
-//! - `abi`: the zcrx uapi structs and numbers, and the register calls (registration, import,
-//!   query, control operations).
+//! - `abi`: the zcrx uapi structs and numbers.
+//! - `calls`: the zcrx register calls (registration, import, query, control operations).
 //! - `sqe`: the one submission entry built here (a multishot receive with a total byte limit),
 //!   and its hand-over as an `io_uring::squeue::Entry`.
 //! - `caps`: capability and rlimit checks.
@@ -21,6 +21,7 @@
 // Its `pub` items are `abi_info` (crate root), for the layout tests, with the `sim` feature on.
 #[cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
 pub(crate) mod abi;
+pub(crate) mod calls;
 pub(crate) mod caps;
 pub(crate) mod mmap;
 pub(crate) mod pbuf;

@@ -273,7 +273,7 @@ impl ZcrxIfq {
             && (*no_device || (full && !pending.is_empty()));
         if let (true, Some(ring_fd)) = (ctrl_flush, ring_fd.as_ref()) {
             stats.ctrl_flushes += 1;
-            match abi::ctrl_flush_rq(ring_fd.as_fd(), *zcrx_id) {
+            match calls::ctrl_flush_rq(ring_fd.as_fd(), *zcrx_id) {
                 Ok(()) => {
                     out.rq.observe_head();
                     // Room again: what still waits goes in now (the kernel takes it at the next

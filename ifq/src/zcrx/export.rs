@@ -473,7 +473,7 @@ impl ZcrxIfq {
             unreachable!("checked above")
         };
         let (area, region) = (dup(area_fd)?, dup(region_fd.as_fd())?);
-        let zcrx = abi::ctrl_export(ring.as_fd(), self.zcrx_id).map_err(|source| Error::Os {
+        let zcrx = calls::ctrl_export(ring.as_fd(), self.zcrx_id).map_err(|source| Error::Os {
             what: "exporting the zcrx queue (ZCRX_CTRL_EXPORT)",
             source,
         })?;
@@ -527,7 +527,7 @@ impl ZcrxIfq {
             info,
         } = export;
         let mapped = Mapped::new(area, region, &info)?;
-        let reg = abi::import_zcrx(ring.as_fd(), zcrx.as_fd());
+        let reg = calls::import_zcrx(ring.as_fd(), zcrx.as_fd());
         let reg = match reg {
             Ok(reg) => reg,
             Err(e) => {

@@ -53,7 +53,7 @@ impl ZcrxFeatures {
             what: "querying zcrx features (IORING_REGISTER_QUERY)",
             source,
         };
-        let Some(q) = abi::query_zcrx(ring.as_fd()).map_err(os)? else {
+        let Some(q) = calls::query_zcrx(ring.as_fd()).map_err(os)? else {
             return Ok(Self::PRE_QUERY);
         };
         let mut this = Self {
@@ -66,7 +66,7 @@ impl ZcrxFeatures {
             rq_hdr_alignment: q.rq_hdr_alignment.max(1),
             ..Self::PRE_QUERY
         };
-        if let Some(e) = abi::query_zcrx_event(ring.as_fd()).map_err(os)? {
+        if let Some(e) = calls::query_zcrx_event(ring.as_fd()).map_err(os)? {
             this.event_types = e.event_flags;
             this.stats_size = e.stats_size;
             this.stats_alignment = e.stats_off_alignment.max(1);

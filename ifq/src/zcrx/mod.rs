@@ -73,10 +73,11 @@ use crate::error::{Error, Result, ZcrxRefusal};
 use crate::refill::zcrx::rqe_off;
 use crate::rxbuf::RxBuf;
 use crate::sys::abi::{
-    self, zcrx_event_desc, ZcrxRegistration, IO_RQ_MAX_ENTRIES, RQE_SIZE, RQ_HEADER_RESERVE,
-    ZCRX_EVENT_ALLOC_FAIL, ZCRX_EVENT_COPY, ZCRX_EVENT_DESC_FLAG_STATS, ZCRX_FEATURE_EVENT,
-    ZCRX_FEATURE_RX_PAGE_SIZE, ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
+    self, zcrx_event_desc, IO_RQ_MAX_ENTRIES, RQE_SIZE, RQ_HEADER_RESERVE, ZCRX_EVENT_ALLOC_FAIL,
+    ZCRX_EVENT_COPY, ZCRX_EVENT_DESC_FLAG_STATS, ZCRX_FEATURE_EVENT, ZCRX_FEATURE_RX_PAGE_SIZE,
+    ZCRX_REG_IMPORT, ZCRX_REG_NODEV,
 };
+use crate::sys::calls::{self, ZcrxRegistration};
 use crate::sys::caps;
 use crate::sys::mmap::Mmap;
 use crate::sys::refill::{RefillRing, SharedStats};
@@ -302,7 +303,7 @@ impl ZcrxIfq {
                 needs: "7.2",
             });
         };
-        abi::ctrl_arm_event(ring.as_fd(), self.zcrx_id, event.kernel_type()).map_err(|source| {
+        calls::ctrl_arm_event(ring.as_fd(), self.zcrx_id, event.kernel_type()).map_err(|source| {
             Error::Os {
                 what: "re-arming a zcrx event",
                 source,

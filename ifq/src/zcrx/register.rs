@@ -251,7 +251,7 @@ impl ZcrxIfq {
         });
         // The area and the region end up in `Shared` and stay mapped for as long as the queue or
         // any handle lives; the area is fresh (owned by value), so no handle points into it.
-        let answer = abi::register_zcrx(
+        let answer = calls::register_zcrx(
             ring.fd(),
             &ZcrxRegistration {
                 if_idx,
