@@ -40,7 +40,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};

@@ -6,7 +6,7 @@
 //! ```no_run
 //! use zcrx_ifq::bufring::{BufRing, BufRingConfig};
 //! use zcrx_ifq::io_uring::{IoUring, types::Fd};
-//! use zcrx_ifq::{Area, OwnerId, RecvEvent, RxQueue};
+//! use zcrx_ifq::{Area, OwnerId, RecvEvent, RxPool};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut ring = IoUring::new(256)?;
@@ -37,7 +37,7 @@ use rustix::io::Errno;
 
 use crate::area::Area;
 pub use crate::backend::RecvFd;
-use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxQueue, Sealed, TeardownReport};
+use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxPool, Sealed, TeardownReport};
 use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, ReleaseTo};
 use crate::completion::{decode_bufring, CompletionError, Event};
 use crate::error::{Error, Result};
@@ -401,7 +401,7 @@ impl Drop for BufRing {
     }
 }
 
-impl RxQueue for BufRing {
+impl RxPool for BufRing {
     type Stats = BufRingStats;
 
     fn recv(&self, fd: impl Into<RecvFd>) -> squeue::Entry {

@@ -37,7 +37,7 @@ mod sys;
 pub mod zcrx;
 
 pub use area::{Area, AreaBuilder};
-pub use backend::{RecvEvent, RxQueue, TeardownReport};
+pub use backend::{RecvEvent, RxPool, TeardownReport};
 pub use chunk::{ChunkId, ChunkState, ChunkTable, OwnerId, ReleaseTo, Snapshot};
 pub use error::{Error, Result};
 pub use kernel::KernelVersion;

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use test_kit::{skip, Outcome};
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use common::{is_mapped, Fnv, Pattern};
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};

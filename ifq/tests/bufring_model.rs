@@ -9,7 +9,7 @@
 //! ring twice.
 
 use std::collections::HashSet;
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use proptest::prelude::*;
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};

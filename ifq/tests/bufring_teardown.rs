@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use common::{is_mapped, Pattern};
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};

@@ -2,32 +2,13 @@
 //! the host (no ring parameters), virtio_net in the guest (`--virtio-net 2`), a zcrx-capable NIC
 //! when `ZCRX_IFNAME` and `ZCRX_QUEUE` name one.
 
+use test_kit::netns::{in_netns, is_root, rx_bytes, virtio_nets, HubPair};
 use test_kit::{skip, Outcome};
 use zcrx_ifq::nic::{self, Change, NicError, NicState, Read, StepKind, StepStatus};
 
 /// Held by the tests that read or change the virtio_net interfaces: libtest runs tests in
 /// parallel, and one test's change must not show in another's reads.
 static VIRTIO_NICS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Interfaces with a `virtio_net` driver, sorted (the guest names them eth0, eth1, ...).
-fn virtio_nets() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            std::fs::read_link(format!("/sys/class/net/{n}/device/driver"))
-                .map(|p| p.ends_with("virtio_net"))
-                .unwrap_or(false)
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 fn unknown_interface_is_a_typed_error() {
     assert_eq!(
@@ -300,43 +281,6 @@ fn capable_nic_apply_and_restore() -> Outcome {
     Ok(())
 }
 
-/// Runs `ip ARGS`, failing the test with its stderr if it fails.
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `f` on a thread that has entered the network namespace `/run/netns/NAME`.
-fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = std::fs::File::open(format!("/run/netns/{name}")).expect("open the namespace");
-    std::thread::spawn(move || {
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&ns),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("setns into the peer namespace");
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-fn rx_bytes(ifname: &str) -> u64 {
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/rx_bytes"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// The kernel guest's two hub devices (`--virtio-net 2`), one moved into a network namespace:
 /// traffic between them crosses QEMU's hub and both virtio_net drivers (the kernel would route
 /// it over `lo` if both were in one namespace). The checks run on each side against the real
@@ -344,123 +288,74 @@ fn rx_bytes(ifname: &str) -> u64 {
 /// namespace arrive byte for byte through the other device's receive path.
 fn virtio_net_hub_pair_across_namespaces() -> Outcome {
     let _nics = VIRTIO_NICS.lock().unwrap_or_else(|e| e.into_inner());
-    let hub: Vec<String> = virtio_nets()
-        .into_iter()
-        .filter(|n| {
-            nic::read(n)
-                .ok()
-                .and_then(|s| s.channels.value().and_then(|c| c.combined_max))
-                .unwrap_or(1)
-                == 1
-        })
-        .collect();
-    if hub.len() < 2 {
-        return Err(skip(
-            "needs two virtio_net devices on a hub (the guest's --virtio-net 2)",
-        ));
-    }
-    if !is_root() {
-        return Err(skip("needs root to make a network namespace"));
-    }
-    if which("ip").is_none() {
-        return Err(skip("needs ip (iproute2; the guest's --with ip:iproute2)"));
-    }
-    let (here, there) = (hub[0].clone(), hub[1].clone());
-    let before_here = nic::read(&here).unwrap();
-    const NS: &str = "zcpeer";
-    ip(&["netns", "add", NS]);
-    let result = std::panic::catch_unwind(|| {
-        ip(&["link", "set", &there, "netns", NS]);
-        ip(&["addr", "add", "10.77.0.1/24", "dev", &here]);
-        ip(&["link", "set", &here, "up"]);
-        ip(&["-n", NS, "addr", "add", "10.77.0.2/24", "dev", &there]);
-        ip(&["-n", NS, "link", "set", &there, "up"]);
-        assert!(
-            !std::path::Path::new(&format!("/sys/class/net/{there}")).exists(),
-            "{there} left this namespace"
-        );
-
-        // The checks against the driver, on each side of the hub.
-        let check_here = nic::check(&nic::read(&here).unwrap(), 0).unwrap();
-        println!("{here}, this namespace:\n{check_here}");
-        let name = there.clone();
-        let (there_state, check_there, apply_there, after_there) = in_netns(NS, move || {
-            let state = nic::read(&name).unwrap();
-            let check = nic::check(&state, 0).unwrap().to_string();
-            let apply = nic::apply(&name, 0).map(|_| ()).unwrap_err();
-            (state, check, apply, nic::read(&name).unwrap())
-        });
-        println!("{there}, namespace {NS}:\n{check_there}");
-        assert_eq!(there_state.driver.as_deref(), Some("virtio_net"));
-        for check in [check_here.to_string(), check_there.clone()] {
-            assert!(
-                check.contains("header/data split on: NOT SUPPORTED"),
-                "{check}"
-            );
-            assert!(check.contains("not ready for zcrx"), "{check}");
+    let before_here = match test_kit::netns::virtio_nets().first() {
+        Some(n) => nic::read(n).unwrap(),
+        None => {
+            return Err(skip(
+                "needs two virtio_net devices on a hub (the guest's --virtio-net 2)",
+            ))
         }
-        assert!(
-            matches!(apply_there, NicError::NotSupported { .. }),
-            "{apply_there:?}"
-        );
-        assert_eq!(after_there, there_state, "apply changed {there}");
-        assert!(matches!(
-            nic::apply(&here, 0),
-            Err(NicError::NotSupported { .. })
-        ));
+    };
+    let pair = HubPair::new("zcpeer").map_err(skip)?;
+    let (here, there, ns) = (pair.here.clone(), pair.there.clone(), pair.ns);
+    assert_eq!(before_here.ifname, here);
 
-        // Traffic through the hub: the namespace's device sends, this one receives.
-        const LEN: usize = 16 << 20;
-        let listener = std::net::TcpListener::bind("10.77.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let rx_before = rx_bytes(&here);
-        let sender = std::thread::spawn(move || {
-            in_netns(NS, move || {
-                use std::io::Write;
-                let mut s = std::net::TcpStream::connect(("10.77.0.1", port)).unwrap();
-                let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-                s.write_all(&data).unwrap();
-            })
-        });
-        let (mut conn, peer) = listener.accept().unwrap();
-        assert_eq!(peer.ip().to_string(), "10.77.0.2");
-        let mut got = Vec::with_capacity(LEN);
-        std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
-        sender.join().unwrap();
-        assert_eq!(got.len(), LEN);
-        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
-        let crossed = rx_bytes(&here) - rx_before;
-        println!("{LEN} bytes from {NS} through the hub: {here} received {crossed} bytes");
-        assert!(crossed >= LEN as u64, "{crossed} bytes on {here}");
+    // The checks against the driver, on each side of the hub.
+    let check_here = nic::check(&nic::read(&here).unwrap(), 0).unwrap();
+    println!("{here}, this namespace:\n{check_here}");
+    let name = there.clone();
+    let (there_state, check_there, apply_there, after_there) = in_netns(ns, move || {
+        let state = nic::read(&name).unwrap();
+        let check = nic::check(&state, 0).unwrap().to_string();
+        let apply = nic::apply(&name, 0).map(|_| ()).unwrap_err();
+        (state, check, apply, nic::read(&name).unwrap())
     });
-    // Deleting the namespace gives the device back to this one; its addresses go with it.
-    ip(&["netns", "del", NS]);
-    let _ = std::process::Command::new("ip")
-        .args(["addr", "flush", "dev", &here])
-        .status();
-    let _ = std::process::Command::new("ip")
-        .args(["link", "set", &here, "down"])
-        .status();
-    result.unwrap();
-    // The device comes back asynchronously once the namespace is gone.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !virtio_nets().contains(&there) {
+    println!("{there}, namespace {ns}:\n{check_there}");
+    assert_eq!(there_state.driver.as_deref(), Some("virtio_net"));
+    for check in [check_here.to_string(), check_there.clone()] {
         assert!(
-            std::time::Instant::now() < deadline,
-            "{there} did not come back"
+            check.contains("header/data split on: NOT SUPPORTED"),
+            "{check}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(check.contains("not ready for zcrx"), "{check}");
     }
+    assert!(
+        matches!(apply_there, NicError::NotSupported { .. }),
+        "{apply_there:?}"
+    );
+    assert_eq!(after_there, there_state, "apply changed {there}");
+    assert!(matches!(
+        nic::apply(&here, 0),
+        Err(NicError::NotSupported { .. })
+    ));
+
+    // Traffic through the hub: the namespace's device sends, this one receives.
+    const LEN: usize = 16 << 20;
+    let listener = std::net::TcpListener::bind((HubPair::HERE_ADDR, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx_before = rx_bytes(&here);
+    let sender = std::thread::spawn(move || {
+        in_netns(ns, move || {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect((HubPair::HERE_ADDR, port)).unwrap();
+            let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            s.write_all(&data).unwrap();
+        })
+    });
+    let (mut conn, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip().to_string(), HubPair::THERE_ADDR);
+    let mut got = Vec::with_capacity(LEN);
+    std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+    sender.join().unwrap();
+    assert_eq!(got.len(), LEN);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    let crossed = rx_bytes(&here) - rx_before;
+    println!("{LEN} bytes from {ns} through the hub: {here} received {crossed} bytes");
+    assert!(crossed >= LEN as u64, "{crossed} bytes on {here}");
+
+    drop(pair);
     assert_eq!(nic::read(&here).unwrap().rings, before_here.rings);
     Ok(())
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(program))
-        .find(|p| p.is_file())
 }
 
 test_kit::main!(

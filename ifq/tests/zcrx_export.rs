@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use test_kit::{skip, Outcome};
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use rustix::thread::{capabilities, CapabilitySet};
 use zcrx_ifq::io_uring::types::Fd;

@@ -24,7 +24,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use test_kit::{skip, Outcome};
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use zcrx_ifq::error::ZcrxRefusal;

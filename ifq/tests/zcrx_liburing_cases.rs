@@ -39,7 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::addr_of_mut;
 use std::time::{Duration, Instant};
 use test_kit::{skip, Outcome};
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use zcrx_ifq::abi_info::{
     io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, zcrx_ctrl,

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use proptest::prelude::*;
 use zcrx_ifq::completion::{CompletionError, CQE_F_MORE, ZCRX_OFFSET_MASK};

@@ -62,6 +62,22 @@ impl Builder {
         })
     }
 
+    /// The NIC receive queue each thread of [`run`](Self::run) will register for zcrx, by thread
+    /// index (thread `i` takes the [`zcrx_queue`](Self::zcrx_queue)'s `queue + i`); `None`
+    /// without a zcrx queue target. For
+    /// [`ListenerGroup::bind_by_queue`](crate::net::ListenerGroup::bind_by_queue), which gives
+    /// each connection to the thread whose queue received it.
+    pub fn zcrx_queues(&self) -> Option<Vec<u32>> {
+        match &self.config.zcrx {
+            Some(ZcrxTarget::Queue { queue, .. }) => Some(
+                (0..self.config.threads)
+                    .map(|i| queue.saturating_add(i as u32))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Submission-queue entries per ring.
     pub fn sq_entries(mut self, n: u32) -> Self {
         self.config.sq_entries = n;

@@ -541,6 +541,14 @@ impl TcpStream {
     pub fn incoming_cpu(&self) -> io::Result<u32> {
         Ok(sockopt::socket_incoming_cpu(&*self.fd)?)
     }
+
+    /// The NAPI id of the receive queue that last delivered a packet of this connection
+    /// (`SO_INCOMING_NAPI_ID`; 0 when the driver has no NAPI ids). With
+    /// [`ListenerGroup::bind_by_queue`] it is the NAPI id of the queue of the thread that
+    /// accepted it: compare with `zcrx_ifq::nic::NicState::queues`.
+    pub fn incoming_napi_id(&self) -> io::Result<u32> {
+        crate::sys::incoming_napi_id(&*self.fd)
+    }
 }
 
 /// The outcome of a [`TcpStream::send_op`] of a `B`, and the buffer back.

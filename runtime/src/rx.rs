@@ -7,7 +7,7 @@ use zcrx_ifq::backend::Completion;
 use zcrx_ifq::bufring::{BufRing, BufRingConfig, BufRingStats};
 use zcrx_ifq::io_uring::{squeue, types};
 use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxEvent, ZcrxFeatures, ZcrxIfq, ZcrxStats};
-use zcrx_ifq::{Area, OwnerId, RxQueue, Snapshot, TeardownReport};
+use zcrx_ifq::{Area, OwnerId, RxPool, Snapshot, TeardownReport};
 
 use crate::config::{Config, RxBackend, ZcrxTarget};
 use crate::sys::ring::Ring;
@@ -112,7 +112,7 @@ pub(crate) enum Rx {
 }
 
 /// `each!(rx, q => expr)`: `expr` with `q` bound to whichever backend `rx` runs, through their
-/// one surface ([`RxQueue`]).
+/// one surface ([`RxPool`]).
 macro_rules! each {
     ($rx:expr, $q:ident => $e:expr) => {
         match $rx {
@@ -268,7 +268,7 @@ impl Rx {
         Ok((ring, Rx::Buf(buf), what.to_string()))
     }
 
-    /// A receive for `fd`, capped at `budget` bytes (0: no cap), see [`RxQueue::recv_capped`].
+    /// A receive for `fd`, capped at `budget` bytes (0: no cap), see [`RxPool::recv_capped`].
     /// zcrx ends a capped receive with a completion of 0 bytes, which is also how it reports the
     /// end of the stream (the driver tells them apart by counting).
     pub(crate) fn recv(&self, fd: RawFd, budget: u32) -> squeue::Entry {

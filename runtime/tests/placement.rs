@@ -4,6 +4,10 @@
 //! client on CPU c must be accepted by the thread on CPU c, whose `SO_INCOMING_CPU` says c.
 //! Without the reuseport program the kernel's hash would send about half of them to the other
 //! thread.
+//!
+//! By queue, in the kernel guest: connections from a network namespace through QEMU's hub
+//! arrive on the one receive queue of a real virtio_net device, and a group by queue must give
+//! every one to the thread that claims that queue, with that queue's NAPI id.
 
 mod common;
 
@@ -110,12 +114,102 @@ fn each_connection_on_the_thread_of_its_cpu() -> Outcome {
     Ok(())
 }
 
+/// Connections per run of the by-queue test.
+const BY_QUEUE: usize = 24;
+
+/// The guest's hub devices have one receive queue each, and virtio_net records it on every
+/// packet: every connection from the namespace arrives on queue 0. The group claims queue 1
+/// (which the device does not have) for thread 0 and queue 0 for thread 1, so thread 1 must
+/// accept them all, where the kernel's hash would give about half to thread 0 (and a program
+/// that ignored the queue, all to listener 0), and each must report the NAPI id netdev gives
+/// queue 0.
+fn each_connection_on_the_thread_of_its_queue() -> Outcome {
+    let pair = test_kit::netns::HubPair::new("zcqueue").map_err(skip)?;
+    let napi = zcrx_ifq::nic::read(&pair.here)
+        .unwrap()
+        .rx_queue(0)
+        .and_then(|q| q.napi_id)
+        .expect("netdev lists queue 0 with its NAPI id");
+    let group = Arc::new(
+        ListenerGroup::bind_by_queue((test_kit::netns::HubPair::HERE_ADDR, 0), &[1, 0]).unwrap(),
+    );
+    assert_eq!(group.queues(), [1, 0]);
+    assert!(group.cpus().is_empty());
+    let port = group.local_addr().port();
+    let ns = pair.ns;
+    let clients = std::thread::spawn(move || {
+        test_kit::netns::in_netns(ns, move || {
+            (0..BY_QUEUE)
+                .map(|i| {
+                    let addr = (test_kit::netns::HubPair::HERE_ADDR, port);
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(&[i as u8]).unwrap();
+                    s
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let streams = clients.join().unwrap();
+    let accepted = common::builder()
+        .threads(2)
+        .chunks(64)
+        .run(move |i| {
+            let group = group.clone();
+            async move {
+                let listener = group.listener(i).unwrap();
+                let mut got = Vec::new();
+                while let Ok(Ok((stream, _))) =
+                    timeout(Duration::from_millis(500), listener.accept()).await
+                {
+                    let id = stream.incoming_napi_id().unwrap();
+                    let tag = stream.recv().await.unwrap().expect("the client's tag")[0];
+                    got.push((id, tag));
+                }
+                (i, got)
+            }
+        })
+        .unwrap();
+    drop(streams);
+    drop(pair);
+    for (i, got) in &accepted {
+        println!(
+            "thread {i}: {} connections, NAPI ids {:?}",
+            got.len(),
+            got.iter().map(|g| g.0).collect::<Vec<_>>()
+        );
+    }
+    let (_, on_queue_0) = accepted.iter().find(|(i, _)| *i == 1).unwrap();
+    let (_, on_queue_1) = accepted.iter().find(|(i, _)| *i == 0).unwrap();
+    assert!(
+        on_queue_1.is_empty(),
+        "thread 0 (queue 1) accepted {on_queue_1:?}"
+    );
+    assert_eq!(
+        on_queue_0.len(),
+        BY_QUEUE,
+        "thread 1 (queue 0) got every connection"
+    );
+    for &(id, tag) in on_queue_0 {
+        assert_eq!(
+            id, napi,
+            "SO_INCOMING_NAPI_ID of connection {tag}: queue 0's NAPI id"
+        );
+    }
+    Ok(())
+}
+
 /// A group takes each listener once, in a runtime, by an index it has.
 fn listeners_are_taken_once_inside_a_runtime() {
     let group = ListenerGroup::bind_by_cpu("127.0.0.1:0", &[0]).unwrap();
     assert!(group.local_addr().port() != 0);
     assert!(group.listener(0).is_err(), "outside a runtime");
     assert!(ListenerGroup::bind_by_cpu("127.0.0.1:0", &[]).is_err());
+    assert!(ListenerGroup::bind_by_queue("127.0.0.1:0", &[]).is_err());
+    assert!(ListenerGroup::bind_by_queue("127.0.0.1:0", &[u32::MAX]).is_err());
+    // The queues to bind by, as the runtime's threads register them: thread i, queue 3 + i.
+    let zcrx = common::builder().threads(2).zcrx_queue("eth0", 3);
+    assert_eq!(zcrx.zcrx_queues(), Some(vec![3, 4]));
+    assert_eq!(common::builder().zcrx_nodev().zcrx_queues(), None);
     let rt = common::builder().chunks(16).build().unwrap();
     rt.block_on(async {
         assert!(group.listener(1).is_err(), "past the group");
@@ -128,5 +222,6 @@ fn listeners_are_taken_once_inside_a_runtime() {
 
 test_kit::main!(
     each_connection_on_the_thread_of_its_cpu,
+    each_connection_on_the_thread_of_its_queue,
     listeners_are_taken_once_inside_a_runtime,
 );

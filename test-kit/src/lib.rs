@@ -7,8 +7,10 @@
 //!   machines (a 7.1+ kernel, root, a NIC, a tool). A test that cannot run returns [`Skip`] and is
 //!   counted as *ignored*, with its reason, in libtest's summary, instead of passing silently.
 //! - [`pattern`]: the byte streams the tests send and verify.
+//! - [`netns`]: network namespaces and the kernel guest's virtio_net hub devices.
 
 pub mod harness;
+pub mod netns;
 pub mod pattern;
 
 pub use harness::{skip, Outcome, Skip};

@@ -11,7 +11,7 @@ use crate::rxbuf::{RxBuf, SharedOwner};
 use super::TeardownReport;
 
 /// Owner-side state common to both backends.
-// `pub` in a private module: named by the sealed `RxQueue` supertrait, reachable by no one.
+// `pub` in a private module: named by the sealed `RxPool` supertrait, reachable by no one.
 #[allow(missing_debug_implementations)] // the queues print their own
 pub struct Core {
     pub(crate) shared: SharedOwner,

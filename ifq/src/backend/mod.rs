@@ -1,4 +1,4 @@
-//! What both backends share: their one surface ([`RxQueue`]), the owner-side core (table +
+//! What both backends share: their one surface ([`RxPool`]), the owner-side core (table +
 //! shared state) behind it, the receive events they report, and the teardown report.
 
 use std::io;
@@ -11,12 +11,12 @@ use crate::error::{Error, Result};
 use crate::rxbuf::RxBuf;
 
 mod core;
-mod queue;
+mod pool;
 
 pub(crate) use self::core::Core;
 
-pub use queue::RxQueue;
-pub(crate) use queue::Sealed;
+pub use pool::RxPool;
+pub(crate) use pool::Sealed;
 
 /// What a receive completion means for the application.
 #[derive(Debug)]

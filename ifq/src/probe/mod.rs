@@ -17,7 +17,7 @@ use std::path::Path;
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use crate::area::Area;
-use crate::backend::RxQueue;
+use crate::backend::RxPool;
 use crate::bufring::{BufRing, BufRingConfig};
 use crate::error::{Error, ZcrxRefusal};
 use crate::sys::caps;

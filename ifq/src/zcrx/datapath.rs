@@ -198,7 +198,7 @@ impl ZcrxIfq {
         Ok(handle)
     }
 
-    /// [`RxQueue::flush`]: hands every chunk whose handles have all dropped (on any thread)
+    /// [`RxPool::flush`]: hands every chunk whose handles have all dropped (on any thread)
     /// back to the kernel, one refill entry per reference, then one release store of the tail.
     /// If the refill queue is full the rest stays queued, in order, for the next flush.
     pub(super) fn flush_returns(&mut self) -> usize {

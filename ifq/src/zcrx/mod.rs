@@ -12,7 +12,7 @@
 //! ```no_run
 //! use zcrx_ifq::io_uring::{cqueue, squeue, types::Fd, IoUring};
 //! use zcrx_ifq::zcrx::{ZcrxConfig, ZcrxIfq};
-//! use zcrx_ifq::{Area, OwnerId, RecvEvent, RxQueue};
+//! use zcrx_ifq::{Area, OwnerId, RecvEvent, RxPool};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
@@ -66,7 +66,7 @@ use rustix::io::Errno;
 
 use crate::area::Area;
 pub use crate::backend::RecvFd;
-use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxQueue, Sealed, TeardownReport};
+use crate::backend::{dup_ring_fd, Completion, Core, RecvEvent, RxPool, Sealed, TeardownReport};
 use crate::chunk::{ChunkId, ChunkState, OwnerId, Redelivery, ReleaseTo};
 use crate::completion::{decode_zcrx, CompletionError, Event, ZcrxLoc, ZCRX_AREA_SHIFT};
 use crate::error::{Error, Result, ZcrxRefusal};
@@ -312,7 +312,7 @@ impl ZcrxIfq {
     }
 }
 
-impl RxQueue for ZcrxIfq {
+impl RxPool for ZcrxIfq {
     type Stats = ZcrxStats;
 
     fn recv(&self, fd: impl Into<RecvFd>) -> squeue::Entry {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use rustix::thread::{capabilities, CapabilitySet};
 use test_kit::{skip, Outcome, Skip};

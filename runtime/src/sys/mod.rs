@@ -60,3 +60,29 @@ pub(crate) fn attach_reuseport_cbpf(
         Err(io::Error::last_os_error())
     }
 }
+
+/// `SO_INCOMING_NAPI_ID` (`asm-generic/socket.h`, Linux 4.12).
+const SO_INCOMING_NAPI_ID: libc::c_int = 56;
+
+/// The NAPI id of the receive queue that last delivered a packet of `sock`'s connection
+/// (`SO_INCOMING_NAPI_ID`; 0 when the driver has no NAPI ids, or before the first packet).
+pub(crate) fn incoming_napi_id(sock: impl AsFd) -> io::Result<u32> {
+    let mut id: libc::c_uint = 0;
+    let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: `id` and `len` are live, writable and sized as the option's value (an unsigned
+    // int) for the whole call; the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_INCOMING_NAPI_ID,
+            std::ptr::addr_of_mut!(id).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(id)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

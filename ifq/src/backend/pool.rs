@@ -1,4 +1,4 @@
-//! [`RxQueue`]: the one surface of both receive backends.
+//! [`RxPool`]: the one surface of both receive backends.
 //!
 //! Everything the owner of a queue does that does not depend on how buffers reach the kernel is
 //! written once here, over the [`Core`] both backends share (the chunk table, the return stack,
@@ -11,7 +11,7 @@ use super::{Core, RecvFd, TeardownReport};
 use crate::chunk::{OwnerId, OwnerStats, Snapshot};
 
 mod sealed {
-    /// Only this crate's backends implement [`RxQueue`](super::RxQueue): its provided methods
+    /// Only this crate's backends implement [`RxPool`](super::RxPool): its provided methods
     /// reach into their shared core.
     pub trait Sealed {
         fn core(&self) -> &super::Core;
@@ -27,19 +27,19 @@ pub(crate) use sealed::Sealed;
 /// The loop of an owner thread is the same over both: push [`recv`](Self::recv) requests,
 /// decode completions (each backend's `complete`, whose CQE differs), drop the handles anywhere,
 /// [`flush`](Self::flush) once per turn, [`teardown`](Self::teardown) at the end. Code generic
-/// over `Q: RxQueue` serves both:
+/// over `Q: RxPool` serves both:
 ///
 /// ```
-/// use zcrx_ifq::{OwnerId, RxQueue};
+/// use zcrx_ifq::{OwnerId, RxPool};
 ///
 /// /// Whether `conn` should stop reading until it gives buffers back.
-/// fn must_wait<Q: RxQueue>(q: &Q, conn: OwnerId) -> bool {
+/// fn must_wait<Q: RxPool>(q: &Q, conn: OwnerId) -> bool {
 ///     q.over_limit(conn) || q.available() == 0
 /// }
 /// ```
 ///
 /// The trait is sealed: only this crate's backends implement it.
-pub trait RxQueue: Sealed {
+pub trait RxPool: Sealed {
     /// The backend's lifetime counters.
     type Stats: Copy + std::fmt::Debug;
 
@@ -93,7 +93,7 @@ pub trait RxQueue: Sealed {
     /// ```no_run
     /// use zcrx_ifq::bufring::{BufRing, BufRingConfig};
     /// use zcrx_ifq::io_uring::IoUring;
-    /// use zcrx_ifq::{Area, RxQueue};
+    /// use zcrx_ifq::{Area, RxPool};
     /// use rustix::event::{eventfd, EventfdFlags};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
