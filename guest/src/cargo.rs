@@ -156,7 +156,10 @@ pub fn build_tests(workspace: &Path, args: &[String]) -> Result<Vec<TestBinary>>
             out.status
         );
     }
-    let bins = test_binaries(&text)?;
+    let mut bins = test_binaries(&text)?;
+    // Cargo reports executables as they finish building, so the order changes from run to run;
+    // tests that share the guest's devices must meet each other in the same order every time.
+    bins.sort_by(|a, b| (&a.package, &a.target, &a.kind).cmp(&(&b.package, &b.target, &b.kind)));
     if bins.is_empty() {
         bail!(
             "cargo test --no-run {} built no test executable",

@@ -8,9 +8,10 @@
 //! cargo run -p guest -- exec target/debug/examples/probe
 //! ```
 //!
-//! All the test binaries of one invocation run in one boot, one after the other; the tool exits
-//! 0 only if the guest booted and every binary exited 0 with `test result: ok.`. It prints one
-//! line per binary and, last, `N passed, N failed`.
+//! All the test binaries of one invocation run in one boot, one after the other in package and
+//! target name order (the same every run); the tool exits 0 only if the guest booted and every
+//! binary exited 0 with `test result: ok.`. It prints one line per binary and, last,
+//! `N passed, N failed`.
 // A binary: its modules' `pub` items are for each other, not an API (the rest of the
 // workspace lints apply).
 #![allow(unreachable_pub)]

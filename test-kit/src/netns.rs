@@ -78,8 +78,9 @@ pub fn rx_bytes(ifname: &str) -> u64 {
 
 /// Two virtio_net devices joined by QEMU's hub, `there` moved into namespace `ns`:
 /// [`HERE_ADDR`](Self::HERE_ADDR) on `here`, [`THERE_ADDR`](Self::THERE_ADDR) on `there`. Dropping
-/// it deletes the namespace, which gives `there` back, takes the address off `here` and waits
-/// for `there` to reappear, so that the next test finds the devices as they were.
+/// it deletes the namespace, which gives `there` back, takes the address off `here`, waits for
+/// `there` to reappear and sets each device up or down as it was, so that the next test finds
+/// the devices as they were (a down virtio_net device has no queues or NAPI ids to list).
 #[derive(Debug)]
 pub struct HubPair {
     /// The device left in this namespace.
@@ -88,6 +89,16 @@ pub struct HubPair {
     pub there: String,
     /// The namespace's name.
     pub ns: &'static str,
+    /// Whether `here` and `there` were up before.
+    was_up: (bool, bool),
+}
+
+/// Whether the interface is administratively up (`IFF_UP` in its sysfs flags).
+pub fn is_up(ifname: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/flags"))
+        .ok()
+        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|f| f & 1 != 0)
 }
 
 impl HubPair {
@@ -125,6 +136,7 @@ impl HubPair {
             here: hub[0].clone(),
             there: hub[1].clone(),
             ns,
+            was_up: (is_up(&hub[0]), is_up(&hub[1])),
         };
         ip(&["netns", "add", ns]);
         // From here on, a failure tears down through `Drop`.
@@ -157,16 +169,25 @@ impl Drop for HubPair {
         // Deleting the namespace gives the device back to this one; its addresses go with it.
         quiet(&["netns", "del", self.ns]);
         quiet(&["addr", "flush", "dev", &self.here]);
-        quiet(&["link", "set", &self.here, "down"]);
-        // The device comes back asynchronously once the namespace is gone.
+        // The device comes back asynchronously once the namespace is gone, and down.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !virtio_nets().contains(&self.there) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let state = |up: bool| if up { "up" } else { "down" };
+        quiet(&["link", "set", &self.here, state(self.was_up.0)]);
+        quiet(&["link", "set", &self.there, state(self.was_up.1)]);
         if !std::thread::panicking() {
             assert!(
                 virtio_nets().contains(&self.there),
                 "{} did not come back",
+                self.there
+            );
+            assert_eq!(
+                (is_up(&self.here), is_up(&self.there)),
+                self.was_up,
+                "{} and {} up as they were",
+                self.here,
                 self.there
             );
         }
