@@ -15,7 +15,7 @@
 #![no_main]
 
 use std::collections::HashSet;
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;

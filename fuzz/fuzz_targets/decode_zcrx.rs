@@ -17,7 +17,7 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use zcrx_ifq::RxQueue;
+use zcrx_ifq::RxPool;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
