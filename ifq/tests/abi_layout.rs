@@ -286,7 +286,7 @@ fn against_the_uapi_headers() -> Outcome {
         .collect();
     let mut prog = String::from(
         "#include <stdio.h>\n#include <stddef.h>\n#include <linux/io_uring.h>\n\
-         #include <linux/io_uring/query.h>\nint main(void) {\n",
+         #include <linux/io_uring/query.h>\n#include <linux/ethtool.h>\nint main(void) {\n",
     );
     for l in &ours {
         prog += &format!("printf(\"{0} %zu\\n\", sizeof(struct {0}));\n", l.name);
@@ -536,7 +536,46 @@ fn recv_zc_sqe() {
     );
 }
 
+/// ```c
+/// struct ethtool_rxnfc {            /* the SIOCETHTOOL request for ntuple rules */
+///     __u32 cmd; __u32 flow_type; __u64 data;
+///     struct ethtool_rx_flow_spec fs;  /* 168 bytes: flow_type, h_u[52], h_ext[20],
+///                                         m_u[52], m_ext[20], ring_cookie, location */
+///     union { __u32 rule_cnt; __u32 rss_context; };
+///     __u32 rule_locs[];
+/// };
+/// ```
+fn ethtool_rxnfc() {
+    check(
+        "ethtool_rx_flow_spec",
+        168,
+        &[
+            ("flow_type", 0),
+            ("h_u", 4),
+            ("h_ext", 56),
+            ("m_u", 76),
+            ("m_ext", 128),
+            ("ring_cookie", 152),
+            ("location", 160),
+        ],
+    );
+    check(
+        "ethtool_rxnfc",
+        192,
+        &[
+            ("cmd", 0),
+            ("flow_type", 4),
+            ("data", 8),
+            ("fs", 16),
+            ("rule_cnt", 184),
+            ("rule_locs", 188),
+        ],
+    );
+    check("ethtool_flow_ext", 20, &[("h_dest", 2), ("data", 12)]);
+}
+
 test_kit::main!(
+    ethtool_rxnfc,
     zcrx_rqe,
     zcrx_cqe,
     zcrx_offsets,

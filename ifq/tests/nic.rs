@@ -36,6 +36,13 @@ fn loopback_has_no_ring_params_and_apply_changes_nothing() {
         check.step(StepKind::HeaderSplit).unwrap().status,
         StepStatus::Unsupported(_)
     ));
+    // Loopback has no rxnfc operations: the ntuple ioctl answers EOPNOTSUPP.
+    assert!(
+        matches!(&before.ntuple, Read::NotSupported(why) if why.contains("ETHTOOL_GRXCLSRLCNT")),
+        "{:?}",
+        before.ntuple
+    );
+    assert_flow_step_follows_the_rules(&before, &check);
     assert!(!check.ready());
     let err = nic::apply("lo", 0).unwrap_err();
     assert!(matches!(err, NicError::NotSupported { .. }), "{err:?}");
@@ -46,6 +53,21 @@ fn loopback_has_no_ring_params_and_apply_changes_nothing() {
         ));
     }
     assert_eq!(nic::read("lo").unwrap(), before);
+}
+
+/// The ntuple rules read through the ioctl decide the flow-rule step: none on the driver is
+/// unsupported, a readable empty table is missing (nothing here adds rules), and the read itself
+/// never fails on these drivers.
+fn assert_flow_step_follows_the_rules(state: &NicState, check: &nic::Check) {
+    let step = &check.step(StepKind::FlowRule).unwrap().status;
+    match &state.ntuple {
+        Read::NotSupported(_) => assert!(matches!(step, StepStatus::Unsupported(_)), "{step:?}"),
+        Read::Value(rules) => {
+            assert!(rules.is_empty(), "{rules:?}");
+            assert!(matches!(step, StepStatus::Missing { .. }), "{step:?}");
+        }
+        Read::Failed(why) => panic!("reading the ntuple rules of {}: {why}", state.ifname),
+    }
 }
 
 fn veth_has_no_ring_params_and_apply_changes_nothing() -> Outcome {
@@ -90,7 +112,8 @@ fn veth_has_no_ring_params_and_apply_changes_nothing() -> Outcome {
             .map(|q| q.id)
             .collect();
         assert_eq!(ids, [0, 1, 2, 3]);
-        assert!(nic::check(&before, 3).is_ok());
+        let check = nic::check(&before, 3).unwrap();
+        assert_flow_step_follows_the_rules(&before, &check);
         assert!(matches!(
             nic::check(&before, 4),
             Err(NicError::QueueOutOfRange { .. })
@@ -148,6 +171,7 @@ fn virtio_net_reports_no_header_split() -> Outcome {
             check.step(StepKind::HeaderSplit).unwrap().status,
             StepStatus::Unsupported(_)
         ));
+        assert_flow_step_follows_the_rules(&before, &check);
         let err = nic::apply(ifname, 0).unwrap_err();
         println!("apply: {err}");
         assert!(matches!(err, NicError::NotSupported { .. }), "{err:?}");

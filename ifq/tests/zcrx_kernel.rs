@@ -370,9 +370,23 @@ fn real_zero_copy_receive() -> Outcome {
     let applied = nic::apply(&ifname, queue).unwrap();
     println!("applied: {:?}", applied.changes());
     let rule = FlowRule::add(&ifname, port, queue);
-    println!(
-        "{}",
-        nic::check(&nic::read(&ifname).unwrap(), queue).unwrap()
+    let with_rule = nic::read(&ifname).unwrap();
+    let check = nic::check(&with_rule, queue).unwrap();
+    println!("{check}");
+    // The rule `ethtool -N` added reads back through the ioctl, and the step sees it.
+    let rules = with_rule
+        .ntuple
+        .value()
+        .expect("the driver lists its ntuple rules");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.steers_tcp_to(queue) && r.dst_port == Some(port)),
+        "{rules:?}"
+    );
+    assert_eq!(
+        check.step(nic::StepKind::FlowRule).unwrap().status,
+        nic::StepStatus::Done
     );
     let mut ring = IoUring::<squeue::Entry, cqueue::Entry32>::builder()
         .setup_single_issuer()

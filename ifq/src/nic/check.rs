@@ -297,15 +297,23 @@ pub fn check(state: &NicState, queue: u32) -> Result<Check, NicError> {
         status: rss,
     });
 
+    let add_rule = format!(
+        "ethtool -K {ifname} ntuple on && ethtool -N {ifname} flow-type tcp6 dst-port PORT \
+         action {queue} (and flow-type tcp4), for each port the service listens on"
+    );
     steps.push(Step {
         kind: StepKind::FlowRule,
-        status: StepStatus::Unknown {
-            why: "ntuple rules are not in the ethtool netlink family".into(),
-            check: format!(
-                "check with: ethtool -n {ifname}; add one per port: ethtool -K {ifname} ntuple \
-                 on && ethtool -N {ifname} flow-type tcp6 dst-port PORT action {queue} (and \
-                 flow-type tcp4)"
-            ),
+        status: match &state.ntuple {
+            // Any TCP rule to the queue: which ports the service uses is not known here.
+            Read::Value(rules) if rules.iter().any(|r| r.steers_tcp_to(queue)) => StepStatus::Done,
+            Read::Value(_) => StepStatus::Missing { fix: add_rule },
+            Read::NotSupported(why) => StepStatus::Unsupported(format!(
+                "{why}: nothing can steer the service's flows to the queue"
+            )),
+            Read::Failed(why) => StepStatus::Unknown {
+                why: why.clone(),
+                check: format!("check with: ethtool -n {ifname}; fix: {add_rule}"),
+            },
         },
     });
 

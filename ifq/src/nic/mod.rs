@@ -1,5 +1,6 @@
 //! The operator's side of zcrx on a NIC: read what the kernel says about an interface and its
-//! queues (the `ethtool` and `netdev` generic-netlink families), say step by step what is missing
+//! queues (the `ethtool` and `netdev` generic-netlink families, and the `SIOCETHTOOL` ioctl for
+//! ntuple flow rules), say step by step what is missing
 //! for zcrx on one queue and the command that fixes it, and apply what can be applied, with a
 //! guard that puts it back.
 //!
@@ -19,6 +20,7 @@
 mod check;
 mod irq;
 mod netlink;
+mod ntuple;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -27,4 +29,5 @@ pub(crate) use check::is_default_rss;
 pub use check::{check, plan, rss_table_without, Change, Check, Step, StepKind, StepStatus};
 pub use irq::{irq_cpus, parse_cpu_list, Placement, QueueIrq};
 pub use netlink::{apply, apply_changes, read, Applied};
+pub use ntuple::{FlowAction, FlowRule, FlowType};
 pub use state::{Channels, DataSplit, NicError, NicState, Read, Rings, RssContext, RxQueue};

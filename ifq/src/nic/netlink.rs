@@ -352,7 +352,7 @@ fn link_by_name(ifname: &str) -> Option<Link> {
     Some(Link { ifindex, parent })
 }
 
-/// Reads interface `ifname`: driver, rings, channels, RSS, and from `netdev` its receive queues
+/// Reads interface `ifname`: driver, rings, channels, RSS, ntuple rules, and from `netdev` its receive queues
 /// with NAPI ids, interrupts and memory-provider bindings. What the kernel or driver does not
 /// offer is [`Read::NotSupported`], not an error; an unknown interface is.
 pub fn read(ifname: &str) -> Result<NicState, NicError> {
@@ -369,9 +369,7 @@ pub fn read(ifname: &str) -> Result<NicState, NicError> {
         rings: read_rings(ifindex),
         channels: read_channels(ifindex),
         rss: read_rss(ifindex),
-        ntuple: Read::NotSupported(
-            "ntuple rules are not in the ethtool netlink family (ethtool -n uses the ioctl)".into(),
-        ),
+        ntuple: super::ntuple::read_rules(ifname),
         rx_queues: read_queues(ifindex),
     })
 }

@@ -1,5 +1,7 @@
 //! What is read of an interface: the typed values `read` returns, and the errors.
 
+use super::FlowRule;
+
 /// A value the kernel may or may not report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read<T> {
@@ -116,8 +118,9 @@ pub struct NicState {
     pub channels: Read<Channels>,
     /// RSS contexts, the default (0) first.
     pub rss: Read<Vec<RssContext>>,
-    /// ntuple flow rules: not in the `ethtool` netlink family (only the ioctl has them).
-    pub ntuple: Read<()>,
+    /// ntuple flow rules (read with the `SIOCETHTOOL` ioctl: the `ethtool` netlink family has
+    /// none).
+    pub ntuple: Read<Vec<FlowRule>>,
     /// Receive queues with their NAPI ids, interrupts and bindings.
     pub rx_queues: Read<Vec<RxQueue>>,
 }

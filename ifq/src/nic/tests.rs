@@ -23,7 +23,7 @@ fn capable() -> NicState {
             context: 0,
             indir: vec![0, 1, 2, 3, 0, 1, 2, 3],
         }]),
-        ntuple: Read::NotSupported("ioctl only".into()),
+        ntuple: Read::Value(Vec::new()),
         rx_queues: Read::Value(
             (0..4)
                 .map(|id| RxQueue {
@@ -67,7 +67,7 @@ fn missing_steps_name_their_commands() {
     );
     assert!(matches!(
         status(&c, StepKind::FlowRule),
-        StepStatus::Unknown { check, .. } if check.contains("action 3")
+        StepStatus::Missing { fix } if fix.contains("ntuple on") && fix.contains("action 3")
     ));
     assert_eq!(status(&c, StepKind::QueueFree), &StepStatus::Done);
     assert!(!c.ready());
@@ -192,7 +192,7 @@ fn loopback_like_reads_nothing_and_queue_range_is_checked() {
         rings: Read::NotSupported("Operation not supported".into()),
         channels: Read::NotSupported("Operation not supported".into()),
         rss: Read::NotSupported("Operation not supported".into()),
-        ntuple: Read::NotSupported("ioctl only".into()),
+        ntuple: Read::NotSupported("the driver keeps no ntuple flow rules".into()),
         rx_queues: Read::Value(vec![RxQueue {
             id: 0,
             napi_id: None,
@@ -221,4 +221,55 @@ fn loopback_like_reads_nothing_and_queue_range_is_checked() {
             count: 1
         }
     );
+}
+
+fn rule(flow: FlowType, queue: u32, rss_context: Option<u32>) -> FlowRule {
+    FlowRule {
+        location: 0,
+        flow,
+        dst_ip: None,
+        src_port: None,
+        dst_port: Some(9000),
+        action: FlowAction::Queue { queue, vf: 0 },
+        rss_context,
+        extended: false,
+    }
+}
+
+#[test]
+fn a_tcp_rule_to_the_queue_is_the_flow_step() {
+    let mut s = capable();
+    // Rules elsewhere, for UDP, or relative to an RSS context do not count.
+    s.ntuple = Read::Value(vec![
+        rule(FlowType::Tcp6, 2, None),
+        rule(FlowType::Udp6, 3, None),
+        rule(FlowType::Tcp4, 3, Some(1)),
+    ]);
+    let c = check(&s, 3).unwrap();
+    assert!(matches!(
+        status(&c, StepKind::FlowRule),
+        StepStatus::Missing { .. }
+    ));
+    if let Read::Value(rules) = &mut s.ntuple {
+        rules.push(rule(FlowType::Tcp4, 3, None));
+    }
+    let c = check(&s, 3).unwrap();
+    assert_eq!(status(&c, StepKind::FlowRule), &StepStatus::Done);
+}
+
+#[test]
+fn no_flow_rules_on_the_driver_is_unsupported_and_a_failed_read_unknown() {
+    let mut s = capable();
+    s.ntuple = Read::NotSupported("the driver keeps no ntuple flow rules".into());
+    let c = check(&s, 3).unwrap();
+    assert!(matches!(
+        status(&c, StepKind::FlowRule),
+        StepStatus::Unsupported(why) if why.contains("no ntuple")
+    ));
+    s.ntuple = Read::Failed("ETHTOOL_GRXCLSRLCNT: Permission denied".into());
+    let c = check(&s, 3).unwrap();
+    assert!(matches!(
+        status(&c, StepKind::FlowRule),
+        StepStatus::Unknown { check, .. } if check.contains("ethtool -n eth1")
+    ));
 }

@@ -251,8 +251,8 @@ pub struct Layout {
     pub fields: Vec<(&'static str, usize)>,
 }
 
-/// The layouts of every struct this crate passes to, or shares with, the kernel for zcrx and
-/// buffer rings (including ones private to the crate), for `tests/abi_layout.rs`.
+/// The layouts of every struct this crate passes to, or shares with, the kernel for zcrx,
+/// buffer rings and the ntuple rules' ioctl (including ones private to the crate), for `tests/abi_layout.rs`.
 #[cfg(feature = "sim")]
 pub fn layouts() -> Vec<Layout> {
     macro_rules! layout {
@@ -352,4 +352,7 @@ pub fn layouts() -> Vec<Layout> {
             [ring_addr, ring_entries, bgid, flags, resv]
         ),
     ]
+    .into_iter()
+    .chain(super::ethtool::layouts())
+    .collect()
 }

@@ -14,6 +14,7 @@
 //! - `sqe`: the one submission entry built here (a multishot receive with a total byte limit),
 //!   and its hand-over as an `io_uring::squeue::Entry`.
 //! - `caps`: capability and rlimit checks.
+//! - `ethtool`: the `SIOCETHTOOL` ioctl that reads ntuple flow rules, and its structs.
 //!
 //! The simulated kernel (`crate::sim`, feature `sim`) sits above the backends; its raw write
 //! into the area is `mmap::copy_into` here.
@@ -23,6 +24,7 @@
 pub(crate) mod abi;
 pub(crate) mod calls;
 pub(crate) mod caps;
+pub(crate) mod ethtool;
 pub(crate) mod mmap;
 pub(crate) mod pbuf;
 pub(crate) mod refill;
