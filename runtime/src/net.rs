@@ -21,21 +21,20 @@
 //! outside the runtime they belong to (after its `block_on` returned, say): they have no error
 //! to return, and there is no ring to run them on.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
-use zcrx_ifq::io_uring::{opcode, types};
 use zcrx_ifq::{OwnerId, RxBuf};
 
 use crate::context;
 use crate::op::Op;
+use crate::sys::request::Owned;
 
 #[cfg(feature = "futures-io")]
 mod futures_compat;
@@ -53,42 +52,6 @@ pub const ZC_SEND_THRESHOLD: usize = 64 * 1024;
 /// Most buffers [`TcpStream::send_bufs`] puts in one request (the kernel takes up to 1024
 /// iovecs; 64 pages or chunks is plenty for one wake-up's worth).
 pub const SEND_BUFS_MAX: usize = 64;
-
-/// What a `SENDMSG` of received buffers points at (the buffers, their iovecs, the header), owned
-/// by its request's slot until the kernel's final completion.
-struct SendMsgKeep {
-    _fd: Rc<OwnedFd>,
-    bufs: Vec<RxBuf>,
-    iov: Vec<libc::iovec>,
-    msg: libc::msghdr,
-}
-
-impl SendMsgKeep {
-    fn new(fd: Rc<OwnedFd>, bufs: Vec<RxBuf>) -> Box<Self> {
-        let iov = bufs
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        let msg = crate::sys::empty_msghdr();
-        let mut keep = Box::new(Self {
-            _fd: fd,
-            bufs,
-            iov,
-            msg,
-        });
-        // Both point into the box's heap allocations, which do not move with the box.
-        keep.msg.msg_iov = keep.iov.as_mut_ptr();
-        keep.msg.msg_iovlen = keep.iov.len() as _;
-        keep
-    }
-
-    fn msg(&self) -> *const libc::msghdr {
-        &self.msg
-    }
-}
 
 fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
     addr.to_socket_addrs()?.next().ok_or_else(|| {
@@ -302,14 +265,11 @@ impl TcpStream {
         context::check()?;
         let addr = resolve(addr)?;
         let fd = new_socket(&addr)?;
-        // Boxed so the address the kernel reads stays put until the connect completes.
-        let raw = Box::new(rustix::net::SocketAddrAny::from(addr));
-        let ptr = raw.as_ptr().cast::<libc::sockaddr>();
-        let sqe = opcode::Connect::new(types::Fd(fd.as_raw_fd()), ptr, raw.addr_len()).build();
-        let (res, _, keep) = Op::submit(sqe, Box::new((fd, raw))).await;
-        let (fd, _) = *keep
-            .downcast::<(OwnedFd, Box<rustix::net::SocketAddrAny>)>()
-            .expect("connect resources");
+        let addr = rustix::net::SocketAddrAny::from(addr);
+        let (res, _, req) = Op::submit(Owned::Connect { fd, addr }).await;
+        let Owned::Connect { fd, .. } = *req else {
+            unreachable!("a connect hands back a connect")
+        };
         if res < 0 {
             return Err(errno(res));
         }
@@ -388,24 +348,17 @@ impl TcpStream {
         zc: bool,
     ) -> (io::Result<usize>, B) {
         let (res, _, keep) = self.send_op(buf, zc).await;
-        send_result(res, keep)
+        send_result(res, *keep)
     }
 
     /// Submits one send (or zero-copy send) of `buf`, which the request's slot owns (with a
     /// reference to the socket) until the kernel's final completion; see [`send_result`].
     fn send_op<B: AsRef<[u8]> + 'static>(&self, buf: B, zc: bool) -> Op {
-        let keep: Box<(Rc<OwnedFd>, B)> = Box::new((self.fd.clone(), buf));
-        let data = keep.1.as_ref();
-        let (ptr, len) = (data.as_ptr(), data.len().min(u32::MAX as usize) as u32);
-        let fd = types::Fd(self.fd.as_raw_fd());
-        let sqe = if zc {
-            opcode::SendZc::new(fd, ptr, len).build()
-        } else {
-            opcode::Send::new(fd, ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        };
-        Op::submit(sqe, keep as Box<dyn Any>)
+        Op::submit(Owned::Send {
+            fd: self.fd.clone(),
+            buf: Box::new(buf),
+            zc,
+        })
     }
 
     /// Sends some of `data` (copied into a buffer the kernel owns until it is done, so
@@ -457,12 +410,13 @@ impl TcpStream {
                 return self.send_buf(bufs.pop_front().expect("one buffer")).await;
             }
             let batch: Vec<RxBuf> = bufs.drain(..bufs.len().min(SEND_BUFS_MAX)).collect();
-            let keep = SendMsgKeep::new(self.fd.clone(), batch);
-            let sqe = opcode::SendMsg::new(types::Fd(self.fd.as_raw_fd()), keep.msg())
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build();
-            let (res, _, keep) = Op::submit(sqe, keep as Box<dyn Any>).await;
-            let keep = *keep.downcast::<SendMsgKeep>().expect("sendmsg resources");
+            let (res, _, req) = Op::submit(Owned::send_msg(self.fd.clone(), batch)).await;
+            let Owned::SendMsg {
+                bufs: sent_bufs, ..
+            } = *req
+            else {
+                unreachable!("a sendmsg hands back a sendmsg")
+            };
             if res < 0 {
                 return Err(errno(res));
             }
@@ -473,7 +427,7 @@ impl TcpStream {
             // first next time, in order.
             let mut sent = res as usize;
             let mut unsent = Vec::new();
-            for mut b in keep.bufs {
+            for mut b in sent_bufs {
                 if sent >= b.len() {
                     sent -= b.len();
                     continue;
@@ -506,8 +460,10 @@ impl TcpStream {
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
-        let sqe = opcode::Shutdown::new(types::Fd(self.fd.as_raw_fd()), how).build();
-        Op::submit(sqe, Box::new(self.fd.clone()))
+        Op::submit(Owned::Shutdown {
+            fd: self.fd.clone(),
+            how,
+        })
     }
 
     /// Sets `TCP_NODELAY`.
@@ -552,8 +508,11 @@ impl TcpStream {
 }
 
 /// The outcome of a [`TcpStream::send_op`] of a `B`, and the buffer back.
-fn send_result<B: 'static>(res: i32, keep: Box<dyn Any>) -> (io::Result<usize>, B) {
-    let (_, buf) = *keep.downcast::<(Rc<OwnedFd>, B)>().expect("send resources");
+fn send_result<B: 'static>(res: i32, req: Owned) -> (io::Result<usize>, B) {
+    let Owned::Send { buf, .. } = req else {
+        unreachable!("a send hands back a send")
+    };
+    let buf = *buf.into_any().downcast::<B>().expect("the buffer sent");
     let r = if res < 0 {
         Err(errno(res))
     } else {

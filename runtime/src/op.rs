@@ -1,30 +1,28 @@
 //! A future for one in-flight kernel request. Dropping it before completion cancels the request;
 //! the driver keeps the request's resources until the kernel's final completion.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use zcrx_ifq::io_uring::squeue;
-
 use crate::context;
+use crate::sys::request::Owned;
 
 pub(crate) struct Op {
     key: Option<usize>,
 }
 
 impl Op {
-    /// Submits `sqe`; `keep` owns everything `sqe` points at.
-    pub(crate) fn submit(sqe: squeue::Entry, keep: Box<dyn Any>) -> Self {
-        let key = context::with_driver(|d| d.submit_op(sqe, keep));
+    /// Submits `req`, which owns everything its entry points at.
+    pub(crate) fn submit(req: Owned) -> Self {
+        let key = context::with_driver(|d| d.submit_op(req));
         Self { key: Some(key) }
     }
 }
 
 impl Future for Op {
-    /// `(res, flags, keep)`.
-    type Output = (i32, u32, Box<dyn Any>);
+    /// `(res, flags, the request)`: what it owned comes back with it.
+    type Output = (i32, u32, Box<Owned>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let key = self.key.expect("Op polled after completion");

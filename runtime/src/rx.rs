@@ -186,7 +186,7 @@ impl Rx {
         };
         if let Some(target) = want_zcrx {
             let ring = Ring::new(config.sq_entries, config.cq_entries, true)?;
-            let Ring::Big(r) = &ring else { unreachable!() };
+            let r = ring.big().expect("made with 32-byte completions");
             // The refill queue sized to the area (the default): every page can be out at once.
             let mut zc = match &target {
                 ZcrxTarget::Queue { ifname, queue } => ZcrxConfig::new(ifname.clone(), *queue),
@@ -235,9 +235,7 @@ impl Rx {
             }
         }
         let ring = Ring::new(config.sq_entries, config.cq_entries, false)?;
-        let Ring::Small(r) = &ring else {
-            unreachable!()
-        };
+        let r = ring.small().expect("made with 16-byte completions");
         let mut buf = BufRing::register(
             r,
             area(config.chunk_size, config.chunks)?,

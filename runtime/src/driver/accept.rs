@@ -10,9 +10,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use zcrx_ifq::completion::CQE_F_MORE;
-use zcrx_ifq::io_uring::{opcode, types};
 
 use super::{ud, Driver, TAG_ACCEPT, TAG_IGNORE};
+use crate::sys::request::Plain;
 
 /// Accept state of one listener.
 pub(super) struct Listener {
@@ -59,11 +59,8 @@ impl Driver {
         }
         if !l.armed {
             l.armed = true;
-            let sqe = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
-                .flags(libc::SOCK_CLOEXEC)
-                .build()
-                .user_data(ud(TAG_ACCEPT, key));
-            self.push(&sqe);
+            let fd = l.fd.as_raw_fd();
+            self.push(ud(TAG_ACCEPT, key), Plain::AcceptMulti { fd });
         }
         Poll::Pending
     }
@@ -77,9 +74,10 @@ impl Driver {
         l.queue.clear();
         if l.armed {
             self.push(
-                &opcode::AsyncCancel::new(ud(TAG_ACCEPT, key))
-                    .build()
-                    .user_data(ud(TAG_IGNORE, 0)),
+                ud(TAG_IGNORE, 0),
+                Plain::Cancel {
+                    target: ud(TAG_ACCEPT, key),
+                },
             );
         } else {
             self.listeners.remove(key);
@@ -127,9 +125,10 @@ impl Driver {
             .collect();
         for key in keys {
             self.push(
-                &opcode::AsyncCancel::new(ud(TAG_ACCEPT, key))
-                    .build()
-                    .user_data(ud(TAG_IGNORE, 0)),
+                ud(TAG_IGNORE, 0),
+                Plain::Cancel {
+                    target: ud(TAG_ACCEPT, key),
+                },
             );
             if let Some(w) = self.listeners[key].waker.take() {
                 w.wake();

@@ -11,11 +11,11 @@
 //! - here: the `user_data` tags, the counters, the driver's state and set-up, and the push of a
 //!   request onto the submission queue.
 //!
-//! Every request's `user_data` is `tag << 56 | key`. Resources a request uses (buffers, socket
-//! addresses, the fd itself through an `Rc<OwnedFd>`) are owned by its slot until the kernel's
-//! final completion for it: a future that is dropped early only marks its slot orphaned and asks
-//! the kernel to cancel, so nothing the kernel may still touch is freed and no fd it may still
-//! use is closed or reused.
+//! Every request's `user_data` is `tag << 56 | key`. What a request points at (buffers, socket
+//! addresses, the fd itself through an `Rc<OwnedFd>`) is a `sys::request::Owned` that the ring
+//! keeps until the kernel's final completion for it and then hands back: a future that is
+//! dropped early only marks its slot orphaned and asks the kernel to cancel, so nothing the
+//! kernel may still touch is freed and no fd it may still use is closed or reused.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use slab::Slab;
-use zcrx_ifq::io_uring::squeue;
 
 use crate::config::Config;
 use crate::depth::{self, Depth};
 use crate::rx::{Rx, RxStats};
+use crate::sys::request::{Owned, Plain};
 use crate::sys::ring::{Cqe, Ring};
 use crate::waker;
 
@@ -126,7 +126,6 @@ pub(crate) struct Driver {
     /// waker counts them, on the dropping thread).
     return_wakes: Arc<AtomicU64>,
     wake_fd: Rc<OwnedFd>,
-    wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
     /// Completion coalescing while bulk data flows: (most completions awaited, minimum wait in
     /// microseconds); `(1, 0)` when off or unsupported.
@@ -218,7 +217,6 @@ impl Driver {
             overflow_quota: (config.cq_entries as usize / 4).max(1),
             return_wakes,
             wake_fd,
-            wake_buf: Box::new([0; 8]),
             wake_armed: false,
             batch,
             bulk: false,
@@ -245,23 +243,31 @@ impl Driver {
         })
     }
 
-    /// Pushes a request. The caller guarantees what the entry points at lives until its final
-    /// completion (it is owned by a slot of this driver).
-    fn push(&mut self, sqe: &squeue::Entry) {
-        loop {
-            // SAFETY: every pointer in `sqe` refers to memory owned by an op slot, a connection,
-            // a listener or this driver, none of which is freed before the request's final
-            // completion has been reaped (see the module docs).
-            if unsafe { self.ring.push(sqe) } {
-                return;
+    /// Pushes a request that points at no memory.
+    fn push(&mut self, user_data: u64, req: Plain) {
+        while !self.ring.push(user_data, &req) {
+            self.make_room();
+        }
+    }
+
+    /// Pushes a request that points into what it owns; the ring keeps that until the final
+    /// completion and hands it back with it.
+    fn push_owned(&mut self, user_data: u64, req: Owned) {
+        let mut req = Box::new(req);
+        while let Err(r) = self.ring.push_owned(user_data, req) {
+            req = r;
+            self.make_room();
+        }
+    }
+
+    /// The submission queue is full: hands it to the kernel (reaping completions if the
+    /// kernel asks for room in the completion queue first).
+    fn make_room(&mut self) {
+        if let Err(e) = self.ring.submit() {
+            if e.raw_os_error() != Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                panic!("io_uring submit failed: {e}");
             }
-            // The submission queue is full: hand it to the kernel and retry.
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(rustix::io::Errno::BUSY.raw_os_error()) {
-                    panic!("io_uring submit failed: {e}");
-                }
-                self.reap_into_buffer();
-            }
+            self.reap_into_buffer();
         }
     }
 

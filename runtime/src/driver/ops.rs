@@ -3,57 +3,57 @@
 //! polls its slot; dropping it early orphans the slot and asks the kernel to cancel, and the
 //! resources go with the final completion, never before.
 
-use std::any::Any;
 use std::task::{Context, Poll, Waker};
 
 use zcrx_ifq::completion::CQE_F_MORE;
-use zcrx_ifq::io_uring::{opcode, squeue};
 
 use super::{ud, Driver, TAG_IGNORE, TAG_OP};
+use crate::sys::request::{Owned, Plain};
 
 /// Where a request stands.
 enum OpState {
     /// In the kernel; the future's waker, once polled.
     Waiting(Option<Waker>),
-    /// Finished; the result waits for the future's next poll.
-    Done { res: i32, flags: u32 },
+    /// Finished; the result and what the request owned wait for the future's next poll.
+    Done {
+        res: i32,
+        flags: u32,
+        owned: Box<Owned>,
+    },
     /// In the kernel, and its future is gone: freed at the final completion.
     Orphaned,
 }
 
-/// One request's slot: its state and what its request points at.
+/// One request's slot (what the request points at is the ring's until the final completion).
 pub(super) struct OpSlot {
     state: OpState,
-    keep: Option<Box<dyn Any>>,
     /// Result of the first completion of a two-completion request (zero-copy send).
     first: Option<i32>,
 }
 
 impl Driver {
-    /// Submits `sqe` (its `user_data` is set here) with `keep` owning whatever it points at.
-    pub(crate) fn submit_op(&mut self, sqe: squeue::Entry, keep: Box<dyn Any>) -> usize {
+    /// Submits `req`.
+    pub(crate) fn submit_op(&mut self, req: Owned) -> usize {
         let key = self.ops.insert(OpSlot {
             state: OpState::Waiting(None),
-            keep: Some(keep),
             first: None,
         });
-        self.push(&sqe.user_data(ud(TAG_OP, key)));
+        self.push_owned(ud(TAG_OP, key), req);
         key
     }
 
-    /// Polls an operation: on completion returns `(res, flags, keep)` and frees the slot.
+    /// Polls an operation: on completion returns `(res, flags, the request)` and frees the slot.
     pub(crate) fn poll_op(
         &mut self,
         key: usize,
         cx: &mut Context<'_>,
-    ) -> Poll<(i32, u32, Box<dyn Any>)> {
+    ) -> Poll<(i32, u32, Box<Owned>)> {
         let slot = &mut self.ops[key];
         match &mut slot.state {
-            OpState::Done { res, flags } => {
-                let (res, flags) = (*res, *flags);
-                let slot = self.ops.remove(key);
-                Poll::Ready((res, flags, slot.keep.expect("resources present")))
-            }
+            OpState::Done { .. } => match self.ops.remove(key).state {
+                OpState::Done { res, flags, owned } => Poll::Ready((res, flags, owned)),
+                _ => unreachable!("matched as done"),
+            },
             OpState::Waiting(w) => {
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *w = Some(cx.waker().clone());
@@ -78,9 +78,10 @@ impl Driver {
                 slot.state = OpState::Orphaned;
                 self.stats.cancels += 1;
                 self.push(
-                    &opcode::AsyncCancel::new(ud(TAG_OP, key))
-                        .build()
-                        .user_data(ud(TAG_IGNORE, 0)),
+                    ud(TAG_IGNORE, 0),
+                    Plain::Cancel {
+                        target: ud(TAG_OP, key),
+                    },
                 );
             }
             OpState::Orphaned => {}
@@ -89,7 +90,13 @@ impl Driver {
 
     /// A completion of a single-shot request: the result for its future, or, for an orphaned
     /// one, the moment its resources can go.
-    pub(super) fn complete_op(&mut self, key: usize, res: i32, flags: u32) {
+    pub(super) fn complete_op(
+        &mut self,
+        key: usize,
+        res: i32,
+        flags: u32,
+        owned: Option<Box<Owned>>,
+    ) {
         let Some(slot) = self.ops.get_mut(key) else {
             return;
         };
@@ -99,7 +106,8 @@ impl Driver {
             return;
         }
         let res = slot.first.take().unwrap_or(res);
-        match std::mem::replace(&mut slot.state, OpState::Done { res, flags }) {
+        let owned = owned.expect("the ring hands an op's request back at its final completion");
+        match std::mem::replace(&mut slot.state, OpState::Done { res, flags, owned }) {
             OpState::Waiting(w) => {
                 if let Some(w) = w {
                     w.wake();
@@ -114,10 +122,8 @@ impl Driver {
     }
 
     /// At a shutdown that left requests unfinished: the kernel may still read or write what
-    /// their slots own, so it is leaked, never freed.
+    /// they own, so the ring leaks it, never frees it.
     pub(super) fn leak_ops(&mut self) {
-        for (_, slot) in self.ops.iter_mut() {
-            std::mem::forget(slot.keep.take());
-        }
+        self.ring.leak_in_flight();
     }
 }

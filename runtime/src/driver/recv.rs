@@ -12,12 +12,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use zcrx_ifq::completion::CQE_F_MORE;
-use zcrx_ifq::io_uring::opcode;
 use zcrx_ifq::{OwnerId, RecvEvent, RxBuf};
 
 use super::budget::{Arm, Footprint};
 use super::{ud, Driver, TAG_IGNORE, TAG_RECV};
 use crate::rx::Rx;
+use crate::sys::request::Plain;
 
 /// Receive state of one connection.
 pub(super) struct Conn {
@@ -101,14 +101,14 @@ impl Driver {
             }
             0
         };
-        let sqe = rx.recv(fd, budget).user_data(ud(TAG_RECV, key));
+        let sqe = rx.recv(fd, budget);
         let conn = &mut self.conns[key];
         conn.armed = true;
         conn.paused = false;
         conn.budget_left = u64::from(budget);
         conn.cap_left = (budget > 0).then_some(budget);
         self.stats.recv_arms += 1;
-        self.push(&sqe);
+        self.push(ud(TAG_RECV, key), Plain::Recv(sqe));
     }
 
     /// What a connection keeps out of the pool, and what the pool has free: what the
@@ -166,9 +166,10 @@ impl Driver {
         }
         self.conns[key].cancelling = true;
         self.push(
-            &opcode::AsyncCancel::new(ud(TAG_RECV, key))
-                .build()
-                .user_data(ud(TAG_IGNORE, 0)),
+            ud(TAG_IGNORE, 0),
+            Plain::Cancel {
+                target: ud(TAG_RECV, key),
+            },
         );
     }
 
@@ -226,9 +227,10 @@ impl Driver {
                 conn.cancelling = true;
                 self.stats.cancels += 1;
                 self.push(
-                    &opcode::AsyncCancel::new(ud(TAG_RECV, key))
-                        .build()
-                        .user_data(ud(TAG_IGNORE, 0)),
+                    ud(TAG_IGNORE, 0),
+                    Plain::Cancel {
+                        target: ud(TAG_RECV, key),
+                    },
                 );
             }
         } else {
@@ -326,9 +328,10 @@ impl Driver {
                         "receive cancelled: the connection holds its limit"
                     );
                     self.push(
-                        &opcode::AsyncCancel::new(ud(TAG_RECV, key))
-                            .build()
-                            .user_data(ud(TAG_IGNORE, 0)),
+                        ud(TAG_IGNORE, 0),
+                        Plain::Cancel {
+                            target: ud(TAG_RECV, key),
+                        },
                     );
                 }
             }

@@ -6,13 +6,14 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use zcrx_ifq::io_uring::{opcode, types};
+use zcrx_ifq::io_uring::types;
 use zcrx_ifq::zcrx::ZcrxEvent;
 
 use super::{
     ud, Driver, KEY_MASK, TAG_ACCEPT, TAG_OP, TAG_RECV, TAG_SHIFT, TAG_WAKE, TAG_ZCRX_EVENT,
 };
 use crate::depth::Change;
+use crate::sys::request::Owned;
 use crate::sys::ring::Cqe;
 
 impl Driver {
@@ -141,14 +142,8 @@ impl Driver {
         }
         if !self.wake_armed {
             self.wake_armed = true;
-            let sqe = opcode::Read::new(
-                types::Fd(self.wake_fd.as_raw_fd()),
-                self.wake_buf.as_mut_ptr(),
-                8,
-            )
-            .build()
-            .user_data(ud(TAG_WAKE, 0));
-            self.push(&sqe);
+            let fd = self.wake_fd.as_raw_fd();
+            self.push_owned(ud(TAG_WAKE, 0), Owned::ReadCounter { fd, buf: [0; 8] });
         }
         // Resume paused connections whose application returned enough buffers, then arm new
         // connections and re-arm receives that ended (budget spent, no buffers, overflow). The
@@ -186,11 +181,12 @@ impl Driver {
             result: res,
             flags,
             big,
+            owned,
         } in cqes.drain(..)
         {
             let key = (user_data & KEY_MASK) as usize;
             match user_data >> TAG_SHIFT {
-                TAG_OP => self.complete_op(key, res, flags),
+                TAG_OP => self.complete_op(key, res, flags, owned),
                 TAG_RECV => self.complete_recv(key, res, flags, big),
                 TAG_ACCEPT => self.complete_accept(key, res, flags),
                 TAG_WAKE => self.wake_armed = false,

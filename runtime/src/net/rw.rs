@@ -355,7 +355,7 @@ fn poll_in_flight(st: &mut Phase, cx: &mut Context<'_>) -> Poll<io::Result<()>> 
     let (res, _, keep) = ready!(Pin::new(op).poll(cx));
     match std::mem::take(st) {
         Phase::Sending(_) => {
-            let (_, mut bytes) = send_result::<Vec<u8>>(res, keep);
+            let (_, mut bytes) = send_result::<Vec<u8>>(res, *keep);
             bytes.truncate(res.max(0) as usize);
             *st = Phase::Sent { res, bytes, at: 0 };
             Poll::Ready(Ok(()))

@@ -1,12 +1,13 @@
-//! The runtime's few raw OS calls: the io_uring submission push (`ring.rs`), fds that a
-//! completion created, the zeroed `msghdr` of a send, and the reuseport program. Every `unsafe`
-//! of the `zcrx` crate is in this module but one: the driver's call of the push
-//! (`driver/mod.rs`), whose invariant (what an entry points at is owned by a slot until its final
-//! completion) is the driver's own. The rest of the crate is safe code on top.
+//! The runtime's few raw OS calls: the io_uring submission push (`ring.rs`) of requests built
+//! here from what they point at (`request.rs`), fds that a completion created, the zeroed
+//! `msghdr` of a send, the reuseport program and `SO_INCOMING_NAPI_ID`. Every `unsafe` of the
+//! `zcrx` crate is in this module; the rest of the crate is safe code on top. The push is safe
+//! because the ring owns what an entry points at until the request's final completion.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
+pub(crate) mod request;
 pub(crate) mod ring;
 
 /// Takes ownership of the fd an accept completion returned (`res >= 0`).
