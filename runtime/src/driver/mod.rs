@@ -126,7 +126,11 @@ pub(crate) struct Driver {
     /// waker counts them, on the dropping thread).
     return_wakes: Arc<AtomicU64>,
     wake_fd: Rc<OwnedFd>,
+    /// The eventfd read is in flight.
     wake_armed: bool,
+    /// `shutdown` runs: the eventfd read is cancelled and not armed again, so that nothing the
+    /// ring owns is left in flight when it goes.
+    closing: bool,
     /// Completion coalescing while bulk data flows: (most completions awaited, minimum wait in
     /// microseconds); `(1, 0)` when off or unsupported.
     batch: (u32, u32),
@@ -218,6 +222,7 @@ impl Driver {
             return_wakes,
             wake_fd,
             wake_armed: false,
+            closing: false,
             batch,
             bulk: false,
             bulk_len: chunk.min(16 * 1024),

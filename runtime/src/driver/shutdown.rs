@@ -5,13 +5,15 @@ use std::time::{Duration, Instant};
 
 use zcrx_ifq::TeardownReport;
 
-use super::Driver;
+use super::{ud, Driver, TAG_IGNORE, TAG_WAKE};
 use crate::rx::RxStats;
+use crate::sys::request::Plain;
 
 impl Driver {
     /// Whether the kernel still owes us completions.
     pub(crate) fn in_flight(&self) -> usize {
         self.ops.len()
+            + usize::from(self.wake_armed)
             + self.conns.iter().filter(|(_, c)| c.armed).count()
             + self.listeners.iter().filter(|(_, l)| l.armed).count()
     }
@@ -22,6 +24,15 @@ impl Driver {
     /// leaked.
     pub(crate) fn shutdown(&mut self, grace: Duration) -> (TeardownReport, RxStats, usize) {
         self.stopping = true;
+        self.closing = true;
+        if self.wake_armed {
+            self.push(
+                ud(TAG_IGNORE, 0),
+                Plain::Cancel {
+                    target: ud(TAG_WAKE, 0),
+                },
+            );
+        }
         for key in self.conns.iter().map(|(k, _)| k).collect::<Vec<_>>() {
             let c = &mut self.conns[key];
             c.queue.clear();

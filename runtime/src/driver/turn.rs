@@ -140,7 +140,7 @@ impl Driver {
                 }
             }
         }
-        if !self.wake_armed {
+        if !self.wake_armed && !self.closing {
             self.wake_armed = true;
             let fd = self.wake_fd.as_raw_fd();
             self.push_owned(ud(TAG_WAKE, 0), Owned::ReadCounter { fd, buf: [0; 8] });
