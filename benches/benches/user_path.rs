@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 use zcrx_ifq::RxPool;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use test_kit::model::bufring::{recv_flags, Kernel};
+use test_kit::model::zcrx::Kernel as ZcrxKernel;
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};
 use zcrx_ifq::chunk::{ChunkTable, Redelivery, ReleaseTo};
-use zcrx_ifq::completion::{
-    decode_bufring, decode_zcrx, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE,
-};
+use zcrx_ifq::completion::{decode_bufring, decode_zcrx, CQE_F_MORE};
 use zcrx_ifq::refill::pbuf::PbufProducer;
 use zcrx_ifq::refill::zcrx::{rqe_off, ZcrxRefill};
 use zcrx_ifq::zcrx::ZcrxIfq;
@@ -99,14 +99,12 @@ fn timed(iters: u64, mut step: impl FnMut()) -> Duration {
 // ---------------------------------------------------------------------------------------------
 // Buffer ring
 
-/// A simulated buffer ring plus the kernel model's head. The kernel takes entries in ring order;
-/// the model reads the buffer id of the entry at its head (`sim_entry`), nothing else.
+/// A simulated buffer ring and the kernel model (`test_kit::model::bufring`) on its fast path:
+/// the kernel takes entries in ring order and the model reads the buffer id of the entry at its
+/// head, nothing else.
 struct BufRingSim {
     ring: BufRing,
-    /// The model's head (ring index, taken mod 2^16). A `u32`, not a `u16`: the compiler
-    /// loads the field 32 bits wide, and a 32-bit load of a value just stored 16 bits wide
-    /// stalls on store forwarding, which would time the model instead of the user side.
-    head: u32,
+    kernel: Kernel,
     batch: u32,
     since_flush: u32,
     /// Completions per chunk (incremental mode fills a chunk over several receives).
@@ -137,7 +135,7 @@ impl BufRingSim {
         assert!(ring.set_home_thread());
         let mut this = Self {
             ring,
-            head: 0,
+            kernel: Kernel::new(CHUNK),
             batch,
             since_flush: 0,
             segments,
@@ -152,8 +150,7 @@ impl BufRingSim {
     /// One chunk through the user side.
     #[inline(always)]
     fn step(&mut self) {
-        let (_, _, bid) = self.ring.sim_entry(self.head as u16);
-        let base = CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << CQE_BUFFER_SHIFT);
+        let bid = self.kernel.take(&self.ring);
         let len = (CHUNK as u32 / self.segments) as i32;
         let owner = if self.owners == 1 {
             OWNER
@@ -166,11 +163,7 @@ impl BufRingSim {
             OwnerId(1 + self.next_owner)
         };
         for seg in 1..=self.segments {
-            let flags = if seg < self.segments {
-                base | CQE_F_BUF_MORE
-            } else {
-                base
-            };
+            let flags = recv_flags(bid, seg < self.segments);
             let c = self.ring.complete(owner, len, flags).expect("complete");
             match c.event {
                 RecvEvent::Data(buf) if self.read_byte => touch(&buf),
@@ -178,7 +171,6 @@ impl BufRingSim {
                 _ => unreachable!("data"),
             }
         }
-        self.head = self.head.wrapping_add(1);
         self.since_flush += 1;
         if self.since_flush == self.batch {
             self.since_flush = 0;
@@ -191,7 +183,7 @@ impl BufRingSim {
     /// ring in a state where the timed loop may start.
     fn validate(&mut self) {
         for _ in 0..4 * CHUNKS {
-            assert_ne!(self.head as u16, self.ring.sim_tail(), "the model ran dry");
+            assert!(!self.kernel.dry(&self.ring), "the model ran dry");
             let flushes = self.ring.stats().publishes;
             let flushing = self.since_flush + 1 == self.batch;
             self.step();
@@ -292,7 +284,7 @@ impl ZcrxSim {
             self.since_flush = 0;
             self.ifq.flush();
             // The kernel consumes every published entry.
-            self.ifq.sim_set_head(self.ifq.sim_tail());
+            ZcrxKernel::consume_all(&self.ifq);
         }
     }
 
@@ -551,9 +543,8 @@ impl CrossOwner {
         let mut v = self.take_vec();
         self.sim.ring.flush();
         for _ in 0..n {
-            let (_, _, bid) = self.sim.ring.sim_entry(self.sim.head as u16);
-            self.sim.head = self.sim.head.wrapping_add(1);
-            let flags = CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << CQE_BUFFER_SHIFT);
+            let bid = self.sim.kernel.take(&self.sim.ring);
+            let flags = recv_flags(bid, false);
             let c = self
                 .sim
                 .ring
@@ -666,9 +657,7 @@ fn cross_thread(c: &mut Criterion) {
 fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(1));
-    let flags: Vec<u32> = (0..1024u32)
-        .map(|i| CQE_F_BUFFER | CQE_F_MORE | (i << CQE_BUFFER_SHIFT))
-        .collect();
+    let flags: Vec<u32> = (0..1024u32).map(|i| recv_flags(i as u16, false)).collect();
     let mut i = 0usize;
     g.bench_function("bufring", |b| {
         b.iter_custom(|iters| {

@@ -1,9 +1,9 @@
 //! The buffer-ring backend's user-side logic (completion decoding, chunk accounting, the refill
 //! protocol, cross-thread returns) driven by a model of the kernel consumer.
 //!
-//! The model reads buffer ids from the ring memory exactly as the kernel does (from its private
-//! head up to the published tail), writes "received" bytes into the chunk the entry names, and
-//! posts completions. Every handle remembers the bytes it was given; if a chunk ever went back to
+//! The model (`test_kit::model::bufring`) reads buffer ids from the ring memory exactly as the
+//! kernel does (from its private head up to the published tail), writes "received" bytes into
+//! the chunk the entry names, and posts completions. Every handle remembers the bytes it was given; if a chunk ever went back to
 //! the kernel while a handle still pointed into it, the model's next write would change those
 //! bytes and the handle's check would fail. The model also checks that no buffer id is in the
 //! ring twice.
@@ -12,90 +12,12 @@ use std::collections::HashSet;
 use zcrx_ifq::RxPool;
 
 use proptest::prelude::*;
+use test_kit::model::bufring::{Kernel, ENOBUFS};
 use zcrx_ifq::bufring::{BufRing, BufRingConfig};
 use zcrx_ifq::completion::{CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE};
 use zcrx_ifq::{Area, OwnerId, RecvEvent, RxBuf};
 
 const CHUNK: usize = 4096;
-
-struct Kernel {
-    head: u16,
-    tail: u16,
-    /// Buffer ids between head and tail.
-    in_ring: Vec<u16>,
-    /// Incremental mode: (addr, bid, filled) of the buffer at the head being filled.
-    current: Option<(u64, u16, u32)>,
-    seq: u8,
-}
-
-impl Kernel {
-    /// Reads newly published entries; asserts no id is posted while already in the ring or
-    /// held by a live handle.
-    fn sync(&mut self, ring: &BufRing, held: &HashSet<u32>) -> Result<(), TestCaseError> {
-        let tail = ring.sim_tail();
-        while self.tail != tail {
-            let (_, len, bid) = ring.sim_entry(self.tail);
-            prop_assert_eq!(len as usize, CHUNK);
-            prop_assert!(!self.in_ring.contains(&bid), "bid {} posted twice", bid);
-            prop_assert!(
-                self.current.map(|c| c.1) != Some(bid),
-                "bid {} posted while the kernel still fills it",
-                bid
-            );
-            prop_assert!(
-                !held.contains(&u32::from(bid)),
-                "bid {} posted while a handle holds it",
-                bid
-            );
-            self.in_ring.push(bid);
-            self.tail = self.tail.wrapping_add(1);
-        }
-        Ok(())
-    }
-
-    /// One receive of up to `want` bytes: returns (res, flags).
-    fn recv(&mut self, ring: &BufRing, want: usize, incremental: bool) -> (i32, u32) {
-        if !incremental || self.current.is_none() {
-            if self.head == self.tail {
-                return (-105, 0); // -ENOBUFS, terminates the multishot request
-            }
-            let (addr, _, bid) = ring.sim_entry(self.head);
-            assert_eq!(self.in_ring.first(), Some(&bid));
-            if incremental {
-                self.current = Some((addr, bid, 0));
-            } else {
-                self.head = self.head.wrapping_add(1);
-                self.in_ring.remove(0);
-                let n = want.min(CHUNK);
-                self.fill(ring, addr, n);
-                return (n as i32, CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << 16));
-            }
-        }
-        let (addr, bid, filled) = self.current.unwrap();
-        let n = want.min(CHUNK - filled as usize);
-        self.fill(ring, addr + u64::from(filled), n);
-        let filled = filled + n as u32;
-        let mut flags = CQE_F_BUFFER | CQE_F_MORE | (u32::from(bid) << 16);
-        if filled as usize == CHUNK {
-            self.current = None;
-            self.head = self.head.wrapping_add(1);
-            self.in_ring.remove(0);
-        } else {
-            self.current = Some((addr, bid, filled));
-            flags |= CQE_F_BUF_MORE;
-        }
-        (n as i32, flags)
-    }
-
-    fn fill(&mut self, ring: &BufRing, addr: u64, n: usize) {
-        let data: Vec<u8> = (0..n).map(|i| self.seq.wrapping_add(i as u8)).collect();
-        self.seq = self.seq.wrapping_add(1);
-        // SAFETY: the model writes only into the buffer it took from the ring and has not
-        // completed yet, which no handle covers as long as the queue never posts a held chunk;
-        // `Held::check` is there to catch the queue breaking that, by content.
-        unsafe { ring.sim_kernel_write(addr, &data) };
-    }
-}
 
 struct Held {
     buf: RxBuf,
@@ -160,18 +82,13 @@ fn run(
         // As the runtime does: drops on this thread take the home path.
         prop_assert!(ring.set_home_thread());
     }
-    let mut k = Kernel {
-        head: 0,
-        tail: 0,
-        in_ring: vec![],
-        current: None,
-        seq: 0,
-    };
+    let mut k = Kernel::new(CHUNK);
     let mut held: Vec<Held> = vec![];
     let held_chunks = |held: &Vec<Held>| held.iter().map(|h| h.buf.chunk()).collect::<HashSet<_>>();
-    k.sync(&ring, &held_chunks(&held))?;
+    k.sync(&ring, &held_chunks(&held))
+        .map_err(TestCaseError::fail)?;
     prop_assert_eq!(
-        k.in_ring.len(),
+        k.in_ring(),
         chunks.min(max),
         "every chunk posted at start, up to max_posted"
     );
@@ -187,7 +104,7 @@ fn run(
                         prop_assert_eq!(expect.len(), res as usize);
                         held.push(Held { buf, expect });
                     }
-                    RecvEvent::NoBuffers => prop_assert_eq!(res, -105),
+                    RecvEvent::NoBuffers => prop_assert_eq!(res, ENOBUFS),
                     other => prop_assert!(false, "unexpected {:?}", other),
                 }
             }
@@ -227,7 +144,8 @@ fn run(
                     "tops up from the pool to max_posted"
                 );
                 prop_assert!(n == 0 || posted > before || posted >= max || pool == 0);
-                k.sync(&ring, &held_chunks(&held))?;
+                k.sync(&ring, &held_chunks(&held))
+                    .map_err(TestCaseError::fail)?;
             }
             Op::SetMaxPosted(m) => {
                 ring.set_max_posted(m);
@@ -242,14 +160,14 @@ fn run(
         prop_assert_eq!(snap.counts.total() as usize, chunks, "counters balance");
         // What the model's kernel can still take: the entries it has not finished (the chunk it
         // is filling incrementally stays at the head until full).
-        prop_assert_eq!(ring.posted() as usize, k.in_ring.len());
+        prop_assert_eq!(ring.posted() as usize, k.in_ring());
         prop_assert_eq!(ring.available(), snap.counts.kernel + snap.counts.pool);
         let user_chunks = held_chunks(&held).len() as u32;
         // Dropped handles' chunks stay `user` until a flush collects them; the chunk the kernel
         // is filling incrementally counts as user once delivered into.
         prop_assert!(snap.counts.user >= user_chunks);
         if flushed {
-            prop_assert!(snap.counts.user <= user_chunks + u32::from(k.current.is_some()));
+            prop_assert!(snap.counts.user <= user_chunks + u32::from(k.filling()));
             prop_assert_eq!(snap.counts.refill, 0);
         }
         let held_bytes: u64 = snap.owners.iter().map(|(_, s)| s.bytes).sum();

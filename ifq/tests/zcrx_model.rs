@@ -2,7 +2,7 @@
 //! refill protocol, cross-thread returns, teardown) driven by a model of the kernel, without a
 //! NIC: the queue is built with `ZcrxIfq::simulated`, which allocates the refill region itself.
 //!
-//! The model behaves as `io_uring/zcrx.c` (6.18) does:
+//! The model (`test_kit::model::zcrx`) behaves as `io_uring/zcrx.c` (6.18) does:
 //! - Buffers are pages. The "NIC" takes a free page and fills it with fragments; every fragment
 //!   is one completion (`res` = length, `F_MORE`, big CQE `area_id << 48 | offset`) and one user
 //!   reference on the page. Several completions may point into one page, and with chunks larger
@@ -20,11 +20,12 @@
 //! into every page it hands out and each handle re-checks its bytes); the chunk counters balance;
 //! bytes and owners are accounted; everything comes back in the end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use zcrx_ifq::RxPool;
 
 use proptest::prelude::*;
+use test_kit::model::zcrx::Kernel;
 use zcrx_ifq::completion::{CompletionError, CQE_F_MORE, ZCRX_OFFSET_MASK};
 use zcrx_ifq::zcrx::ZcrxIfq;
 use zcrx_ifq::{Area, Error, OwnerId, RecvEvent, RxBuf};
@@ -33,164 +34,6 @@ const AREA_ID: u16 = 1;
 const TOKEN: u64 = (AREA_ID as u64) << 48;
 const ENOMEM: i32 = 12;
 const ENOSPC: i32 = 28;
-
-struct Kernel {
-    page: u64,
-    pages: usize,
-    free: VecDeque<usize>,
-    urefs: Vec<u32>,
-    /// The page the NIC is filling and the fill offset in it.
-    filling: Option<(usize, u64)>,
-    cached_head: u32,
-    entries: u32,
-    /// Entries skipped as bad or repeated (must stay 0).
-    skipped: u32,
-    seq: u8,
-}
-
-impl Kernel {
-    fn new(ifq: &ZcrxIfq, area_len: usize) -> Self {
-        let page = ifq.buffer_size() as u64;
-        let pages = area_len / page as usize;
-        Self {
-            page,
-            pages,
-            free: (0..pages).collect(),
-            urefs: vec![0; pages],
-            filling: None,
-            cached_head: 0,
-            entries: ifq.rq_entries(),
-            skipped: 0,
-            seq: 0,
-        }
-    }
-
-    /// The NIC is done with its page; it is recycled if no user reference is left.
-    fn close_filling(&mut self, t: &Tracker) {
-        if let Some((p, _)) = self.filling.take() {
-            if self.urefs[p] == 0 {
-                assert_eq!(
-                    t.live_in_page(p),
-                    0,
-                    "page {p} recycled while a handle points into it"
-                );
-                self.free.push_back(p);
-            }
-        }
-    }
-
-    /// One fragment: returns the CQE `(res, flags, big)` and the bytes written, or an `-ENOMEM`
-    /// CQE (copy fallback without a free buffer) when no page is free.
-    fn fragment(
-        &mut self,
-        ifq: &ZcrxIfq,
-        t: &Tracker,
-        new_page: bool,
-        want: u16,
-    ) -> (i32, u32, [u64; 2], Vec<u8>) {
-        if new_page || self.filling.is_some_and(|(_, fill)| fill >= self.page) {
-            self.close_filling(t);
-        }
-        if self.filling.is_none() {
-            let Some(p) = self.free.pop_front() else {
-                return (-ENOMEM, 0, [0; 2], Vec::new());
-            };
-            assert_eq!(
-                self.urefs[p], 0,
-                "a page with user references was handed out again"
-            );
-            assert_eq!(
-                t.live_in_page(p),
-                0,
-                "page {p} handed out while a handle points into it"
-            );
-            self.filling = Some((p, 0));
-        }
-        let (p, fill) = self.filling.unwrap();
-        let room = self.page - fill;
-        let len = (u64::from(want) % room) + 1;
-        let off = p as u64 * self.page + fill;
-        self.seq = self.seq.wrapping_add(1);
-        let data: Vec<u8> = (0..len).map(|i| self.seq.wrapping_add(i as u8)).collect();
-        // SAFETY: page `p` is the NIC's: it was free (no user references, and the tracker just
-        // confirmed no handle covers it) and nothing is delivered from it until this returns.
-        unsafe { ifq.sim_write(off, &data) };
-        self.filling = Some((p, fill + len));
-        self.urefs[p] += 1;
-        (
-            len as i32,
-            CQE_F_MORE,
-            [(u64::from(AREA_ID) << 48) | off, 0],
-            data,
-        )
-    }
-
-    /// Reads up to `max` (and at most 64) refill entries, like `io_zcrx_ring_refill`.
-    fn refill(&mut self, ifq: &ZcrxIfq, t: &Tracker, max: u32) -> Result<u32, TestCaseError> {
-        let tail = ifq.sim_tail();
-        let n = tail
-            .wrapping_sub(self.cached_head)
-            .min(self.entries)
-            .min(max)
-            .min(64);
-        for _ in 0..n {
-            let (off, _len, pad) = ifq.sim_read_rqe(self.cached_head);
-            self.cached_head = self.cached_head.wrapping_add(1);
-            let page = ((off & ZCRX_OFFSET_MASK) / self.page) as usize;
-            if pad != 0
-                || (off >> 48) as u16 != AREA_ID
-                || page >= self.pages
-                || self.urefs[page] == 0
-            {
-                self.skipped += 1;
-                continue;
-            }
-            self.urefs[page] -= 1;
-            if self.urefs[page] == 0 && self.filling.map(|f| f.0) != Some(page) {
-                prop_assert_eq!(
-                    t.live_in_page(page),
-                    0,
-                    "page {} recycled while a handle points into it",
-                    page
-                );
-                self.free.push_back(page);
-            }
-        }
-        ifq.sim_set_head(self.cached_head);
-        Ok(n)
-    }
-
-    /// Checks the published, unread entries: the area token, zero padding, a page of the area
-    /// that has a user reference to return, and no more entries for a page than it has
-    /// references. (An entry may name a page that has a live handle if the NIC went on filling
-    /// the page after an earlier fragment was returned: references are per page, and the page is
-    /// only recycled when all are back, which `refill` checks.)
-    fn peek(&self, ifq: &ZcrxIfq) -> Result<(), TestCaseError> {
-        let mut per_page: HashMap<usize, u32> = HashMap::new();
-        let tail = ifq.sim_tail();
-        prop_assert!(
-            tail.wrapping_sub(self.cached_head) <= self.entries,
-            "tail ran past the head"
-        );
-        let mut at = self.cached_head;
-        while at != tail {
-            let (off, len, pad) = ifq.sim_read_rqe(at);
-            prop_assert_eq!(off >> 48, TOKEN >> 48, "area token");
-            prop_assert_eq!((len, pad), (0, 0));
-            let page = ((off & ZCRX_OFFSET_MASK) / self.page) as usize;
-            prop_assert!(page < self.pages);
-            let n = per_page.entry(page).or_default();
-            *n += 1;
-            prop_assert!(
-                *n <= self.urefs[page],
-                "more entries for page {} than references",
-                page
-            );
-            at = at.wrapping_add(1);
-        }
-        Ok(())
-    }
-}
 
 /// What the test holds.
 struct Held {
@@ -365,7 +208,7 @@ fn run(
     ifq.sim_set_owner_limit(Some(3000));
     prop_assert_eq!(ifq.area_token(), TOKEN);
     prop_assert_eq!(ifq.buffer_size(), page);
-    let mut k = Kernel::new(&ifq, area_len);
+    let mut k = Kernel::new(&ifq, area_len, AREA_ID);
     let mut t = Tracker::default();
     let dropper = Dropper::new();
     let mut deliveries = 0u64;
@@ -381,7 +224,9 @@ fn run(
                 len,
                 owner,
             } => {
-                let (res, flags, big, data) = k.fragment(&ifq, &t, new_page, len);
+                let (res, flags, big, data) = k
+                    .fragment(&ifq, &|p| t.live_in_page(p), new_page, len)
+                    .map_err(TestCaseError::fail)?;
                 let c = ifq
                     .complete(OwnerId(owner.into()), res, flags, big)
                     .map_err(|e| {
@@ -440,7 +285,7 @@ fn run(
             Op::Flush => {
                 ifq.flush();
                 t.settle();
-                k.peek(&ifq)?;
+                k.peek(&ifq).map_err(TestCaseError::fail)?;
                 check_counts(&ifq, chunks, &t, true)?;
                 for owner in 0..3 {
                     let bytes: u64 = t
@@ -453,7 +298,8 @@ fn run(
                 }
             }
             Op::Refill { max } => {
-                k.refill(&ifq, &t, max)?;
+                k.refill(&ifq, &|p| t.live_in_page(p), max)
+                    .map_err(TestCaseError::fail)?;
             }
             Op::Overflow => {
                 let c = ifq.complete(OwnerId(0), -ENOSPC, 0, [0; 2]).unwrap();
@@ -461,7 +307,7 @@ fn run(
             }
         }
         prop_assert_eq!(
-            k.skipped,
+            k.skipped(),
             0,
             "the kernel skipped a bad or repeated refill entry"
         );
@@ -497,22 +343,23 @@ fn run(
             drop(h.buf);
         }
     }
-    k.close_filling(&t);
+    k.close_filling(&|p| t.live_in_page(p))
+        .map_err(TestCaseError::fail)?;
     for _ in 0..10_000 {
         ifq.flush();
-        k.peek(&ifq)?;
-        let read = k.refill(&ifq, &t, 64)?;
-        if read == 0 && ifq.pending_chunks() == 0 && k.cached_head == ifq.sim_tail() {
+        k.peek(&ifq).map_err(TestCaseError::fail)?;
+        let read = k
+            .refill(&ifq, &|p| t.live_in_page(p), 64)
+            .map_err(TestCaseError::fail)?;
+        if read == 0 && ifq.pending_chunks() == 0 && k.cached_head() == ifq.sim_tail() {
             break;
         }
     }
-    prop_assert_eq!(k.skipped, 0);
+    prop_assert_eq!(k.skipped(), 0);
     prop_assert_eq!(ifq.pending_chunks(), 0);
-    prop_assert!(
-        k.urefs.iter().all(|&u| u == 0),
-        "every user reference came back"
-    );
-    prop_assert_eq!(k.free.len(), k.pages, "every page is free again");
+    prop_assert!(k.all_references_back(), "every user reference came back");
+    let (free, pages) = k.free_pages();
+    prop_assert_eq!(free, pages, "every page is free again");
     let snap = ifq.snapshot();
     prop_assert_eq!(snap.counts.kernel, chunks);
     prop_assert_eq!(snap.held_bytes, 0);

@@ -8,8 +8,12 @@
 //!   counted as *ignored*, with its reason, in libtest's summary, instead of passing silently.
 //! - [`pattern`]: the byte streams the tests send and verify.
 //! - [`netns`]: network namespaces and the kernel guest's virtio_net hub devices.
+//! - `model` (feature `ifq`): the kernel's side of the two receive backends, for simulated
+//!   queues.
 
 pub mod harness;
+#[cfg(feature = "ifq")]
+pub mod model;
 pub mod netns;
 pub mod pattern;
 
