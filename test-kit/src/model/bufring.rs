@@ -9,6 +9,7 @@ use zcrx_ifq::bufring::BufRing;
 use zcrx_ifq::completion::{CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_BUF_MORE, CQE_F_MORE};
 
 use super::Check;
+use crate::pattern::keyed;
 
 /// `-ENOBUFS`: the ring ran dry, which ends a multishot receive.
 pub const ENOBUFS: i32 = -105;
@@ -41,7 +42,8 @@ pub struct Kernel {
     current: Option<(u64, u16, u32)>,
     /// Each buffer's length.
     chunk: usize,
-    seq: u8,
+    /// Receives so far: the receive's bytes are the keyed pattern of this seed.
+    seq: u64,
 }
 
 impl Kernel {
@@ -109,8 +111,9 @@ impl Kernel {
         Ok(())
     }
 
-    /// One receive of up to `want` bytes: the completion's `(res, flags)`; the bytes written
-    /// are [`pattern`]`(seq, i)` for the `seq` of the receive.
+    /// One receive of up to `want` bytes: the completion's `(res, flags)`. Each receive writes
+    /// fresh bytes (test-kit's keyed pattern, a seed per receive), so that a handle that kept
+    /// its bytes proves its buffer was not reused.
     pub fn recv(&mut self, ring: &BufRing, want: usize, incremental: bool) -> (i32, u32) {
         if !incremental || self.current.is_none() {
             if self.head() == self.tail {
@@ -148,16 +151,12 @@ impl Kernel {
     }
 
     fn fill(&mut self, ring: &BufRing, addr: u64, n: usize) {
-        let data: Vec<u8> = (0..n).map(|i| pattern(self.seq, i)).collect();
-        self.seq = self.seq.wrapping_add(1);
+        let mut data = vec![0; n];
+        keyed::fill(self.seq, 0, &mut data);
+        self.seq += 1;
         // SAFETY: the model writes only into the buffer it took from the ring and has not
         // completed yet, which no handle covers as long as the queue never posts a held chunk;
         // `sync` and the callers' byte checks are there to catch the queue breaking that.
         unsafe { ring.sim_kernel_write(addr, &data) };
     }
-}
-
-/// Byte `i` of the receive numbered `seq`.
-pub fn pattern(seq: u8, i: usize) -> u8 {
-    seq.wrapping_add(i as u8)
 }

@@ -18,6 +18,7 @@ use zcrx_ifq::completion::{CQE_F_MORE, ZCRX_OFFSET_MASK};
 use zcrx_ifq::zcrx::ZcrxIfq;
 
 use super::Check;
+use crate::pattern::keyed;
 
 /// `-ENOMEM`: the copy fallback found no free buffer, which ends the receive.
 pub const ENOMEM: i32 = -12;
@@ -40,7 +41,8 @@ pub struct Kernel {
     entries: u32,
     /// Entries skipped as bad or repeated (must stay 0 for a correct user side).
     skipped: u32,
-    seq: u8,
+    /// Fragments so far: each fragment's bytes are the keyed pattern of this seed.
+    seq: u64,
 }
 
 impl Kernel {
@@ -130,8 +132,9 @@ impl Kernel {
         let room = self.page - fill;
         let len = (u64::from(want) % room) + 1;
         let off = p as u64 * self.page + fill;
-        self.seq = self.seq.wrapping_add(1);
-        let data: Vec<u8> = (0..len).map(|i| self.seq.wrapping_add(i as u8)).collect();
+        self.seq += 1;
+        let mut data = vec![0; len as usize];
+        keyed::fill(self.seq, 0, &mut data);
         // SAFETY: page `p` is the NIC's: it was free (no user references, and the caller just
         // confirmed no handle covers it) and nothing is delivered from it until this returns.
         unsafe { ifq.sim_write(off, &data) };
