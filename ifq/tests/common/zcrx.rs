@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use test_kit::pattern::keyed;
 use zcrx_ifq::RxPool;
 
 use rustix::thread::{capabilities, CapabilitySet};
@@ -81,10 +80,7 @@ pub(crate) fn nodev_queue(
     Ok((ring, rx))
 }
 
-/// The stream `transfer` sends (test-kit's position-keyed pattern).
-const SEED: u64 = 0x7a63_7278;
-
-/// Sends `len` bytes of the pattern for [`SEED`] over a loopback connection and receives them through `rx`,
+/// Sends `len` bytes of [`pattern`] over a loopback connection and receives them through `rx`,
 /// checking every byte. Returns the bytes received.
 pub(crate) fn transfer(
     ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
@@ -95,8 +91,7 @@ pub(crate) fn transfer(
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
     let writer = std::thread::spawn(move || {
-        let mut data = vec![0; len];
-        keyed::fill(SEED, 0, &mut data);
+        let data: Vec<u8> = (0..len).map(pattern).collect();
         client.write_all(&data).unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();
         let mut rest = Vec::new();
@@ -109,7 +104,14 @@ pub(crate) fn transfer(
     got
 }
 
-/// Receives on `sock` through `rx` until EOF, checking every byte against the pattern and
+/// Byte `i` of the stream `transfer` and `receive_until_eof` use. Not test-kit's keyed
+/// pattern on purpose: the real-NIC test receives it from another host, whose sender is a
+/// one-line Python command (`zcrx_kernel/on_a_nic.rs`).
+pub(crate) fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+/// Receives on `sock` through `rx` until EOF, checking every byte against [`pattern`] and
 /// re-arming after overflow or buffer shortage. Returns the byte count.
 pub(crate) fn receive_until_eof(
     ring: &mut IoUring<squeue::Entry, cqueue::Entry32>,
@@ -152,8 +154,13 @@ pub(crate) fn receive_until_eof(
             let rearm = c.needs_rearm();
             match c.event {
                 RecvEvent::Data(buf) => {
-                    if let Some(i) = keyed::check(SEED, received, &buf) {
-                        panic!("byte {} differs from the pattern", received + i as u64);
+                    for (i, &b) in buf.iter().enumerate() {
+                        assert_eq!(
+                            b,
+                            pattern(received as usize + i),
+                            "byte {}",
+                            received as usize + i
+                        );
                     }
                     received += buf.len() as u64;
                 }
