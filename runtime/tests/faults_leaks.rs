@@ -1,4 +1,4 @@
-//! The leaking-application loop (fault suite, item 1): 100,000 connections, each
+//! The leaking-application loop (the fault and load suite, docs/reliability.md): 100,000 connections, each
 //! receiving a little data; the application closes each socket while still holding the buffers
 //! it got and drops them only later (some on another thread), or forgets them outright with
 //! `mem::forget`. The pool must keep serving the next connection, no connection may take more

@@ -1,4 +1,4 @@
-//! The pool under pressure (fault suite, items 2 and 3): a pool of a handful of chunks
+//! The pool under pressure (the fault and load suite, docs/reliability.md): a pool of a handful of chunks
 //! shared by 64 flows whose consumer sleeps at random, and a deliberately tiny completion queue
 //! under multishot load. Every byte must arrive, in order (each byte checked where it lands,
 //! and an order-sensitive digest compared with the sender's); receives that end for lack of

@@ -1,4 +1,4 @@
-//! Teardown under load (fault suite, item 5): two runtime threads shut down while 64
+//! Teardown under load (the fault and load suite, docs/reliability.md): two runtime threads shut down while 64
 //! flows are mid-transfer and the application holds received buffers on other threads. No
 //! crash, no invalid read (the held bytes are read and checked after the teardown, and CI runs
 //! this file under AddressSanitizer: `.ci/asan`), and the shutdown reports say exactly what was

@@ -1,4 +1,4 @@
-//! Peers that misbehave (fault suite, item 4): resets in the middle of a stream,
+//! Peers that misbehave (the fault and load suite, docs/reliability.md): resets in the middle of a stream,
 //! half-closes, a 1-byte-per-100 ms trickle (also one that never finishes, against a server that
 //! holds what it got until the request is complete), connect-and-vanish, and 10,000 connections
 //! opened and closed in a burst, while well-behaved clients stream verified data. The server must
