@@ -97,17 +97,21 @@ fn main() -> anyhow::Result<()> {
         eprintln!("http: --on tokio ignores --zcrx and --backend");
     }
 
-    // Ctrl-C and SIGTERM stop the server gracefully: block them in every thread (the server
-    // threads inherit the mask) and wait for them in one.
+    // Ctrl-C and SIGTERM stop the server gracefully, on either runtime: one watcher thread
+    // (signal-hook's self-pipe iterator) triggers the shutdown signal both serve loops follow.
     let signal = ShutdownSignal::new();
-    let signals = block_stop_signals();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     {
         let signal = signal.clone();
         std::thread::spawn(move || {
-            wait_signal(&signals);
+            let mut each = signals.forever();
+            each.next();
             eprintln!("http: stopping");
             signal.trigger();
-            wait_signal(&signals);
+            each.next();
             eprintln!("http: second signal, exiting at once");
             std::process::exit(130);
         });
@@ -497,28 +501,4 @@ fn usable_cpus() -> Vec<usize> {
             .collect(),
         Err(_) => Vec::new(),
     }
-}
-
-// ---- signals --------------------------------------------------------------------------------
-
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set; the others only read and write it, and
-    // pthread_sigmask changes this thread's mask.
-    unsafe {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        let mut set = set.assume_init();
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits for one of the (blocked) signals in `set`.
-fn wait_signal(set: &libc::sigset_t) {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised signal set and `sig` a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
 }
