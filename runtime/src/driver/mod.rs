@@ -128,6 +128,9 @@ pub(crate) struct Driver {
     wake_fd: Rc<OwnedFd>,
     /// The eventfd read is in flight.
     wake_armed: bool,
+    /// The eventfd read's request, back from its last completion: re-armed without a new
+    /// allocation.
+    wake_req: Option<Box<Owned>>,
     /// `shutdown` runs: the eventfd read is cancelled and not armed again, so that nothing the
     /// ring owns is left in flight when it goes.
     closing: bool,
@@ -222,6 +225,7 @@ impl Driver {
             return_wakes,
             wake_fd,
             wake_armed: false,
+            wake_req: None,
             closing: false,
             batch,
             bulk: false,
@@ -258,7 +262,11 @@ impl Driver {
     /// Pushes a request that points into what it owns; the ring keeps that until the final
     /// completion and hands it back with it.
     fn push_owned(&mut self, user_data: u64, req: Owned) {
-        let mut req = Box::new(req);
+        self.push_boxed(user_data, Box::new(req));
+    }
+
+    /// `push_owned` of a request already boxed (one that came back from an earlier completion).
+    fn push_boxed(&mut self, user_data: u64, mut req: Box<Owned>) {
         while let Err(r) = self.ring.push_owned(user_data, req) {
             req = r;
             self.make_room();

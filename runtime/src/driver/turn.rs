@@ -143,7 +143,11 @@ impl Driver {
         if !self.wake_armed && !self.closing {
             self.wake_armed = true;
             let fd = self.wake_fd.as_raw_fd();
-            self.push_owned(ud(TAG_WAKE, 0), Owned::ReadCounter { fd, buf: [0; 8] });
+            let req = self
+                .wake_req
+                .take()
+                .unwrap_or_else(|| Box::new(Owned::ReadCounter { fd, buf: [0; 8] }));
+            self.push_boxed(ud(TAG_WAKE, 0), req);
         }
         // Resume paused connections whose application returned enough buffers, then arm new
         // connections and re-arm receives that ended (budget spent, no buffers, overflow). The
@@ -189,7 +193,10 @@ impl Driver {
                 TAG_OP => self.complete_op(key, res, flags, owned),
                 TAG_RECV => self.complete_recv(key, res, flags, big),
                 TAG_ACCEPT => self.complete_accept(key, res, flags),
-                TAG_WAKE => self.wake_armed = false,
+                TAG_WAKE => {
+                    self.wake_armed = false;
+                    self.wake_req = owned;
+                }
                 TAG_ZCRX_EVENT => self.zcrx_event(res),
                 _ => {}
             }
